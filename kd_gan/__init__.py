@@ -1,0 +1,30 @@
+"""kd_gan: compress GAN generators by knowledge distillation.
+
+Implements Aguinaldo et al., "Compressing GANs using Knowledge Distillation"
+(2019): depth-scaled DCGAN teachers and students, a Keras `Distiller` with the
+MSE and joint losses, and the experiment that compares students to equal-size
+GANs trained from scratch.
+"""
+
+from kd_gan.distill import Distiller, latent_dataset
+from kd_gan.gan import GAN
+from kd_gan.models import (
+    Discriminator,
+    Generator,
+    compression_ratio,
+    count_parameters,
+    load_generator,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GAN",
+    "Discriminator",
+    "Distiller",
+    "Generator",
+    "compression_ratio",
+    "count_parameters",
+    "latent_dataset",
+    "load_generator",
+]

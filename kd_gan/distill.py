@@ -1,0 +1,304 @@
+"""The Distiller: a student generator learns to reproduce a frozen teacher.
+
+Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2):
+
+* `loss="mse"`: minimise E_z ||S(z) - T(z)||^2 over random z. No real data is
+  needed: fit it on a dataset of latent vectors (`latent_dataset`) or on any
+  dataset of images, whose batches then only set the batch size.
+* `loss="joint"`: the student's ordinary (non-saturating) GAN loss against its
+  own discriminator trained on real images, plus `mse_weight` times the MSE
+  term. The discriminator learns alongside.
+"""
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import gan
+
+LOSSES = ("mse", "joint")
+
+
+def latent_dataset(batch_size, latent_dim, seed=0):
+    """An endless `tf.data.Dataset` of z ~ N(0, I) batches, deterministic in `seed`.
+
+    Fit an MSE Distiller on it with `steps_per_epoch`:
+
+    ```python
+    distiller.fit(latent_dataset(64, 128), epochs=10, steps_per_epoch=500)
+    ```
+    """
+    if batch_size < 1 or latent_dim < 1:
+        raise ValueError(
+            f"batch_size and latent_dim must be >= 1. Received: batch_size={batch_size}, "
+            f"latent_dim={latent_dim}"
+        )
+    return (
+        tf.data.Dataset.random(seed=seed)
+        .map(
+            lambda step: tf.random.stateless_normal(
+                [batch_size, latent_dim], seed=tf.stack([tf.constant(seed, tf.int64), step])
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def latent_size(generator):
+    """Size of z a generator takes: its `latent_dim`, or its input's last dimension."""
+    if hasattr(generator, "latent_dim"):
+        return int(generator.latent_dim)
+    try:
+        return int(generator.input_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        raise ValueError(
+            f"Cannot tell the latent size of {type(generator).__name__}: it has no "
+            "`latent_dim` attribute and no known input shape."
+        ) from None
+
+
+def generate(generator, z):
+    """Images of `generator` for `z`: a Keras model (inference mode) or any callable.
+
+    A SavedModel signature returns a dict; a generator has one output, taken from it.
+    """
+    if isinstance(generator, keras.layers.Layer):
+        outputs = generator(z, training=False)
+    else:
+        outputs = generator(z)
+    if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise ValueError(
+                f"The teacher returns several outputs {sorted(outputs)}; expected one image tensor."
+            )
+        outputs = next(iter(outputs.values()))
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class Distiller(keras.Model):
+    """Trains a student generator to reproduce a frozen teacher generator.
+
+    Args:
+        teacher: the large generator. A Keras model or layer (it is frozen:
+            `trainable = False`, called with `training=False`), or any callable
+            mapping z to images, e.g. a `keras.layers.TFSMLayer` over a SavedModel
+            or `tf.saved_model.load(path).signatures[...]`. Only Keras teachers
+            can be saved with the Distiller.
+        student: the small generator being trained (a Keras model).
+        loss: "mse" or "joint".
+        discriminator: the student-sized discriminator; required for "joint".
+        mse_weight: weight of the MSE term in the joint loss (the MSE scheme
+            minimises the MSE alone).
+        seed: integer seed of the latent draws.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    teacher = Generator(128, (28, 28, 1), depth=64)   # trained, or load_generator(path)
+    student = Generator(128, (28, 28, 1), depth=2)
+    distiller = Distiller(teacher, student, loss="mse")
+    distiller.compile(student_optimizer=keras.optimizers.Adam(1e-3))
+    distiller.fit(latent_dataset(64, 128), epochs=5, steps_per_epoch=200)
+    student.save("student.keras")
+    ```
+    """
+
+    def __init__(
+        self, teacher, student, loss="mse", discriminator=None, mse_weight=1.0, seed=0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}. Received: loss={loss!r}")
+        if not isinstance(student, keras.layers.Layer):
+            raise ValueError(
+                f"student must be a Keras model. Received: student of type {type(student).__name__}"
+            )
+        if not callable(teacher):
+            raise ValueError(
+                f"teacher must be a Keras model or a callable mapping z to images. "
+                f"Received: teacher of type {type(teacher).__name__}"
+            )
+        mse_weight = float(mse_weight)
+        if not mse_weight >= 0:
+            raise ValueError(f"mse_weight must be >= 0. Received: mse_weight={mse_weight}")
+        if loss == "joint" and discriminator is None:
+            raise ValueError(
+                "loss='joint' trains the student against a discriminator on real images: pass "
+                "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
+            )
+        if loss == "mse" and discriminator is not None:
+            logging.warning("loss='mse' does not use the discriminator; it will not be trained.")
+
+        self.latent_dim = latent_size(student)
+        teacher_latent_dim = getattr(teacher, "latent_dim", None)
+        if teacher_latent_dim is not None and int(teacher_latent_dim) != self.latent_dim:
+            raise ValueError(
+                f"Teacher and student must share the latent size: teacher latent_dim="
+                f"{teacher_latent_dim}, student latent_dim={self.latent_dim}."
+            )
+        if isinstance(teacher, keras.layers.Layer):
+            teacher.trainable = False  # Frozen: only the student (and its D) learn.
+        self.teacher = teacher
+        self.student = student
+        self.discriminator = discriminator
+        self.loss_name = loss
+        self.mse_weight = mse_weight
+        self.seed = int(seed)
+        self._check_shapes()
+
+        self.mse_tracker = keras.metrics.Mean(name="mse")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.built = True  # Sub-models are built; nothing to infer from data.
+
+    def _check_shapes(self):
+        """Calls teacher, student (and D) on a probe z; rejects mismatches by name."""
+        z = tf.zeros((2, self.latent_dim))
+        try:
+            teacher_images = self._teacher_images(z)
+        except Exception as error:
+            raise ValueError(
+                f"The teacher could not be called on latent vectors of shape {tuple(z.shape)} "
+                f"(the student's latent size is {self.latent_dim}): {error}"
+            ) from error
+        student_images = self.student(z, training=False)
+        if tuple(teacher_images.shape) != tuple(student_images.shape):
+            raise ValueError(
+                f"Teacher and student must produce images of the same shape: teacher gives "
+                f"{tuple(teacher_images.shape[1:])}, student gives {tuple(student_images.shape[1:])}."
+            )
+        if self.discriminator is not None:
+            logits = self.discriminator(student_images, training=False)
+            if logits.shape.rank != 2 or logits.shape[-1] != 1:
+                raise ValueError(
+                    f"The discriminator must map the student's images {tuple(student_images.shape[1:])} "
+                    f"to one logit each; it returned shape {tuple(logits.shape)}."
+                )
+
+    def _teacher_images(self, z):
+        return generate(self.teacher, z)
+
+    def compile(self, student_optimizer=None, d_optimizer=None, **kwargs):
+        """Sets the optimizers (DCGAN Adam when not given).
+
+        Args:
+            student_optimizer: optimizer of the student.
+            d_optimizer: optimizer of the discriminator (joint loss only).
+            **kwargs: passed to `keras.Model.compile` (e.g. `steps_per_execution`).
+        """
+        self.student_optimizer = student_optimizer or gan.default_optimizer()
+        super().compile(optimizer=self.student_optimizer, **kwargs)
+        # Build each optimizer for its own network only: never the teacher.
+        self.student_optimizer.build(self.student.trainable_variables)
+        if self.loss_name == "joint":
+            self.d_optimizer = d_optimizer or gan.default_optimizer()
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        return gan.optimizers_config(self, ("student_optimizer", "d_optimizer"))
+
+    def compile_from_config(self, config):
+        self.compile(**gan.deserialize_optimizers(config))
+
+    @property
+    def metrics(self):
+        if self.loss_name == "joint":
+            return [self.student_loss_tracker, self.mse_tracker, self.g_loss_tracker, self.d_loss_tracker]
+        return [self.mse_tracker]
+
+    def call(self, z, training=False):
+        return self.student(z, training=training)
+
+    def _latents(self, data):
+        """z of the batch: given (rank 2) or drawn for a batch of images (rank 4)."""
+        data = gan.images_from_batch(data)
+        if data.shape.rank == 2:
+            if data.shape[-1] != self.latent_dim:
+                raise ValueError(
+                    f"Latent batches must have shape (batch, {self.latent_dim}); got {tuple(data.shape)}."
+                )
+            return tf.cast(data, self.compute_dtype)
+        return gan.sample_latents(
+            tf.shape(data)[0], self.latent_dim, self.seed, self.student_optimizer.iterations
+        )
+
+    def train_step(self, data):
+        if self.loss_name == "joint":
+            return self._joint_step(data)
+        # Draw z (or take it from the batch) and the frozen teacher's images.
+        z = self._latents(data)
+        teacher_images = tf.stop_gradient(self._teacher_images(z))
+        # Step the student towards the teacher's images.
+        with tf.GradientTape() as tape:
+            mse = gan.pixel_mse(teacher_images, self.student(z, training=True))
+            loss = gan.average_loss(mse)
+        weights = self.student.trainable_variables
+        self.student_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        self.mse_tracker.update_state(mse)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def _joint_step(self, data):
+        real_images = gan.images_from_batch(data)
+        if real_images.shape.rank != 4:
+            raise ValueError(
+                f"loss='joint' needs batches of real images (batch, height, width, channels); "
+                f"got a batch of shape {tuple(real_images.shape)}."
+            )
+        # Draw z and the frozen teacher's images for it.
+        z = self._latents(real_images)
+        teacher_images = tf.stop_gradient(self._teacher_images(z))
+        # Simultaneous step of student and discriminator; the student's loss adds the MSE term.
+        losses = gan.adversarial_update(
+            self.student,
+            self.discriminator,
+            self.student_optimizer,
+            self.d_optimizer,
+            real_images,
+            z,
+            target_images=teacher_images,
+            mse_weight=self.mse_weight,
+        )
+        for tracker in self.metrics:
+            tracker.update_state(losses[tracker.name])
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def test_step(self, data):
+        # Student in inference mode against the teacher on the batch's z.
+        z = self._latents(data)
+        self.mse_tracker.update_state(
+            gan.pixel_mse(self._teacher_images(z), self.student(z, training=False))
+        )
+        return {self.mse_tracker.name: self.mse_tracker.result()}
+
+    def get_config(self):
+        if not isinstance(self.teacher, keras.layers.Layer):
+            raise NotImplementedError(
+                f"A Distiller with a {type(self.teacher).__name__} teacher cannot be serialized; "
+                "save the student (`distiller.student.save(...)`) or use a Keras teacher."
+            )
+        config = super().get_config()
+        config.update(
+            teacher=keras.saving.serialize_keras_object(self.teacher),
+            student=keras.saving.serialize_keras_object(self.student),
+            discriminator=(
+                None
+                if self.discriminator is None
+                else keras.saving.serialize_keras_object(self.discriminator)
+            ),
+            loss=self.loss_name,
+            mse_weight=self.mse_weight,
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student", "discriminator"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

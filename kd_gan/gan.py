@@ -1,0 +1,237 @@
+"""Adversarial training: the non-saturating GAN loss and the `GAN` model.
+
+`GAN` trains teachers and the equal-size scratch baselines; the same update
+(`adversarial_update`) serves the Distiller's joint loss, which adds a
+weighted MSE-to-teacher term to the generator's objective.
+"""
+
+import keras
+import tensorflow as tf
+
+DEFAULT_LEARNING_RATE = 2e-4  # DCGAN (Radford et al., 2016): Adam, lr 2e-4, beta_1 0.5.
+DEFAULT_BETA_1 = 0.5
+
+
+def default_optimizer():
+    """Adam with the DCGAN settings."""
+    return keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE, beta_1=DEFAULT_BETA_1)
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Per-example discriminator loss -log D(x) - log(1 - D(G(z)))."""
+    return tf.reshape(tf.nn.softplus(-real_logits) + tf.nn.softplus(fake_logits), [-1])
+
+
+def generator_loss(fake_logits):
+    """Per-example non-saturating generator loss -log D(G(z)) (Goodfellow et al., 2014)."""
+    return tf.reshape(tf.nn.softplus(-fake_logits), [-1])
+
+
+def pixel_mse(target_images, images):
+    """Per-example mean squared pixel error (the paper's MSE distillation term)."""
+    target_images = tf.cast(target_images, images.dtype)
+    return tf.reduce_mean(tf.square(images - target_images), axis=[1, 2, 3])
+
+
+def images_from_batch(data):
+    """The images of a batch that may also carry labels: `x` or `(x, y, ...)`."""
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    if isinstance(data, dict):
+        data = data["image"]
+    return data
+
+
+def sample_latents(batch_size, latent_dim, seed, step):
+    """This replica's share of a global batch of z ~ N(0, I).
+
+    Stateless and keyed on (seed, step), with `step` an optimizer's iteration
+    counter: the draw works in a `tf.distribute` replica context (a stateful
+    generator cannot be updated there), a resumed run continues the same
+    sequence, and the global batch is the same for any number of replicas
+    (each replica takes its slice of it).
+
+    Args:
+        batch_size: per-replica batch size (scalar tensor or int).
+        latent_dim: size of z.
+        seed: integer seed of the run.
+        step: integer step counter (e.g. `optimizer.iterations`).
+    """
+    context = tf.distribute.get_replica_context()
+    num_replicas = context.num_replicas_in_sync if context is not None else 1
+    replica_id = context.replica_id_in_sync_group if context is not None else 0
+    stateless_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    global_z = tf.random.stateless_normal(
+        tf.stack([batch_size * num_replicas, latent_dim]), seed=stateless_seed
+    )
+    start = tf.cast(replica_id, tf.int32) * batch_size
+    return global_z[start : start + batch_size]
+
+
+def average_loss(per_example_loss):
+    """Mean over the *global* batch, as `tf.distribute` expects for gradients."""
+    return tf.nn.compute_average_loss(per_example_loss)
+
+
+def adversarial_update(
+    generator,
+    discriminator,
+    g_optimizer,
+    d_optimizer,
+    real_images,
+    z,
+    target_images=None,
+    mse_weight=0.0,
+):
+    """One simultaneous gradient step of generator and discriminator.
+
+    One generator pass feeds both losses (as in TensorFlow's DCGAN example),
+    and real and generated images go through the discriminator as one batch
+    (it has no batch norm, so this equals two calls). With `target_images`,
+    the generator minimises `adversarial + mse_weight * MSE(G(z), target)`:
+    the paper's joint distillation loss (Sec. 3.2).
+
+    Returns:
+        Dict of per-example losses: `d_loss`, `g_loss` (adversarial part),
+        and with `target_images` also `mse` and `student_loss` (the total).
+    """
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+        fake_images = generator(z, training=True)
+        logits = discriminator(
+            tf.concat([tf.cast(real_images, fake_images.dtype), fake_images], axis=0),
+            training=True,
+        )
+        real_logits, fake_logits = tf.split(logits, 2, axis=0)
+        losses = {
+            "d_loss": discriminator_loss(real_logits, fake_logits),
+            "g_loss": generator_loss(fake_logits),
+        }
+        g_objective = losses["g_loss"]
+        if target_images is not None:
+            losses["mse"] = pixel_mse(target_images, fake_images)
+            losses["student_loss"] = g_objective = losses["g_loss"] + mse_weight * losses["mse"]
+        d_total = average_loss(losses["d_loss"])
+        g_total = average_loss(g_objective)
+    d_weights = discriminator.trainable_variables
+    g_weights = generator.trainable_variables
+    g_gradients = g_tape.gradient(g_total, g_weights)
+    d_gradients = d_tape.gradient(d_total, d_weights)
+    g_optimizer.apply_gradients(zip(g_gradients, g_weights))
+    d_optimizer.apply_gradients(zip(d_gradients, d_weights))
+    return losses
+
+
+def optimizers_config(model, names):
+    """`get_compile_config` of a model whose `compile` takes the optimizers `names`."""
+    return {
+        name: keras.saving.serialize_keras_object(getattr(model, name))
+        for name in names
+        if getattr(model, name, None) is not None
+    }
+
+
+def deserialize_optimizers(config):
+    """Inverse of `optimizers_config`: keyword arguments for `compile`."""
+    return {name: keras.saving.deserialize_keras_object(value) for name, value in config.items()}
+
+
+def _check_is_model(value, argument):
+    if not isinstance(value, keras.layers.Layer):
+        raise ValueError(
+            f"{argument} must be a Keras model or layer. Received: {argument} of type "
+            f"{type(value).__name__}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class GAN(keras.Model):
+    """A generator and a discriminator trained adversarially with `fit`.
+
+    The generator learns with the non-saturating loss; both networks take one
+    simultaneous Adam step per batch of real images. Used for teachers and for
+    the equal-size scratch baselines.
+
+    Args:
+        generator: maps `(batch, latent_dim)` to images; must expose
+            `latent_dim` (as `kd_gan.Generator` does).
+        discriminator: maps images to one logit per image.
+        seed: integer seed of the latent draws.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    gan = GAN(Generator(128, (28, 28, 1), 8), Discriminator((28, 28, 1), 8))
+    gan.compile()  # DCGAN Adam for both, or pass g_optimizer / d_optimizer
+    gan.fit(load_dataset("mnist", "train", batch_size=64), epochs=5)
+    ```
+    """
+
+    def __init__(self, generator, discriminator, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        _check_is_model(generator, "generator")
+        _check_is_model(discriminator, "discriminator")
+        if not hasattr(generator, "latent_dim"):
+            raise ValueError(
+                "generator must have a `latent_dim` attribute (the size of z), as "
+                f"kd_gan.Generator does. Received a {type(generator).__name__} without one."
+            )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.seed = int(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.built = True  # Sub-models are built; nothing to infer from data.
+
+    def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
+        """Sets the optimizers (DCGAN Adam when not given)."""
+        self.g_optimizer = g_optimizer or default_optimizer()
+        self.d_optimizer = d_optimizer or default_optimizer()
+        super().compile(optimizer=self.g_optimizer, **kwargs)
+        # Build each optimizer for its own network only.
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        return optimizers_config(self, ("g_optimizer", "d_optimizer"))
+
+    def compile_from_config(self, config):
+        self.compile(**deserialize_optimizers(config))
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker]
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def train_step(self, data):
+        real_images = images_from_batch(data)
+        # Draw this step's latent vectors.
+        z = sample_latents(
+            tf.shape(real_images)[0], self.generator.latent_dim, self.seed, self.d_optimizer.iterations
+        )
+        # Update discriminator and generator together.
+        losses = adversarial_update(
+            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, real_images, z
+        )
+        # Track the per-example losses.
+        self.d_loss_tracker.update_state(losses["d_loss"])
+        self.g_loss_tracker.update_state(losses["g_loss"])
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            generator=keras.saving.serialize_keras_object(self.generator),
+            discriminator=keras.saving.serialize_keras_object(self.discriminator),
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)

@@ -1,0 +1,41 @@
+"""Sample grids: rows of generator outputs written as one PNG."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+def to_uint8(images):
+    """Images in [-1, 1] -> uint8 [0, 255] (clipped)."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(rows, padding=2):
+    """Tiles `rows` (a list of arrays `(columns, h, w, c)` in [-1, 1]) into one uint8 image.
+
+    Row r, column c of the grid is `rows[r][c]`, so rows of different models on
+    the same latent vectors line up column by column.
+    """
+    rows = [to_uint8(row) for row in rows]
+    shapes = {row.shape for row in rows}
+    if len(shapes) != 1:
+        raise ValueError(f"All rows must have the same shape; got {sorted(shapes)}.")
+    columns, height, width, channels = rows[0].shape
+    grid = np.full(
+        (len(rows) * (height + padding) + padding, columns * (width + padding) + padding, channels),
+        255,
+        dtype=np.uint8,
+    )
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            top, left = padding + r * (height + padding), padding + c * (width + padding)
+            grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def save_png(image, path):
+    """Writes a uint8 `(h, w, c)` array as PNG, creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(image))

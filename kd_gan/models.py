@@ -1,0 +1,275 @@
+"""Depth-scaled DCGAN generator and discriminator.
+
+The paper (Aguinaldo et al., 2019, Sec. 3) sizes every model by a *depth scale
+factor* d: the number of filters of each layer is a fixed multiple of d, so the
+parameter count grows roughly with d**2. We follow the DCGAN convention for the
+multiples: the widest layer comes first in the generator and the widths halve
+towards the image (8d -> 4d -> 2d -> d for 64x64 images); the discriminator
+mirrors it (d -> 2d -> 4d -> 8d).
+
+The exact per-dataset layer lists of the paper are not published, so the layout
+is derived from the image size alone (documented in `generator_layout`):
+
+| image      | generator feature maps                      | discriminator        |
+|------------|---------------------------------------------|----------------------|
+| 28x28x1    | 4x4x4d -> 7x7x2d -> 14x14xd -> 28x28x1      | 14x14xd -> 7x7x2d -> 4x4x4d |
+| 32x32x3    | 4x4x4d -> 8x8x2d -> 16x16xd -> 32x32x3      | 16x16xd -> 8x8x2d -> 4x4x4d |
+| 64x64x3    | 4x4x8d -> 8x8x4d -> 16x16x2d -> 32x32xd -> 64x64x3 | 32x32xd -> ... -> 4x4x8d |
+
+For 28x28 the 8x8 map is cropped to 7x7, as in the WGAN-GP MNIST generator
+(Gulrajani et al., 2017), which this layout reproduces.
+"""
+
+import math
+import os
+
+import keras
+from keras import layers
+
+KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
+BASE_SIZE = 4  # Spatial size of the first generator feature map.
+
+
+def _validate_image_shape(image_shape):
+    image_shape = tuple(int(v) for v in image_shape)
+    if (
+        len(image_shape) != 3
+        or image_shape[0] != image_shape[1]
+        or image_shape[0] < 2 * BASE_SIZE
+        or image_shape[2] < 1
+    ):
+        raise ValueError(
+            f"image_shape must be (size, size, channels) with size >= "
+            f"{2 * BASE_SIZE} and channels >= 1, e.g. (28, 28, 1), "
+            f"(32, 32, 3) or (64, 64, 3). Received: image_shape={image_shape}"
+        )
+    return image_shape
+
+
+def _validate_depth(depth):
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(
+            f"depth (the depth scale factor d) must be an integer >= 1. "
+            f"Received: depth={depth!r}"
+        )
+    return depth
+
+
+def generator_layout(image_size):
+    """Spatial sizes of the generator's feature maps, smallest first.
+
+    Sizes are found by halving the image size (rounding up) until it reaches
+    `BASE_SIZE`: 28 -> [4, 7, 14, 28], 32 -> [4, 8, 16, 32],
+    64 -> [4, 8, 16, 32, 64]. Each step is one stride-2 transposed
+    convolution; where doubling overshoots (4 -> 8 for a 7x7 target) the map
+    is cropped.
+
+    Args:
+        image_size: height (= width) of the generated image.
+
+    Returns:
+        List of ints, the feature-map sizes from the first map to the image.
+    """
+    sizes = [int(image_size)]
+    while sizes[-1] > BASE_SIZE:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes[::-1]
+
+
+def _widths(depth, num_stages):
+    """Channel widths d * 2**(n-1), ..., 2d, d for `num_stages` = n maps."""
+    return [depth * 2 ** (num_stages - 1 - i) for i in range(num_stages)]
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class Generator(keras.Model):
+    """DCGAN generator whose channel widths are multiples of `depth`.
+
+    Maps latent vectors z of shape `(batch, latent_dim)` to images of shape
+    `(batch, *image_shape)` with values in [-1, 1] (tanh output).
+
+    Args:
+        latent_dim: size of the latent vector z.
+        image_shape: `(size, size, channels)` of the generated images.
+        depth: depth scale factor d (>= 1); widths are multiples of it.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    generator = Generator(latent_dim=128, image_shape=(28, 28, 1), depth=4)
+    images = generator(keras.random.normal((16, 128)), training=False)
+    ```
+    """
+
+    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=64, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(
+                f"latent_dim must be an integer >= 1. Received: latent_dim={latent_dim!r}"
+            )
+        self.latent_dim = latent_dim
+        self.image_shape = _validate_image_shape(image_shape)
+        self.depth = _validate_depth(depth)
+
+        sizes = generator_layout(self.image_shape[0])
+        widths = _widths(self.depth, len(sizes) - 1)
+        self.network = [
+            layers.Dense(sizes[0] * sizes[0] * widths[0], use_bias=False, name="project"),
+            layers.BatchNormalization(synchronized=True, name="project_norm"),
+            layers.ReLU(name="project_relu"),
+            layers.Reshape((sizes[0], sizes[0], widths[0]), name="to_feature_map"),
+        ]
+        # One stride-2 transposed conv per size step; the last one emits the image.
+        for stage, (size, previous) in enumerate(zip(sizes[1:], sizes[:-1]), start=1):
+            is_output = stage == len(sizes) - 1
+            self.network.append(
+                layers.Conv2DTranspose(
+                    self.image_shape[2] if is_output else widths[stage],
+                    KERNEL_SIZE,
+                    strides=2,
+                    padding="same",
+                    use_bias=is_output,
+                    name="to_image" if is_output else f"upsample_{stage}",
+                )
+            )
+            if 2 * previous > size:
+                self.network.append(
+                    layers.Cropping2D(((0, 2 * previous - size), (0, 2 * previous - size)),
+                                      name=f"crop_{stage}")
+                )
+            if is_output:
+                self.network.append(layers.Activation("tanh", name="tanh"))
+            else:
+                self.network.append(layers.BatchNormalization(synchronized=True, name=f"norm_{stage}"))
+                self.network.append(layers.ReLU(name=f"relu_{stage}"))
+        # Batch norm is synchronized across replicas under tf.distribute, so a
+        # mirrored run normalises over the global batch like a single device
+        # (without a strategy it is plain batch norm, at no extra cost).
+        # Every shape is known from the config: build now so that parameter
+        # counts, weight copies and saving work before the first call.
+        self.build((None, self.latent_dim))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.network:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, z, training=False):
+        x = z
+        for layer in self.network:
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.image_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            latent_dim=self.latent_dim,
+            image_shape=list(self.image_shape),
+            depth=self.depth,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class Discriminator(keras.Model):
+    """DCGAN discriminator whose channel widths are multiples of `depth`.
+
+    Strided 5x5 convolutions with LeakyReLU(0.2), widths d, 2d, 4d, ...
+    (one layer per generator stage), then a dense layer giving one logit per
+    image. It has no batch normalisation, so it also serves as a WGAN-GP
+    critic (the gradient penalty is per-example).
+
+    Args:
+        image_shape: `(size, size, channels)` of the input images.
+        depth: depth scale factor d (>= 1).
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    discriminator = Discriminator(image_shape=(28, 28, 1), depth=4)
+    logits = discriminator(images, training=True)  # (batch, 1)
+    ```
+    """
+
+    def __init__(self, image_shape=(28, 28, 1), depth=64, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = _validate_image_shape(image_shape)
+        self.depth = _validate_depth(depth)
+        num_stages = len(generator_layout(self.image_shape[0])) - 1
+        self.network = []
+        for stage, width in enumerate(reversed(_widths(self.depth, num_stages)), start=1):
+            self.network.append(
+                layers.Conv2D(width, KERNEL_SIZE, strides=2, padding="same", name=f"downsample_{stage}")
+            )
+            self.network.append(layers.LeakyReLU(0.2, name=f"leaky_relu_{stage}"))
+        self.network.append(layers.Flatten(name="flatten"))
+        self.network.append(layers.Dense(1, name="logit"))
+        self.build((None,) + self.image_shape)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.network:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, images, training=False):
+        x = images
+        for layer in self.network:
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(image_shape=list(self.image_shape), depth=self.depth)
+        return config
+
+
+def count_parameters(model):
+    """Number of scalars in `model`'s weights (trainable and not).
+
+    Batch-norm moving statistics count: they ship with the model.
+    """
+    return int(sum(math.prod(weight.shape) for weight in model.weights))
+
+
+def compression_ratio(teacher, student):
+    """Teacher-to-student parameter ratio, e.g. 1669.0 for the paper's 1669:1."""
+    return count_parameters(teacher) / count_parameters(student)
+
+
+def load_generator(path, call_endpoint="serving_default"):
+    """Loads a generator saved as `.keras` file or as a SavedModel folder.
+
+    `.keras` files are loaded with `safe_mode=True`. A SavedModel is wrapped
+    in a `keras.layers.TFSMLayer` calling `call_endpoint`; use it as a
+    (frozen) teacher.
+
+    Args:
+        path: a `.keras` file or a SavedModel directory.
+        call_endpoint: signature or function name to call in a SavedModel.
+
+    Returns:
+        A Keras model or layer mapping latent vectors to images.
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No .keras generator file at {path!r}.")
+        return keras.saving.load_model(path, safe_mode=True)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return layers.TFSMLayer(path, call_endpoint=call_endpoint, trainable=False)
+    raise FileNotFoundError(
+        f"No generator at {path!r}: expected a '.keras' file or a SavedModel "
+        f"directory containing 'saved_model.pb'."
+    )

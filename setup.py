@@ -1,0 +1,5 @@
+"""Packaging lives in setup.cfg."""
+
+from setuptools import setup
+
+setup()

@@ -1,0 +1,171 @@
+"""Distiller: the student learns, the teacher never moves, bad input is refused."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from conftest import changed, weights_of
+from kd_gan import Discriminator, Distiller, Generator, latent_dataset
+
+LATENT = 8
+SHAPE = (28, 28, 1)
+
+
+def fixed_teacher(depth=4):
+    """A teacher with widely spread outputs: random kernels scaled up, so its
+    images span the tanh range instead of sitting near 0."""
+    teacher = Generator(LATENT, SHAPE, depth)
+    rng = np.random.default_rng(0)
+    for weight in teacher.weights:
+        if "kernel" in weight.path:
+            weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
+    return teacher
+
+
+def held_out_mse(distiller, steps=4):
+    return distiller.evaluate(latent_dataset(32, LATENT, seed=99), steps=steps, verbose=0)
+
+
+def test_mse_student_learns_and_teacher_is_frozen():
+    keras.utils.set_random_seed(0)
+    teacher = fixed_teacher()
+    distiller = Distiller(teacher, Generator(LATENT, SHAPE, 2), loss="mse")
+    distiller.compile(student_optimizer=keras.optimizers.Adam(3e-3))
+    teacher_before, student_before = weights_of(teacher), weights_of(distiller.student)
+    initial = held_out_mse(distiller)
+    history = distiller.fit(latent_dataset(16, LATENT), epochs=4, steps_per_epoch=100, verbose=0).history
+    final = held_out_mse(distiller)
+    assert not changed(teacher_before, teacher)
+    assert changed(student_before, distiller.student)
+    assert teacher.trainable is False
+    # A random conv teacher is hard to fit; 400 steps of a d=2 student still
+    # bring the held-out MSE to about 0.4 of its start (seeded).
+    assert final < 0.5 * initial, (initial, final)
+    assert history["mse"][-1] < history["mse"][0]
+
+
+def test_mse_accepts_image_batches_and_draws_its_own_latents():
+    distiller = Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="mse")
+    distiller.compile()
+    distiller.fit(np.zeros((6, *SHAPE), "float32"), batch_size=3, epochs=1, verbose=0)
+    assert int(distiller.student_optimizer.iterations) == 2
+
+
+def test_joint_requires_a_discriminator():
+    with pytest.raises(ValueError, match="discriminator"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint")
+
+
+def test_joint_updates_student_and_discriminator_not_teacher():
+    teacher = fixed_teacher(2)
+    discriminator = Discriminator(SHAPE, 1)
+    distiller = Distiller(teacher, Generator(LATENT, SHAPE, 1), loss="joint", discriminator=discriminator, mse_weight=2.0)
+    distiller.compile()
+    before = [weights_of(m) for m in (teacher, distiller.student, discriminator)]
+    images = np.random.default_rng(0).uniform(-1, 1, (8, *SHAPE)).astype("float32")
+    history = distiller.fit(images, batch_size=2, epochs=1, verbose=0).history
+    assert not changed(before[0], teacher)
+    assert changed(before[1], distiller.student)
+    assert changed(before[2], discriminator)
+    assert set(history) == {"student_loss", "mse", "g_loss", "d_loss"}
+    # The student's loss is the adversarial loss plus the weighted MSE.
+    assert history["student_loss"][0] == pytest.approx(history["g_loss"][0] + 2.0 * history["mse"][0], rel=1e-5)
+
+
+def test_joint_refuses_latent_batches():
+    distiller = Distiller(
+        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1)
+    )
+    distiller.compile()
+    with pytest.raises(ValueError, match="real images"):
+        distiller.fit(latent_dataset(2, LATENT), steps_per_epoch=1, verbose=0)
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="'kl'"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="kl")
+
+
+def test_latent_size_mismatch():
+    with pytest.raises(ValueError, match="teacher latent_dim=16, student latent_dim=8"):
+        Distiller(Generator(16, SHAPE, 2), Generator(LATENT, SHAPE, 1))
+
+
+def test_image_shape_mismatch():
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\).*\(28, 28, 1\)"):
+        Distiller(Generator(LATENT, (32, 32, 3), 2), Generator(LATENT, SHAPE, 1))
+
+
+def test_teacher_that_rejects_the_latent_size():
+    teacher = keras.Sequential([keras.Input((16,)), keras.layers.Dense(28 * 28), keras.layers.Reshape(SHAPE)])
+    with pytest.raises(ValueError, match="latent vectors of shape"):
+        Distiller(teacher, Generator(LATENT, SHAPE, 1))
+
+
+def test_negative_mse_weight():
+    with pytest.raises(ValueError, match="mse_weight=-1.0"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), mse_weight=-1)
+
+
+def test_savedmodel_teacher(tmp_path):
+    teacher = fixed_teacher(2)
+    z = tf.random.normal((4, LATENT))
+    teacher(z)  # Keras exports subclassed models once they have been called.
+    teacher.export(str(tmp_path / "teacher"), format="tf_saved_model", verbose=False)
+    saved = tf.saved_model.load(str(tmp_path / "teacher"))  # Keep it alive: `serve` holds no reference.
+    serving = saved.serve
+    distiller = Distiller(serving, Generator(LATENT, SHAPE, 1), loss="mse")
+    distiller.compile(student_optimizer=keras.optimizers.Adam(3e-3))
+    initial = held_out_mse(distiller)
+    distiller.fit(latent_dataset(16, LATENT), epochs=1, steps_per_epoch=100, verbose=0)
+    assert held_out_mse(distiller) < 0.8 * initial
+    np.testing.assert_allclose(serving(z), teacher(z, training=False), atol=1e-6)
+    with pytest.raises(NotImplementedError, match="save the student"):
+        distiller.get_config()
+
+
+def test_keras_round_trip(tmp_path):
+    distiller = Distiller(
+        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1),
+        mse_weight=0.5, seed=3,
+    )
+    distiller.save(tmp_path / "distiller.keras")
+    loaded = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert (loaded.loss_name, loaded.mse_weight, loaded.seed) == ("joint", 0.5, 3)
+    assert loaded.teacher.trainable is False
+    z = np.random.normal(size=(2, LATENT)).astype("float32")
+    np.testing.assert_array_equal(loaded.teacher(z), distiller.teacher(z))
+    np.testing.assert_array_equal(loaded(z), distiller(z))
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    # One strategy per process: collective instances of a second MirroredStrategy
+    # over the same devices can clash with the first one's.
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, "conftest sets up two logical CPUs"
+    return tf.distribute.MirroredStrategy(devices[:2])
+
+
+@pytest.mark.parametrize("loss", ["mse", "joint"])
+def test_mirrored_strategy_matches_one_device(loss, mirrored):
+    """Two replicas on the same global batch give the same student as one device."""
+    images = np.random.default_rng(0).uniform(-1, 1, (16, *SHAPE)).astype("float32")
+
+    def train(strategy):
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            distiller = Distiller(
+                fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss=loss,
+                discriminator=Discriminator(SHAPE, 1) if loss == "joint" else None,
+            )
+            distiller.compile(student_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+        data = latent_dataset(8, LATENT) if loss == "mse" else tf.data.Dataset.from_tensor_slices(images).batch(8)
+        distiller.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
+        return [w.numpy() for w in distiller.student.weights]
+
+    on_two = train(mirrored)
+    on_one = train(tf.distribute.get_strategy())
+    for a, b in zip(on_two, on_one):
+        np.testing.assert_allclose(a, b, atol=2e-5)

@@ -1,0 +1,74 @@
+"""GAN: adversarial training with fit updates both networks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from conftest import changed, weights_of
+from kd_gan import GAN, Discriminator, Generator
+from kd_gan import gan as gan_lib
+
+
+def tiny_gan(seed=0):
+    return GAN(Generator(8, (28, 28, 1), 2), Discriminator((28, 28, 1), 2), seed=seed)
+
+
+def test_one_epoch_changes_generator_and_discriminator():
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 28, 28, 1)).astype("float32")
+    model = tiny_gan()
+    model.compile()
+    g_before, d_before = weights_of(model.generator), weights_of(model.discriminator)
+    history = model.fit(images, batch_size=2, epochs=1, verbose=0).history
+    assert changed(g_before, model.generator)
+    assert changed(d_before, model.discriminator)
+    assert set(history) == {"d_loss", "g_loss"}
+    assert all(np.isfinite(v[-1]) for v in history.values())
+    assert int(model.g_optimizer.iterations) == int(model.d_optimizer.iterations) == 8
+
+
+def test_fit_accepts_image_label_batches():
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 28, 28, 1)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(4))).batch(2)
+    model = tiny_gan()
+    model.compile()
+    model.fit(dataset, epochs=1, verbose=0)
+    assert int(model.d_optimizer.iterations) == 2
+
+
+def test_losses_match_their_definitions():
+    real, fake = np.array([[2.0], [-1.0]]), np.array([[0.5], [-3.0]])
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    expected_d = -np.log(sigmoid(real)) - np.log(1 - sigmoid(fake))
+    np.testing.assert_allclose(gan_lib.discriminator_loss(real, fake), expected_d.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(gan_lib.generator_loss(fake), -np.log(sigmoid(fake)).ravel(), rtol=1e-6)
+
+
+def test_latents_are_deterministic_in_seed_and_step():
+    a = gan_lib.sample_latents(4, 8, seed=3, step=5)
+    np.testing.assert_array_equal(a, gan_lib.sample_latents(4, 8, seed=3, step=5))
+    assert not np.array_equal(a, gan_lib.sample_latents(4, 8, seed=3, step=6))
+    assert not np.array_equal(a, gan_lib.sample_latents(4, 8, seed=4, step=5))
+
+
+def test_save_and_load_keeps_weights_and_optimizer_state(tmp_path):
+    model = tiny_gan(seed=7)
+    model.compile()
+    model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=2, epochs=1, verbose=0)
+    model.save(tmp_path / "gan.keras")
+    loaded = keras.saving.load_model(tmp_path / "gan.keras")
+    assert loaded.seed == 7
+    assert int(loaded.d_optimizer.iterations) == int(loaded.g_optimizer.iterations) == 2
+    assert float(loaded.g_optimizer.learning_rate) == pytest.approx(gan_lib.DEFAULT_LEARNING_RATE)
+    for saved, restored in zip(model.d_optimizer.variables, loaded.d_optimizer.variables):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    z = np.random.normal(size=(2, 8)).astype("float32")
+    np.testing.assert_array_equal(loaded(z), model(z))
+
+
+def test_rejects_non_models():
+    with pytest.raises(ValueError, match="generator must be a Keras model"):
+        GAN(lambda z: z, Discriminator((28, 28, 1), 1))
+    plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(28 * 28), keras.layers.Reshape((28, 28, 1))])
+    with pytest.raises(ValueError, match="latent_dim"):
+        GAN(plain, Discriminator((28, 28, 1), 1))

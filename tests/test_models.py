@@ -1,0 +1,114 @@
+"""Generator / Discriminator: shapes, parameter counts, serialization, bad input."""
+
+import numpy as np
+import pytest
+
+import keras
+from kd_gan import Discriminator, Generator, compression_ratio, count_parameters, load_generator
+from kd_gan.data import IMAGE_SHAPES
+
+KERNEL_AREA = 25  # 5x5 kernels
+
+
+def expected_generator_parameters(latent_dim, image_shape, depth):
+    """Counted by hand from the documented layout (BN: 4 numbers per channel)."""
+    size, channels = image_shape[0], image_shape[2]
+    stages = {28: 3, 32: 3, 64: 4}[size]
+    widths = [depth * 2 ** (stages - 1 - i) for i in range(stages)]
+    count = latent_dim * 16 * widths[0] + 4 * 16 * widths[0]  # dense to 4x4 + BN
+    for previous, width in zip(widths, widths[1:]):
+        count += KERNEL_AREA * previous * width + 4 * width  # transposed conv + BN
+    return count + KERNEL_AREA * widths[-1] * channels + channels  # output conv with bias
+
+
+def expected_discriminator_parameters(image_shape, depth):
+    size, channels = image_shape[0], image_shape[2]
+    stages = {28: 3, 32: 3, 64: 4}[size]
+    widths = [depth * 2**i for i in range(stages)]
+    count, previous = 0, channels
+    for width in widths:
+        count += KERNEL_AREA * previous * width + width
+        previous = width
+    return count + 16 * widths[-1] + 1  # 4x4 final map -> one logit
+
+
+@pytest.mark.parametrize("dataset", sorted(IMAGE_SHAPES))
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_shapes_and_parameter_counts(dataset, depth):
+    shape = IMAGE_SHAPES[dataset]
+    generator = Generator(16, shape, depth)
+    discriminator = Discriminator(shape, depth)
+    images = generator(np.random.normal(size=(2, 16)).astype("float32"), training=False)
+    assert tuple(images.shape) == (2,) + shape
+    assert np.all(np.abs(images) <= 1.0)  # tanh output
+    assert tuple(discriminator(images, training=False).shape) == (2, 1)
+    assert count_parameters(generator) == expected_generator_parameters(16, shape, depth)
+    assert count_parameters(discriminator) == expected_discriminator_parameters(shape, depth)
+
+
+def test_mnist_d64_matches_the_stock_wgan_gp_generator_size():
+    # PAPER.md: the stock WGAN-GP MNIST generator at d=64 has about 1.55M parameters.
+    assert count_parameters(Generator(128, (28, 28, 1), 64)) == 1_567_041
+
+
+def test_compression_ratio():
+    teacher, student = Generator(16, (28, 28, 1), 8), Generator(16, (28, 28, 1), 1)
+    assert compression_ratio(teacher, student) == pytest.approx(
+        count_parameters(teacher) / count_parameters(student)
+    )
+    assert compression_ratio(teacher, student) > 4
+
+
+@pytest.mark.parametrize("model_fn", [lambda: Generator(8, (32, 32, 3), 2), lambda: Discriminator((32, 32, 3), 2)])
+def test_config_round_trip_and_keras_file_give_identical_outputs(model_fn, tmp_path):
+    model = model_fn()
+    clone = type(model).from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    inputs = (
+        np.random.normal(size=(2, 8)) if isinstance(model, Generator) else np.random.uniform(-1, 1, (2, 32, 32, 3))
+    ).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = load_generator(str(path))
+    assert type(loaded) is type(model)
+    np.testing.assert_array_equal(loaded(inputs, training=False), model(inputs, training=False))
+
+
+def test_load_generator_savedmodel(tmp_path):
+    generator = Generator(8, (28, 28, 1), 1)
+    z = np.random.normal(size=(3, 8)).astype("float32")
+    generator(z)  # Keras exports subclassed models once they have been called.
+    generator.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+    layer = load_generator(str(tmp_path / "saved"), call_endpoint="serve")
+    np.testing.assert_allclose(layer(z), generator(z, training=False), atol=1e-6)
+
+
+def test_load_generator_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing_here.keras"):
+        load_generator(str(tmp_path / "nothing_here.keras"))
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        load_generator(str(tmp_path))
+
+
+@pytest.mark.parametrize("depth", [0, -1, 1.5, "4", True])
+def test_bad_depth(depth):
+    with pytest.raises(ValueError, match=f"depth={depth!r}"):
+        Generator(16, (28, 28, 1), depth)
+    with pytest.raises(ValueError, match=f"depth={depth!r}"):
+        Discriminator((28, 28, 1), depth)
+
+
+@pytest.mark.parametrize("shape", [(28, 32, 1), (4, 4, 1), (28, 28), (28, 28, 0)])
+def test_bad_image_shape(shape):
+    with pytest.raises(ValueError, match="image_shape"):
+        Generator(16, shape, 1)
+
+
+def test_bad_latent_dim():
+    with pytest.raises(ValueError, match="latent_dim=0"):
+        Generator(0, (28, 28, 1), 1)
+
+
+def test_registered_for_safe_loading():
+    assert keras.saving.get_registered_object("kd_gan>Generator") is Generator
+    assert keras.saving.get_registered_object("kd_gan>Discriminator") is Discriminator
