@@ -5,6 +5,8 @@ Example:
     python run_experiment.py --dataset=mnist --loss=joint --data_dir=../shared/data
 """
 
+import dataclasses
+
 from absl import app, flags
 
 from kd_gan import data, distill, experiment
@@ -28,31 +30,17 @@ flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate
 flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled student.")
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term in the joint loss.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
+flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of samples.png.", lower_bound=1)
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = experiment.ExperimentConfig(
-        dataset=FLAGS.dataset,
-        loss=FLAGS.loss,
-        output_dir=FLAGS.output_dir or f"runs/{FLAGS.dataset}_{FLAGS.loss}",
-        data_dir=FLAGS.data_dir,
-        teacher_path=FLAGS.teacher_path,
-        teacher_depth=FLAGS.teacher_depth,
-        student_depth=FLAGS.student_depth,
-        latent_dim=FLAGS.latent_dim,
-        batch_size=FLAGS.batch_size,
-        teacher_epochs=FLAGS.teacher_epochs,
-        student_epochs=FLAGS.student_epochs,
-        steps_per_epoch=FLAGS.steps_per_epoch,
-        learning_rate=FLAGS.learning_rate,
-        student_learning_rate=FLAGS.student_learning_rate,
-        mse_weight=FLAGS.mse_weight,
-        seed=FLAGS.seed,
-        verbose=FLAGS.verbose,
-    )
+    # Every config field has a flag of the same name.
+    values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(experiment.ExperimentConfig)}
+    values["output_dir"] = values["output_dir"] or f"runs/{FLAGS.dataset}_{FLAGS.loss}"
+    config = experiment.ExperimentConfig(**values)
     experiment.run(config)
 
 

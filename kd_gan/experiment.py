@@ -51,7 +51,8 @@ class ExperimentConfig:
         teacher_epochs: GAN epochs of the teacher.
         student_epochs: epochs of the student and of the scratch baseline
             (equal budgets, so the comparison is fair).
-        steps_per_epoch: steps per epoch; None means one pass over the data.
+        steps_per_epoch: steps per epoch; None means one pass over the data
+            (rounded down to a multiple of 10, the steps run per execution).
         learning_rate: Adam learning rate of the GANs' generators and of every
             discriminator (beta_1 = 0.5, DCGAN).
         student_learning_rate: Adam learning rate of the distilled student
@@ -261,7 +262,10 @@ def run(config):
         if config.steps_per_epoch:
             return config.steps_per_epoch
         dataset()
-        return int(real_data["dataset"].cardinality())
+        # One pass, rounded down to whole executions of the default 10 steps.
+        batches = int(real_data["dataset"].cardinality())
+        multiple = gan.DEFAULT_STEPS_PER_EXECUTION
+        return batches - batches % multiple if batches >= multiple else batches
 
     records = {}
     stage = _Stage(config, "teacher")

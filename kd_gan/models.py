@@ -273,3 +273,4 @@ def load_generator(path, call_endpoint="serving_default"):
         f"No generator at {path!r}: expected a '.keras' file or a SavedModel "
         f"directory containing 'saved_model.pb'."
     )
+

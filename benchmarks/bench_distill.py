@@ -1,0 +1,164 @@
+"""Training speed of the Distiller against a plain `tf.function` loop and Keras' own Distiller.
+
+MSE distillation of a DCGAN pair (MNIST shapes by default): each method runs
+the same number of steps on the same models, in interleaved rounds within one
+process, and the table reports steps/s and the ratio to the plain loop (the
+baseline of this run). Also times the joint loss and a GAN step, which have no
+Keras counterpart.
+
+    python benchmarks/bench_distill.py --steps=300 --rounds=3 --output=benchmarks/results/distill.json
+"""
+
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from kd_gan import GAN, Discriminator, Distiller, Generator, gan, latent_dataset  # noqa: E402
+
+flags.DEFINE_integer("steps", 300, "Timed steps per method and round.")
+flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the median is reported.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("teacher_depth", 32, "Teacher depth d.")
+flags.DEFINE_integer("student_depth", 2, "Student depth d.")
+flags.DEFINE_string("output", "benchmarks/results/distill.json", "JSON output path.")
+FLAGS = flags.FLAGS
+LATENT, SHAPE = 128, (28, 28, 1)
+
+
+def plain_loop(teacher, student):
+    """The baseline: a hand-written tf.function MSE step."""
+    optimizer = gan.default_optimizer()
+    optimizer.build(student.trainable_variables)
+
+    @tf.function
+    def step():
+        z = tf.random.normal((FLAGS.batch_size, LATENT))
+        target = teacher(z, training=False)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(student(z, training=True) - target))
+        weights = student.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    def run(steps):
+        for _ in range(steps):
+            loss = step()
+        return float(loss)
+
+    return run
+
+
+def fit_runner(model, dataset):
+    iterator_dataset = dataset
+
+    def run(steps):
+        history = model.fit(iterator_dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        return float(list(history.history.values())[0][-1])
+
+    return run
+
+
+def kd_gan_mse(teacher, student):
+    distiller = Distiller(teacher, student, loss="mse")
+    distiller.compile()
+    return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
+
+
+def keras_distiller(teacher, student):
+    """keras.distillation.Distiller: FeatureDistillation on the outputs, fed z."""
+    as_functional = lambda g: keras.Model(inputs := keras.Input((LATENT,)), g(inputs))  # noqa: E731
+    distiller = keras.distillation.Distiller(
+        as_functional(teacher),
+        as_functional(student),
+        distillation_losses=keras.distillation.FeatureDistillation(loss="mse"),
+        student_loss_weight=0.0,
+    )
+    distiller.compile(optimizer=gan.default_optimizer(), loss="mse")
+    return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
+
+
+def real_images():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (FLAGS.batch_size * 16, *SHAPE)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(images).batch(FLAGS.batch_size, drop_remainder=True).cache().repeat()
+
+
+def kd_gan_joint(teacher, student):
+    distiller = Distiller(teacher, student, loss="joint", discriminator=Discriminator(SHAPE, FLAGS.student_depth))
+    distiller.compile()
+    return fit_runner(distiller, real_images())
+
+
+def kd_gan_scratch_gan(teacher, student):
+    del teacher
+    model = GAN(student, Discriminator(SHAPE, FLAGS.student_depth))
+    model.compile()
+    return fit_runner(model, real_images())
+
+
+METHODS = {
+    "plain tf.function loop (MSE)": plain_loop,
+    "kd_gan Distiller.fit (mse)": kd_gan_mse,
+    "keras.distillation.Distiller.fit (MSE)": keras_distiller,
+    "kd_gan Distiller.fit (joint)": kd_gan_joint,
+    "kd_gan GAN.fit (student size)": kd_gan_scratch_gan,
+}
+BASELINE = "plain tf.function loop (MSE)"
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(0)
+    runners = {}
+    for name, make in METHODS.items():
+        runners[name] = make(Generator(LATENT, SHAPE, FLAGS.teacher_depth), Generator(LATENT, SHAPE, FLAGS.student_depth))
+        runners[name](20)  # Warm-up: tracing and first allocations.
+    rates = {name: [] for name in METHODS}
+    for _ in range(FLAGS.rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(FLAGS.steps)
+            rates[name].append(FLAGS.steps / (time.perf_counter() - start))
+    baseline = statistics.median(rates[BASELINE])
+    rows = [
+        {
+            "method": name,
+            "steps_per_s": round(statistics.median(values), 1),
+            "ratio_to_plain_loop": round(statistics.median(values) / baseline, 3),
+            "all_rounds": [round(v, 1) for v in values],
+        }
+        for name, values in rates.items()
+    ]
+    print(f"MNIST DCGAN, teacher d={FLAGS.teacher_depth}, student d={FLAGS.student_depth}, "
+          f"batch {FLAGS.batch_size}, {FLAGS.steps} steps x {FLAGS.rounds} rounds (median), "
+          f"{os.cpu_count()} CPU cores")
+    print(f"| {'method':<40} | steps/s | vs plain loop |")
+    print(f"|{'-' * 42}|---------|---------------|")
+    for row in rows:
+        print(f"| {row['method']:<40} | {row['steps_per_s']:7.1f} | {row['ratio_to_plain_loop']:13.2f} |")
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as file:
+        json.dump(
+            {
+                "settings": {k: FLAGS[k].value for k in ("steps", "rounds", "batch_size", "teacher_depth", "student_depth")},
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "cpu_count": os.cpu_count(),
+                "results": rows,
+            },
+            file,
+            indent=2,
+        )
+    print(f"Wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
