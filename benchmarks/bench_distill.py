@@ -6,7 +6,12 @@ process, and the table reports steps/s and the ratio to the plain loop (the
 baseline of this run). Also times the joint loss and a GAN step, which have no
 Keras counterpart.
 
-    python benchmarks/bench_distill.py --steps=300 --rounds=3 --output=benchmarks/results/distill.json
+`fit` is timed from its first step to its last (a callback), so each fit call's
+fixed set-up and tear-down is left out; on this VM tear-down sometimes waited
+up to ~1.3 s per call whatever the step count, for Keras' Distiller and ours
+alike, which would swamp short runs.
+
+    python benchmarks/bench_distill.py --steps=300 --rounds=5 --output=benchmarks/results/distill.json
 """
 
 import json
@@ -24,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from kd_gan import GAN, Discriminator, Distiller, Generator, gan, latent_dataset  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Timed steps per method and round.")
-flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the median is reported.")
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("teacher_depth", 32, "Teacher depth d.")
 flags.DEFINE_integer("student_depth", 2, "Student depth d.")
@@ -49,30 +54,41 @@ def plain_loop(teacher, student):
         return loss
 
     def run(steps):
+        start = time.perf_counter()
         for _ in range(steps):
             loss = step()
-        return float(loss)
+        float(loss)  # Wait for the last step.
+        return time.perf_counter() - start
 
     return run
+
+
+class _StepClock(keras.callbacks.Callback):
+    """Seconds from the start of the first step to the end of the last."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
 
 
 def fit_runner(model, dataset):
-    iterator_dataset = dataset
-
     def run(steps):
-        history = model.fit(iterator_dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-        return float(list(history.history.values())[0][-1])
+        clock = _StepClock()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+        return clock.seconds
 
     return run
 
 
-def kd_gan_mse(teacher, student):
+def kd_gan_mse(teacher, student, steps_per_execution=None, jit_compile=False):
     distiller = Distiller(teacher, student, loss="mse")
-    distiller.compile()
+    distiller.compile(steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
 
 
-def keras_distiller(teacher, student):
+def keras_distiller(teacher, student, steps_per_execution=1):
     """keras.distillation.Distiller: FeatureDistillation on the outputs, fed z."""
     as_functional = lambda g: keras.Model(inputs := keras.Input((LATENT,)), g(inputs))  # noqa: E731
     distiller = keras.distillation.Distiller(
@@ -81,7 +97,7 @@ def keras_distiller(teacher, student):
         distillation_losses=keras.distillation.FeatureDistillation(loss="mse"),
         student_loss_weight=0.0,
     )
-    distiller.compile(optimizer=gan.default_optimizer(), loss="mse")
+    distiller.compile(optimizer=gan.default_optimizer(), loss="mse", steps_per_execution=steps_per_execution)
     return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
 
 
@@ -106,8 +122,11 @@ def kd_gan_scratch_gan(teacher, student):
 
 METHODS = {
     "plain tf.function loop (MSE)": plain_loop,
-    "kd_gan Distiller.fit (mse)": kd_gan_mse,
-    "keras.distillation.Distiller.fit (MSE)": keras_distiller,
+    "kd_gan Distiller.fit (mse, default)": kd_gan_mse,
+    "kd_gan Distiller.fit (mse, 1 step/call)": lambda t, s: kd_gan_mse(t, s, steps_per_execution=1),
+    "kd_gan Distiller.fit (mse, jit_compile)": lambda t, s: kd_gan_mse(t, s, jit_compile=True),
+    "keras Distiller.fit (MSE, default)": keras_distiller,
+    "keras Distiller.fit (MSE, 10 steps/call)": lambda t, s: keras_distiller(t, s, steps_per_execution=10),
     "kd_gan Distiller.fit (joint)": kd_gan_joint,
     "kd_gan GAN.fit (student size)": kd_gan_scratch_gan,
 }
@@ -124,9 +143,7 @@ def main(argv):
     rates = {name: [] for name in METHODS}
     for _ in range(FLAGS.rounds):
         for name, run in runners.items():
-            start = time.perf_counter()
-            run(FLAGS.steps)
-            rates[name].append(FLAGS.steps / (time.perf_counter() - start))
+            rates[name].append(FLAGS.steps / run(FLAGS.steps))
     baseline = statistics.median(rates[BASELINE])
     rows = [
         {

@@ -162,11 +162,12 @@ class _Stage:
                 steps_per_epoch=steps_per_epoch,
                 shuffle=False,  # The datasets shuffle themselves.
                 verbose=self.config.verbose,
+                # Order matters at an interruption: an epoch's log row is written
+                # before its backup (a redone epoch's row is replaced on reading).
                 callbacks=[
+                    keras.callbacks.CSVLogger(self.log_path, append=True),
                     keras.callbacks.BackupAndRestore(backup_dir),
                     StopOnNonFinite(self.name),
-                    # Appends, so epochs before an interruption keep their rows.
-                    keras.callbacks.CSVLogger(self.log_path, append=True),
                 ],
             )
             history = _read_epoch_log(self.log_path)

@@ -37,12 +37,11 @@ class ExactStepsMixin:
 
     def fit(self, *args, **kwargs):
         steps = kwargs.get("steps_per_epoch")
-        requested = getattr(self, "_requested_steps_per_execution", 1)
-        if steps and requested > 1:
-            divisor = math.gcd(int(steps), requested)
-            if divisor != self.steps_per_execution:
-                self.steps_per_execution = divisor
-                self.train_function = None  # Rebuilt for the new step count.
+        requested = getattr(self, "_requested_steps_per_execution", self.steps_per_execution)
+        wanted = math.gcd(int(steps), requested) if steps else requested
+        if wanted != self.steps_per_execution:
+            self.steps_per_execution = wanted
+            self.train_function = None  # Rebuilt for the new step count.
         return super().fit(*args, **kwargs)
 
 

@@ -81,8 +81,25 @@ def _widths(depth, num_stages):
     return [depth * 2 ** (num_stages - 1 - i) for i in range(num_stages)]
 
 
+class _LayerStack(keras.Model):
+    """A model that applies its `network` list of layers in order."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.network:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        x = inputs
+        for layer in self.network:
+            x = layer(x, training=training)
+        return x
+
+
 @keras.saving.register_keras_serializable(package="kd_gan")
-class Generator(keras.Model):
+class Generator(_LayerStack):
     """DCGAN generator whose channel widths are multiples of `depth`.
 
     Maps latent vectors z of shape `(batch, latent_dim)` to images of shape
@@ -150,19 +167,6 @@ class Generator(keras.Model):
         # counts, weight copies and saving work before the first call.
         self.build((None, self.latent_dim))
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.network:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
-
-    def call(self, z, training=False):
-        x = z
-        for layer in self.network:
-            x = layer(x, training=training)
-        return x
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self.image_shape
 
@@ -177,7 +181,7 @@ class Generator(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
-class Discriminator(keras.Model):
+class Discriminator(_LayerStack):
     """DCGAN discriminator whose channel widths are multiples of `depth`.
 
     Strided 5x5 convolutions with LeakyReLU(0.2), widths d, 2d, 4d, ...
@@ -212,19 +216,6 @@ class Discriminator(keras.Model):
         self.network.append(layers.Flatten(name="flatten"))
         self.network.append(layers.Dense(1, name="logit"))
         self.build((None,) + self.image_shape)
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.network:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
-
-    def call(self, images, training=False):
-        x = images
-        for layer in self.network:
-            x = layer(x, training=training)
-        return x
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)

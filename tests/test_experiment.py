@@ -98,3 +98,27 @@ def test_non_finite_loss_stops_the_stage_naming_it():
     model.compile(optimizer="sgd", loss=lambda y, p: tf.reduce_mean(p) * np.nan)
     with pytest.raises(FloatingPointError, match=r"Stage 'teacher': loss became nan at epoch 1, step 1"):
         model.fit(images, np.zeros(4), batch_size=2, verbose=0, callbacks=[experiment.StopOnNonFinite("teacher")])
+
+
+def test_interrupted_stage_resumes_from_its_last_epoch(tiny_mnist, tmp_path, monkeypatch):
+    class InterruptAfterFirstEpoch(experiment.StopOnNonFinite):
+        def on_epoch_end(self, epoch, logs=None):
+            if self.stage == "teacher" and epoch == 0:
+                raise KeyboardInterrupt  # Ctrl-C once epoch 1 is backed up.
+
+    config = experiment.ExperimentConfig(
+        **{**TINY, "teacher_epochs": 3}, data_dir=tiny_mnist[0], output_dir=str(tmp_path)
+    )
+    monkeypatch.setattr(experiment, "StopOnNonFinite", InterruptAfterFirstEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(config)
+    assert not (tmp_path / "teacher.keras").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path / "cache"))
+    results = experiment.run(config)
+    # Epoch 1 is kept from the first run; epochs 2 and 3 ran after the restart.
+    assert len(results["models"]["teacher"]["history"]["d_loss"]) == 3
+    trained = load_generator(str(tmp_path / "teacher.keras"))
+    assert count_parameters(trained) == results["models"]["teacher"]["parameters"]
+    log = (tmp_path / "logs" / "teacher.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == ["0", "1", "2"]
