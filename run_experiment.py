@@ -31,6 +31,8 @@ flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Ad
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term in the joint loss.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of samples.png.", lower_bound=1)
+flags.DEFINE_list("export", [], "Export the student at the end: any of tflite, saved_model.")
+flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 
 
@@ -39,6 +41,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Every config field has a flag of the same name.
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(experiment.ExperimentConfig)}
+    values.update(export=tuple(FLAGS.export), quantization=tuple(FLAGS.quantization))
     values["output_dir"] = values["output_dir"] or f"runs/{FLAGS.dataset}_{FLAGS.loss}"
     config = experiment.ExperimentConfig(**values)
     experiment.run(config)

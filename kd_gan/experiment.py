@@ -11,7 +11,8 @@ A stage interrupted mid-way resumes from its last finished epoch (Keras
 `BackupAndRestore`). Outputs: `teacher.keras`, `student.keras`,
 `scratch.keras` (generators), `samples.png` (rows: teacher, student, scratch
 on the same latent vectors), `results.json`, `config.json`, and each stage's
-`<stage>_history.json` and per-epoch CSV logs under `logs/`.
+`<stage>_history.json`, per-epoch CSV logs under `logs/`, and with `export`
+the student as SavedModel / `.tflite` files under `export/`.
 """
 
 import csv
@@ -20,7 +21,7 @@ import json
 import math
 import os
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import data, distill, gan, images, models
+from kd_gan import export as export_lib
 
 STAGES = ("teacher", "student", "scratch")
 
@@ -60,6 +62,9 @@ class ExperimentConfig:
         mse_weight: weight of the MSE term in the joint loss.
         seed: seed of weights, data order and latent draws.
         grid_columns: samples per row in `samples.png`.
+        export: formats to export the student to at the end: "tflite",
+            "saved_model" (files under `export/`, sizes and errors in results.json).
+        quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch).
     """
 
@@ -80,6 +85,8 @@ class ExperimentConfig:
     mse_weight: float = 1.0
     seed: int = 0
     grid_columns: int = 8
+    export: Tuple[str, ...] = ()
+    quantization: Tuple[str, ...] = ("none",)
     verbose: int = 2
 
     def __post_init__(self):
@@ -98,6 +105,10 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
         if not self.mse_weight >= 0:
             raise ValueError(f"mse_weight must be >= 0. Received: mse_weight={self.mse_weight}")
+        for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
+            values = getattr(self, name)
+            if isinstance(values, str) or any(v not in allowed for v in values):
+                raise ValueError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
         if not self.output_dir:
             raise ValueError("output_dir must be a non-empty path.")
 
@@ -310,6 +321,13 @@ def run(config):
         },
         "compression_ratio": models.compression_ratio(teacher, student),
         "samples": os.path.basename(samples_path),
+        "export": (
+            export_lib.export_generator(
+                student, os.path.join(config.output_dir, "export"), config.export, config.quantization, name="student"
+            )
+            if config.export
+            else {}
+        ),
         "wall_time_s": round(time.time() - start, 2),
         "config": dataclasses.asdict(config),
     }

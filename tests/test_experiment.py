@@ -24,7 +24,7 @@ def test_cli_end_to_end_writes_models_grid_and_results(tiny_mnist, tmp_path):
     output_dir = tmp_path / "run"
     flags = [f"--{key}={value}" for key, value in TINY.items()]
     command = [sys.executable, "run_experiment.py", *flags, "--loss=joint", f"--data_dir={tiny_mnist[0]}",
-               f"--output_dir={output_dir}"]
+               f"--output_dir={output_dir}", "--export=tflite,saved_model", "--quantization=none,int8"]
     environment = dict(os.environ, KD_GAN_CACHE_DIR=str(tmp_path / "cache"))
     completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -42,6 +42,11 @@ def test_cli_end_to_end_writes_models_grid_and_results(tiny_mnist, tmp_path):
     )
     assert results["config"]["loss"] == "joint"
     assert json.loads((output_dir / "config.json").read_text()) == results["config"]
+    exported = results["export"]
+    assert set(exported) == {"saved_model", "tflite_none", "tflite_int8"}
+    assert exported["tflite_none"]["verification"]["max_abs_error"] <= 1e-4
+    assert os.path.getsize(output_dir / "export" / "student.tflite") == exported["tflite_none"]["bytes"]
+    assert os.path.isfile(output_dir / "export" / "student_savedmodel" / "saved_model.pb")
     # Grid: 3 rows (teacher, student, scratch) x 4 columns of 28x28 with 2-pixel padding.
     grid = tf.io.decode_png(tf.io.read_file(str(output_dir / "samples.png"))).numpy()
     assert grid.shape == (3 * 30 + 2, 4 * 30 + 2, 1)
@@ -77,6 +82,8 @@ def test_mse_student_of_a_given_teacher(tiny_mnist, tmp_path):
         (dict(student_depth=0), "student_depth=0"),
         (dict(steps_per_epoch=0), "steps_per_epoch=0"),
         (dict(learning_rate=-1.0), "learning_rate=-1.0"),
+        (dict(export=("onnx",)), "export=\\('onnx',\\)"),
+        (dict(quantization="int8"), "quantization='int8'"),
     ],
 )
 def test_config_rejects_bad_values(change, message):

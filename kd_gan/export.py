@@ -1,0 +1,291 @@
+"""Ship a generator: SavedModel and verified TFLite files for phones.
+
+Both formats expose the same signatures:
+
+| signature        | input                      | output                                      |
+|------------------|----------------------------|---------------------------------------------|
+| `generate`       | `z`: float32 [batch, L]    | `image`: float32 [batch, H, W, C] in [-1, 1] |
+| `generate_uint8` | `z`: float32 [batch, L]    | `image`: uint8 [batch, H, W, C] in [0, 255]  |
+
+z is drawn from N(0, I), L is the generator's latent size. The SavedModel takes
+any batch; a `.tflite` file has a fixed batch (1 by default, one image per call
+on a phone). Every quantization keeps float32 input and output, so an app
+calls all variants the same way; `int8` quantizes inside the model.
+
+Command line, for a generator saved as `.keras`:
+
+    python -m kd_gan.export --generator=runs/mnist_mse/student.keras \\
+        --output_dir=export --formats=tflite,saved_model --quantizations=none,float16,int8
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import images as images_lib
+from kd_gan.distill import latent_size
+
+SIGNATURE = "generate"
+UINT8_SIGNATURE = "generate_uint8"
+INPUT_NAME = "z"
+OUTPUT_NAME = "image"
+QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
+FORMATS = ("tflite", "saved_model")
+FP32_TOLERANCE = 1e-4  # Max abs error of an fp32 .tflite against Keras; more fails the export.
+
+
+def _to_uint8(images):
+    """[-1, 1] -> uint8 [0, 255], rounding as `kd_gan.images.to_uint8` does."""
+    return tf.cast(tf.clip_by_value(tf.floor(images * 127.5 + 128.0), 0.0, 255.0), tf.uint8)
+
+
+class _Serving(tf.Module):
+    """The generator behind the two signatures, for one input batch size."""
+
+    def __init__(self, generator, batch_size=None):
+        super().__init__()
+        self.generator = generator
+        # Track the backing tf.Variables themselves: without them the TFLite
+        # converter does not find a Keras 3 model's weights (its outputs were NaN).
+        self.weights = [weight.value for weight in generator.weights]
+        spec = tf.TensorSpec([batch_size, latent_size(generator)], tf.float32, name=INPUT_NAME)
+        self.generate = tf.function(self._generate, input_signature=[spec])
+        self.generate_uint8 = tf.function(self._generate_uint8, input_signature=[spec])
+
+    def _generate(self, z):
+        return {OUTPUT_NAME: tf.cast(self.generator(z, training=False), tf.float32)}
+
+    def _generate_uint8(self, z):
+        return {OUTPUT_NAME: _to_uint8(self._generate(z)[OUTPUT_NAME])}
+
+    def signatures(self):
+        return {
+            SIGNATURE: self.generate.get_concrete_function(),
+            UINT8_SIGNATURE: self.generate_uint8.get_concrete_function(),
+            "serving_default": self.generate.get_concrete_function(),
+        }
+
+
+def export_saved_model(generator, path, batch_size=None):
+    """Writes `generator` as a SavedModel with the `generate` signatures.
+
+    Args:
+        generator: a Keras generator (z -> images in [-1, 1]).
+        path: output directory.
+        batch_size: fixed input batch, or None for any batch.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    ```python
+    export_saved_model(student, "student_savedmodel")
+    generate = tf.saved_model.load("student_savedmodel").signatures["generate"]
+    images = generate(z=tf.random.normal((4, 128)))["image"]
+    ```
+    """
+    module = _Serving(generator, batch_size)
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    return path
+
+
+def _representative_latents(latent_dim, batch_size, num_samples, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(num_samples):
+        yield {INPUT_NAME: rng.standard_normal((batch_size, latent_dim)).astype(np.float32)}
+
+
+def _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[SIGNATURE, UINT8_SIGNATURE]
+    )
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic_int8":
+        # Weights stored as int8; activations stay float (no calibration).
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        # Weights and activations int8, calibrated on latent vectors from the
+        # prior, the generator's only input distribution.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        latent_dim = latent_size(generator)
+        # Calibrate both signatures: the same graph with two outputs.
+        converter.representative_dataset = lambda: (
+            (signature, inputs)
+            for inputs in _representative_latents(latent_dim, batch_size, representative_samples, seed)
+            for signature in (SIGNATURE, UINT8_SIGNATURE)
+        )
+    return converter
+
+
+def _check_quantization(quantization):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"Unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}.")
+
+
+def export_tflite(
+    generator,
+    path,
+    quantization="none",
+    batch_size=1,
+    representative_samples=200,
+    seed=0,
+    verify=True,
+):
+    """Converts `generator` to a `.tflite` file with the `generate` signatures.
+
+    Args:
+        generator: a Keras generator (z -> images in [-1, 1]).
+        path: output `.tflite` file.
+        quantization: "none" (fp32), "float16" (fp16 weights), "dynamic_int8"
+            (int8 weights, float activations) or "int8" (int8 weights and
+            activations, calibrated on `representative_samples` batches of z).
+        batch_size: fixed input batch of the file.
+        representative_samples: calibration batches for "int8".
+        seed: seed of the calibration latents.
+        verify: run `verify_tflite` and write its JSON beside the file.
+
+    Returns:
+        Dict: `path`, `quantization`, `bytes`, and the verification when run.
+
+    Raises:
+        ValueError: unknown quantization.
+        RuntimeError: an fp32 file differs from Keras by more than 1e-4.
+    """
+    _check_quantization(quantization)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        export_saved_model(generator, saved_model_dir, batch_size=batch_size)
+        converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
+        flatbuffer = converter.convert()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(flatbuffer)
+    record = {"path": path, "quantization": quantization, "bytes": len(flatbuffer)}
+    if verify:
+        record["verification"] = verify_tflite(generator, path, quantization=quantization, seed=seed)
+    return record
+
+
+def _interpreter(path, num_threads=None):
+    from ai_edge_litert.interpreter import Interpreter  # LiteRT: tf.lite.Interpreter is deprecated.
+
+    return Interpreter(model_path=path, num_threads=num_threads)
+
+
+def run_tflite(path, z, signature=SIGNATURE, num_threads=None):
+    """Images of a `.tflite` generator for `z`, one file-sized batch at a time."""
+    runner = _interpreter(path, num_threads).get_signature_runner(signature)
+    batch_size = runner.get_input_details()[INPUT_NAME]["shape"][0]
+    z = np.asarray(z, np.float32)
+    if len(z) % batch_size:
+        raise ValueError(f"The number of latent vectors ({len(z)}) must be a multiple of the file's batch {batch_size}.")
+    return np.concatenate([runner(**{INPUT_NAME: z[i : i + batch_size]})[OUTPUT_NAME] for i in range(0, len(z), batch_size)])
+
+
+def verify_tflite(generator, path, quantization="none", num_samples=32, seed=1234):
+    """Compares a `.tflite` generator with the Keras one on fixed z.
+
+    Writes `<path>.verification.json` with max/mean absolute error (float
+    output, in the [-1, 1] image range), the correlation of the outputs, and
+    the largest uint8 pixel difference of `generate_uint8`.
+
+    Raises:
+        RuntimeError: quantization "none" and max abs error above 1e-4.
+    """
+    z = np.random.default_rng(seed).standard_normal((num_samples, latent_size(generator))).astype(np.float32)
+    expected = np.asarray(generator(z, training=False), np.float32)
+    actual = run_tflite(path, z)
+    actual_uint8 = run_tflite(path, z, signature=UINT8_SIGNATURE)
+    error = np.abs(actual - expected)
+    result = {
+        "file": os.path.basename(path),
+        "quantization": quantization,
+        "num_samples": num_samples,
+        "seed": seed,
+        "max_abs_error": float(error.max()),
+        "mean_abs_error": float(error.mean()),
+        "correlation": float(np.corrcoef(actual.ravel(), expected.ravel())[0, 1]),
+        "output_range": [float(actual.min()), float(actual.max())],
+        "uint8_max_abs_error": int(
+            np.abs(actual_uint8.astype(np.int32) - images_lib.to_uint8(expected).astype(np.int32)).max()
+        ),
+    }
+    with open(f"{path}.verification.json", "w") as file:
+        json.dump(result, file, indent=2)
+    if quantization == "none" and result["max_abs_error"] > FP32_TOLERANCE:
+        raise RuntimeError(
+            f"{path}: fp32 TFLite output differs from Keras by {result['max_abs_error']:.3g} "
+            f"(max abs), above the {FP32_TOLERANCE} tolerance."
+        )
+    logging.info(
+        "Verified %s (%s): max abs error %.3g, mean %.3g", path, quantization,
+        result["max_abs_error"], result["mean_abs_error"],
+    )
+    return result
+
+
+def export_generator(generator, output_dir, formats=("tflite",), quantizations=("none",), name="generator"):
+    """Exports `generator` in each format (and each quantization for TFLite).
+
+    Returns:
+        Dict with one entry per file: `saved_model` and `tflite_<quantization>`.
+    """
+    for export_format in formats:
+        if export_format not in FORMATS:
+            raise ValueError(f"Unknown export format {export_format!r}; choose from {FORMATS}.")
+    for quantization in quantizations:
+        _check_quantization(quantization)
+    records = {}
+    if "saved_model" in formats:
+        path = export_saved_model(generator, os.path.join(output_dir, f"{name}_savedmodel"))
+        records["saved_model"] = {"path": path, "bytes": _folder_bytes(path)}
+    if "tflite" in formats:
+        for quantization in quantizations:
+            suffix = "" if quantization == "none" else f"_{quantization}"
+            path = os.path.join(output_dir, f"{name}{suffix}.tflite")
+            records[f"tflite_{quantization}"] = export_tflite(generator, path, quantization=quantization)
+    return records
+
+
+def _folder_bytes(path):
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def main(argv):
+    from absl import flags
+
+    from kd_gan.models import load_generator
+
+    del argv
+    flag_values = flags.FLAGS
+    records = export_generator(
+        load_generator(flag_values.generator),
+        flag_values.output_dir,
+        formats=flag_values.formats,
+        quantizations=flag_values.quantizations,
+        name=os.path.splitext(os.path.basename(flag_values.generator))[0],
+    )
+    summary_path = os.path.join(flag_values.output_dir, "export.json")
+    with open(summary_path, "w") as file:
+        json.dump(records, file, indent=2)
+    for key, record in records.items():
+        error = record.get("verification", {}).get("max_abs_error")
+        print(f"{key:<20} {record['bytes']:>10,} bytes" + (f"  max abs error {error:.3g}" if error is not None else ""))
+    print(f"Wrote {summary_path}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("generator", None, "Generator to export (.keras).", required=True)
+    flags.DEFINE_string("output_dir", "export", "Output folder.")
+    flags.DEFINE_list("formats", ["tflite"], f"Any of {', '.join(FORMATS)}.")
+    flags.DEFINE_list("quantizations", ["none"], f"TFLite variants, any of {', '.join(QUANTIZATIONS)}.")
+    app.run(main)

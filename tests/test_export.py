@@ -1,0 +1,135 @@
+"""Export: SavedModel and TFLite files match the Keras generator."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from kd_gan import Generator, export, images
+
+LATENT = 16
+
+
+@pytest.fixture(scope="module")
+def generator():
+    keras.utils.set_random_seed(0)
+    return Generator(LATENT, (28, 28, 1), 4)
+
+
+@pytest.fixture(scope="module")
+def tflite_files(generator, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tflite")
+    return {
+        quantization: export.export_tflite(generator, str(folder / f"g_{quantization}.tflite"), quantization=quantization)
+        for quantization in export.QUANTIZATIONS
+    }
+
+
+def latents(count=8, seed=5):
+    return np.random.default_rng(seed).standard_normal((count, LATENT)).astype(np.float32)
+
+
+def keras_images(generator, z):
+    return np.asarray(generator(z, training=False))
+
+
+@pytest.mark.parametrize("quantization", export.QUANTIZATIONS)
+def test_every_variant_loads_in_litert_with_the_documented_signatures(tflite_files, quantization):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=tflite_files[quantization]["path"])
+    signatures = interpreter.get_signature_list()
+    assert signatures[export.SIGNATURE] == {"inputs": ["z"], "outputs": ["image"]}
+    assert signatures[export.UINT8_SIGNATURE] == {"inputs": ["z"], "outputs": ["image"]}
+    runner = interpreter.get_signature_runner(export.SIGNATURE)
+    assert runner.get_input_details()["z"]["dtype"] == np.float32
+    output = runner(z=latents(1))["image"]
+    assert output.shape == (1, 28, 28, 1) and output.dtype == np.float32
+
+
+def test_fp32_matches_keras(generator, tflite_files):
+    z = latents()
+    np.testing.assert_allclose(export.run_tflite(tflite_files["none"]["path"], z), keras_images(generator, z), atol=1e-4)
+    assert tflite_files["none"]["verification"]["max_abs_error"] <= 1e-4
+
+
+def test_float16_within_its_tolerance(generator, tflite_files):
+    # fp16 weights: about 3 decimal digits; images live in [-1, 1].
+    z = latents()
+    np.testing.assert_allclose(export.run_tflite(tflite_files["float16"]["path"], z), keras_images(generator, z), atol=2e-3)
+
+
+@pytest.mark.parametrize("quantization", ["dynamic_int8", "int8"])
+def test_int8_stays_in_range_and_follows_keras(generator, tflite_files, quantization):
+    z = latents(16)
+    actual, expected = export.run_tflite(tflite_files[quantization]["path"], z), keras_images(generator, z)
+    assert actual.min() >= -1.0 and actual.max() <= 1.0
+    assert np.corrcoef(actual.ravel(), expected.ravel())[0, 1] > 0.98
+    assert np.abs(actual - expected).mean() < 0.01
+
+
+def test_uint8_signature_matches_rounded_keras_output(generator, tflite_files):
+    z = latents()
+    expected = images.to_uint8(keras_images(generator, z)).astype(int)
+    for quantization, tolerance in [("none", 0), ("float16", 1), ("int8", 3)]:
+        actual = export.run_tflite(tflite_files[quantization]["path"], z, signature=export.UINT8_SIGNATURE)
+        assert actual.dtype == np.uint8
+        assert np.abs(actual.astype(int) - expected).max() <= tolerance, quantization
+
+
+def test_file_sizes_shrink_with_quantization(tflite_files):
+    sizes = {q: os.path.getsize(record["path"]) for q, record in tflite_files.items()}
+    assert sizes["none"] > sizes["float16"] > sizes["int8"]
+    assert sizes["none"] > sizes["float16"] > sizes["dynamic_int8"]
+    assert all(sizes[q] == tflite_files[q]["bytes"] for q in sizes)
+
+
+def test_verification_json_is_written_beside_the_file(tflite_files):
+    for quantization, record in tflite_files.items():
+        written = json.loads(open(record["path"] + ".verification.json").read())
+        assert written == record["verification"]
+        assert written["quantization"] == quantization
+
+
+def test_fp32_mismatch_fails_loudly(generator, tflite_files):
+    other = Generator(LATENT, (28, 28, 1), 4)  # different weights, same shapes
+    with pytest.raises(RuntimeError, match="above the 0.0001 tolerance"):
+        export.verify_tflite(other, tflite_files["none"]["path"], quantization="none")
+
+
+def test_unknown_quantization(generator, tmp_path):
+    with pytest.raises(ValueError, match="'int4'"):
+        export.export_tflite(generator, str(tmp_path / "g.tflite"), quantization="int4")
+    with pytest.raises(ValueError, match="'onnx'"):
+        export.export_generator(generator, str(tmp_path), formats=("onnx",))
+
+
+def test_saved_model_round_trip(generator, tmp_path):
+    path = export.export_saved_model(generator, str(tmp_path / "saved"))
+    loaded = tf.saved_model.load(path)
+    z = latents()
+    np.testing.assert_allclose(loaded.signatures["generate"](z=tf.constant(z))["image"], keras_images(generator, z), atol=1e-6)
+    uint8 = loaded.signatures["generate_uint8"](z=tf.constant(z))["image"].numpy()
+    assert uint8.dtype == np.uint8
+    assert np.abs(uint8.astype(int) - images.to_uint8(keras_images(generator, z)).astype(int)).max() <= 1
+
+
+def test_export_command_line(generator, tmp_path):
+    generator.save(tmp_path / "student.keras")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(
+        [sys.executable, "-m", "kd_gan.export", f"--generator={tmp_path / 'student.keras'}",
+         f"--output_dir={tmp_path / 'out'}", "--formats=tflite,saved_model", "--quantizations=none,float16"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert set(summary) == {"saved_model", "tflite_none", "tflite_float16"}
+    assert os.path.isfile(tmp_path / "out" / "student.tflite")
+    assert os.path.isfile(tmp_path / "out" / "student_float16.tflite")
+    assert summary["tflite_none"]["verification"]["max_abs_error"] <= 1e-4
