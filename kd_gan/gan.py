@@ -13,8 +13,8 @@ import tensorflow as tf
 DEFAULT_LEARNING_RATE = 2e-4  # DCGAN (Radford et al., 2016): Adam, lr 2e-4, beta_1 0.5.
 DEFAULT_BETA_1 = 0.5
 # Steps run per call of the compiled train function: amortises fit's per-step
-# Python overhead (measured with benchmarks/bench_distill.py: 0.92x the speed of
-# a plain tf.function loop at 1 step per call, on par with it at 10).
+# Python overhead (benchmarks/bench_distill.py: 0.89x the speed of a plain
+# tf.function loop at 1 step per call, 1.06x at 10).
 DEFAULT_STEPS_PER_EXECUTION = 10
 
 
