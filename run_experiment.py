@@ -31,6 +31,8 @@ flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Ad
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term in the joint loss.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of samples.png.", lower_bound=1)
+flags.DEFINE_integer("eval_samples", None, "Generated images per model for the metrics (default 10,000 for mnist, 1,000 otherwise; 0 skips).", lower_bound=0)
+flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
 flags.DEFINE_list("export", [], "Export the student at the end: any of tflite, saved_model.")
 flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")

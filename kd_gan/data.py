@@ -60,7 +60,8 @@ def resolve_data_dir(data_dir=None):
     return data_dir or os.environ.get("KD_GAN_DATA_DIR") or None
 
 
-def _cache_root(cache_dir=None):
+def cache_root(cache_dir=None):
+    """`cache_dir`, else `$KD_GAN_CACHE_DIR`, else `~/.cache/kd_gan`."""
     return cache_dir or os.environ.get("KD_GAN_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "kd_gan"
     )
@@ -148,7 +149,7 @@ def _convert_local(data_dir, name, cache_dir):
     fingerprint = hashlib.sha256(
         "\n".join(f"{p}:{os.path.getsize(p)}:{os.path.getmtime(p)}" for p in sources).encode()
     ).hexdigest()[:12]
-    tfds_dir = os.path.join(_cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
+    tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
     prepared = _prepared_dir(tfds_dir, name)
     if prepared:
         return prepared

@@ -16,13 +16,13 @@ from kd_gan import Generator, count_parameters, experiment, load_generator
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
     dataset="mnist", teacher_depth=2, student_depth=1, latent_dim=8, batch_size=4,
-    teacher_epochs=1, student_epochs=1, steps_per_epoch=3, grid_columns=4, verbose=0,
+    teacher_epochs=1, student_epochs=1, steps_per_epoch=3, grid_columns=4, verbose=0, eval_samples=0,
 )
 
 
 def test_cli_end_to_end_writes_models_grid_and_results(tiny_mnist, tmp_path):
     output_dir = tmp_path / "run"
-    flags = [f"--{key}={value}" for key, value in TINY.items()]
+    flags = [f"--{key}={value}" for key, value in {**TINY, "eval_samples": 8}.items()]
     command = [sys.executable, "run_experiment.py", *flags, "--loss=joint", f"--data_dir={tiny_mnist[0]}",
                f"--output_dir={output_dir}", "--export=tflite,saved_model", "--quantization=none,int8"]
     environment = dict(os.environ, KD_GAN_CACHE_DIR=str(tmp_path / "cache"))
@@ -42,6 +42,16 @@ def test_cli_end_to_end_writes_models_grid_and_results(tiny_mnist, tmp_path):
     )
     assert results["config"]["loss"] == "joint"
     assert json.loads((output_dir / "config.json").read_text()) == results["config"]
+    # Metrics: the MNIST classifier (trained on the tiny data), 8 samples per model.
+    evaluation = results["evaluation"]
+    assert evaluation["real"]["num_samples"] == 8 and evaluation["real"]["split"] == "test"
+    for name in experiment.STAGES:
+        quality = evaluation["models"][name]
+        assert quality["num_samples"] == 8 and quality["classifier"].startswith("mnist_cnn")
+        assert 1.0 <= quality["mnist_score"] <= 10.0 and quality["fid"] >= 0 and quality["vol"] > 0
+    assert evaluation["fidelity"]["student"]["mse"] > 0
+    table = (output_dir / "results.md").read_text()
+    assert "FID (n=8)" in table and "| student | 1 |" in table
     exported = results["export"]
     assert set(exported) == {"saved_model", "tflite_none", "tflite_int8"}
     assert exported["tflite_none"]["verification"]["max_abs_error"] <= 1e-4
