@@ -7,7 +7,8 @@
 
 Prints a table and writes JSON with the classifier used and the sample count.
 FID is against `--reference_split` of the same data set (its first
-`--num_samples` images; default: train, or test for a `--real_split` of train),
+`--num_samples` images; default: the experiment's reference, MNIST test or
+CIFAR-10 / CelebA train; MNIST train when scoring MNIST test itself),
 with real-data activations cached under `$KD_GAN_CACHE_DIR/stats`.
 """
 
@@ -21,7 +22,7 @@ from kd_gan import data
 flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set the images belong to.", required=True)
 flags.DEFINE_string("generator", None, "A generator to score (.keras or SavedModel dir).")
 flags.DEFINE_string("real_split", None, "Score real images of this split instead of a generator.")
-flags.DEFINE_string("reference_split", None, "Real split FID is measured against (default: train; test for a train real_split).")
+flags.DEFINE_string("reference_split", None, "Real split FID is measured against (default: mnist test, cifar10/celeb_a train).")
 flags.DEFINE_integer("num_samples", 10_000, "Images scored (and reference images); FID depends on it.", lower_bound=2)
 flags.DEFINE_string("output", "metrics.json", "JSON output path.")
 flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
@@ -33,12 +34,19 @@ FLAGS = flags.FLAGS
 def evaluate(dataset, num_samples, generator_path=None, real_split=None, reference_split=None,
              data_dir=None, inception_path=None, seed=0):
     """The metric record of a generator or of a real split (see module doc)."""
-    from kd_gan import metrics, models
+    from kd_gan import metrics, models, report
 
     if (generator_path is None) == (real_split is None):
         raise ValueError("Give exactly one of generator_path (--generator) and real_split (--real_split).")
     if reference_split is None:
-        reference_split = "test" if real_split and real_split.split("[")[0] == "train" and dataset == "mnist" else "train"
+        reference_split = report.REFERENCE_SPLITS[dataset]  # As in the experiment's results.
+        if real_split is not None and real_split.split("[")[0] == reference_split:
+            if dataset != "mnist":
+                raise ValueError(
+                    f"real_split={real_split!r} overlaps the default reference split {reference_split!r}: "
+                    "pass a disjoint --reference_split (e.g. train[:5000] against train[5000:10000])."
+                )
+            reference_split = "train"
     classifier = metrics.classifier_for(dataset, inception_path, data_dir)
     reference, _, _ = metrics.real_activations(classifier, dataset, reference_split, num_samples, data_dir)
     if generator_path is not None:
