@@ -328,10 +328,13 @@ def latent_fidelity(student, teacher, num_samples=1000, interpolation_pairs=50, 
     from kd_gan.distill import generate, latent_size
 
     latent_dim = latent_size(student)
-    squared_errors = []
-    for batch_start in range(0, num_samples, 100):
-        z = tf.random.stateless_normal((min(100, num_samples - batch_start), latent_dim), seed=(seed, batch_start))
-        squared_errors.append(np.mean((np.asarray(generate(student, z)) - np.asarray(generate(teacher, z))) ** 2, axis=(1, 2, 3)))
+    # The same seed gives both generators the same z, batch by batch.
+    squared_errors = [
+        np.mean((student_images - teacher_images) ** 2, axis=(1, 2, 3))
+        for student_images, teacher_images in zip(
+            generator_batches(student, num_samples, seed=seed), generator_batches(teacher, num_samples, seed=seed)
+        )
+    ]
     mse = float(np.mean(np.concatenate(squared_errors)))
     ends = tf.random.stateless_normal((2, interpolation_pairs, latent_dim), seed=(seed, -1))
     weights = tf.reshape(tf.linspace(0.0, 1.0, interpolation_steps), (-1, 1, 1))
