@@ -296,12 +296,16 @@ def real_activations(classifier, dataset, split, num_samples, data_dir=None, cac
 
 
 def quality(activations, logits, vol, classifier, reference_activations, num_samples):
-    """The metric record of one image set against reference (real) activations."""
+    """The metric record of one image set against reference (real) activations.
+
+    With `reference_activations=None` the set is the reference itself: its FID
+    is 0 by definition and is not computed.
+    """
     score_name = "mnist_score" if isinstance(classifier, MnistClassifier) else "inception_score"
     record = {
         "num_samples": num_samples,
         "classifier": classifier.name,
-        "fid": frechet_distance(reference_activations, activations),
+        "fid": 0.0 if reference_activations is None else frechet_distance(reference_activations, activations),
         "vol": vol,
         score_name: inception_score(logits) if logits is not None else None,
     }

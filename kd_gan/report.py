@@ -22,8 +22,8 @@ def evaluate(config, generators):
     classifier = metrics.classifier_for(config.dataset, config.inception_path, config.data_dir)
     split = REFERENCE_SPLITS[config.dataset]
     reference, logits, vol = metrics.real_activations(classifier, config.dataset, split, count, config.data_dir)
-    real = metrics.quality(reference, logits, vol, classifier, reference, count)
-    real.update(split=split, fid=0.0)
+    real = metrics.quality(reference, logits, vol, classifier, None, count)
+    real["split"] = split
     evaluated, activations = {}, {}
     for name, generator in generators.items():
         logging.info("Evaluating %s on %d samples with %s", name, count, classifier.name)
