@@ -252,7 +252,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         weights = self.student.trainable_variables
         self.student_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         self.mse_tracker.update_state(mse)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return gan.step_logs(self)
 
     def _joint_step(self, data):
         real_images = gan.images_from_batch(data)
@@ -277,7 +277,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         )
         for tracker in self.metrics:
             tracker.update_state(losses[tracker.name])
-        return {metric.name: metric.result() for metric in self.metrics}
+        return gan.step_logs(self)
 
     def test_step(self, data):
         # Student in inference mode against the teacher on the batch's z.
@@ -285,7 +285,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         self.mse_tracker.update_state(
             gan.pixel_mse(self._teacher_images(z), self.student(z, training=False))
         )
-        return {self.mse_tracker.name: self.mse_tracker.result()}
+        return gan.step_logs(self, [self.mse_tracker])
 
     def get_config(self):
         if not isinstance(self.teacher, keras.layers.Layer):

@@ -1,20 +1,24 @@
-"""The paper's experiment for one teacher and one student size.
+"""The paper's experiment: teacher selection, a compression sweep, the report.
 
-Stages, each saved to `output_dir` as it finishes and skipped when rerun:
+Stages, each in its own folder under `output_dir`, saved as it finishes and
+skipped when the same command runs again:
 
-1. `teacher`: train the large generator as a GAN, or load `teacher_path`.
-2. `student`: distil a small generator with the `mse` or `joint` loss.
-3. `scratch`: train a generator of the student's size as an ordinary GAN,
-   the baseline the paper compares students against.
+1. `teachers/d<D>/`: one GAN per `teacher_depths` candidate (or the given
+   `teacher_path`); the best by FID (score as tie-break) becomes the teacher.
+2. `students/<loss>_d<D>/`: for every `student_depths` size and loss
+   (`mse`, `joint` or both), a student distilled from the teacher.
+3. `scratch/d<D>/`: for every student size, the same generator trained as an
+   ordinary GAN: the baseline the paper compares students against.
 
-A stage interrupted mid-way resumes from its last finished epoch (Keras
-`BackupAndRestore`). Outputs: `teacher.keras`, `student.keras`,
-`scratch.keras` (generators), `samples.png` (rows: teacher, student, scratch
-on the same latent vectors), `results.json` and `results.md` (parameters,
-compression, MNIST/Inception score, FID with its sample count, VoL, latent
-fidelity to the teacher), `config.json`, and each stage's
-`<stage>_history.json`, per-epoch CSV logs under `logs/`, and with `export`
-the student as SavedModel / `.tflite` files under `export/`.
+Each stage folder holds `generator.keras`, `training.json` (losses per
+epoch, wall time), `log.csv`, `evaluation.json` and, while it trains,
+`checkpoint/` (model, optimizer state and epoch, written every epoch: an
+interrupted stage resumes from its last finished epoch on the same data and
+latent draws as an uninterrupted run). TensorBoard logs (losses and sample
+images per epoch) go to `tensorboard/<stage>/`.
+
+The report (`report.write`) adds results.json, results.csv, report.md,
+samples.png, interpolation.png and the PNG plots.
 """
 
 import csv
@@ -22,7 +26,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
+import zlib
 from typing import Optional, Tuple
 
 import keras
@@ -30,10 +36,43 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import data, distill, gan, images, models, report
+from kd_gan import data, distill, gan, metrics, models, report
 from kd_gan import export as export_lib
 
-STAGES = ("teacher", "student", "scratch")
+LOSS_CHOICES = ("mse", "joint", "both")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+# Presets fill config fields; explicit flags override them. Sample counts:
+# FID depends on them, so compare runs only at equal counts.
+PRESETS = {
+    # About 15 minutes end to end on a 2-core CPU for MNIST (measured, README);
+    # 500 Inception samples per model for cifar10 / celeb_a (~20 s each here).
+    "quick": dict(
+        teacher_depths=(16, 32), student_depths=(1, 2, 4), teacher_epochs=3, student_epochs=3,
+        eval_samples={"mnist": 10_000, "cifar10": 500, "celeb_a": 500},
+    ),
+    # The paper's scale, for a GPU: several teachers, a wide sweep of student
+    # sizes, 10,000 samples per FID (the paper's epochs are not known to us).
+    "paper": dict(
+        teacher_depths=(32, 64, 128), student_depths=(1, 2, 4, 8, 16), teacher_epochs=25, student_epochs=25,
+        eval_samples=10_000,
+    ),
+}
+# Latent size per data set in the presets: 32 lets MNIST reach the paper's
+# 1669:1 (teacher d=128 vs student d=1: 1,696:1); 128 for the colour sets.
+PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128}
+
+# Fields that may change between runs in one output folder: they do not
+# change what the finished stages trained (evaluation and export are redone).
+RERUNNABLE_FIELDS = frozenset(
+    {"output_dir", "data_dir", "inception_path", "eval_samples", "export", "quantization", "grid_columns", "verbose"}
+)
+# What `overwrite` deletes: only what a run writes.
+OUTPUTS = (
+    "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
+    "report.md", "samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
+    "heldout_z.npy", "workers",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,37 +81,44 @@ class ExperimentConfig:
 
     Attributes:
         dataset: "mnist", "cifar10" or "celeb_a".
-        loss: student loss, "mse" or "joint".
-        output_dir: folder for models, samples and results.
+        loss: student loss: "mse", "joint" or "both" (a student of each).
+        output_dir: folder for models, samples and the report.
         data_dir: local data (tfds data dir or original files); None uses
             `$KD_GAN_DATA_DIR`, then tfds' download.
         teacher_path: distil this generator (`.keras` or SavedModel) instead of
-            training a teacher.
-        teacher_depth: depth scale factor d of the teacher (when trained).
-        student_depth: d of the student and of the scratch baseline.
+            training teachers.
+        teacher_depths: depth scale factors d of the teacher candidates; the
+            best by FID (score as tie-break) is distilled.
+        student_depths: d of the students and of their scratch baselines.
         latent_dim: size of z.
-        batch_size: images (or latent vectors) per step.
-        teacher_epochs: GAN epochs of the teacher.
-        student_epochs: epochs of the student and of the scratch baseline
-            (equal budgets, so the comparison is fair).
+        batch_size: global images (or latent vectors) per step, split over
+            the replicas of the strategy.
+        teacher_epochs: GAN epochs of each teacher candidate.
+        student_epochs: epochs of every student and scratch baseline (equal
+            budgets, so the comparison is fair).
         steps_per_epoch: steps per epoch; None means one pass over the data
             (rounded down to a multiple of 10, the steps run per execution).
         learning_rate: Adam learning rate of the GANs' generators and of every
             discriminator (beta_1 = 0.5, DCGAN).
-        student_learning_rate: Adam learning rate of the distilled student
+        student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
         mse_weight: weight of the MSE term in the joint loss.
         seed: seed of weights, data order and latent draws.
-        grid_columns: samples per row in `samples.png`.
+        grid_columns: samples per row in the grids.
         eval_samples: generated images per model for the metrics (FID depends
             on it: compare only at equal counts). None: 10,000 for mnist (a small
             CNN scores them in seconds), 1,000 for cifar10 / celeb_a (the
-            Inception runs at ~25 images/s on a 2-core CPU). 0 skips evaluation.
+            Inception runs at ~25 images/s on a 2-core CPU). 0 skips evaluation
+            (then only one teacher depth can be given: nothing to select by).
         inception_path: local FID Inception SavedModel; None: `$KD_GAN_INCEPTION`,
             else TF-Hub.
-        export: formats to export the student to at the end: "tflite",
-            "saved_model" (files under `export/`, sizes and errors in results.json).
+        export: formats to export every student to: "tflite", "saved_model"
+            (files under `export/`, sizes and errors in results.json).
         quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
+        strategy: "default" (one device), "mirrored" (all local GPUs, or all
+            logical CPUs when there is no GPU) or "multi_worker"
+            (MultiWorkerMirroredStrategy, cluster from `$TF_CONFIG`).
+        preset: name of the preset the values came from (recorded only).
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch).
     """
 
@@ -81,8 +127,8 @@ class ExperimentConfig:
     output_dir: str = "runs/mnist_mse"
     data_dir: Optional[str] = None
     teacher_path: Optional[str] = None
-    teacher_depth: int = 32
-    student_depth: int = 2
+    teacher_depths: Tuple[int, ...] = (32,)
+    student_depths: Tuple[int, ...] = (2,)
     latent_dim: int = 128
     batch_size: int = 64
     teacher_epochs: int = 3
@@ -97,14 +143,26 @@ class ExperimentConfig:
     inception_path: Optional[str] = None
     export: Tuple[str, ...] = ()
     quantization: Tuple[str, ...] = ("none",)
+    strategy: str = "default"
+    preset: Optional[str] = None
     verbose: int = 2
 
     def __post_init__(self):
         if self.dataset not in data.DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
-        if self.loss not in distill.LOSSES:
-            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {distill.LOSSES}.")
-        for name in ("teacher_depth", "student_depth", "latent_dim", "batch_size", "grid_columns"):
+        if self.loss not in LOSS_CHOICES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {STRATEGIES}.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
+        for name in ("teacher_depths", "student_depths"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be a non-empty tuple of distinct integers. Received: {name}={values!r}")
+            for value in values:
+                _check_at_least(name, value, 1)
+        for name in ("latent_dim", "batch_size", "grid_columns"):
             _check_at_least(name, getattr(self, name), 1)
         for name in ("teacher_epochs", "student_epochs"):
             _check_at_least(name, getattr(self, name), 0)
@@ -112,6 +170,11 @@ class ExperimentConfig:
             _check_at_least("steps_per_epoch", self.steps_per_epoch, 1)
         if self.eval_samples is not None:
             _check_at_least("eval_samples", self.eval_samples, 0)
+        if self.eval_samples == 0 and len(self.teacher_depths) > 1 and not self.teacher_path:
+            raise ValueError(
+                f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
+                "be > 0 (or give a single teacher depth)."
+            )
         for name in ("learning_rate", "student_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
@@ -124,10 +187,103 @@ class ExperimentConfig:
         if not self.output_dir:
             raise ValueError("output_dir must be a non-empty path.")
 
+    @property
+    def losses(self):
+        """The student losses this run trains."""
+        return distill.LOSSES if self.loss == "both" else (self.loss,)
+
+
+def preset_values(name, dataset):
+    """Config values of preset `name` for `dataset` (explicit settings override them)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
+    values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
+    if isinstance(values["eval_samples"], dict):
+        values["eval_samples"] = values["eval_samples"][dataset]
+    return values
+
+
+def build_config(preset=None, **values):
+    """An `ExperimentConfig` from `preset`'s values (if any), overridden by `values`."""
+    merged = preset_values(preset, values.get("dataset", ExperimentConfig.dataset)) if preset else {}
+    merged.update(values)
+    return ExperimentConfig(**merged)
+
 
 def _check_at_least(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be integers >= {minimum}. Received: {name} with {value!r}")
+
+
+def check_output_dir(config, overwrite=False):
+    """Refuses a folder holding a run with another configuration; `overwrite` clears it."""
+    path = os.path.join(config.output_dir, "config.json")
+    if overwrite:
+        for name in OUTPUTS:
+            target = os.path.join(config.output_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+        return
+    if not os.path.isfile(path):
+        return
+    with open(path) as file:
+        previous = json.load(file)
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
+    changed = {
+        key: (previous.get(key), value)
+        for key, value in current.items()
+        if key not in RERUNNABLE_FIELDS and previous.get(key) != value
+    }
+    if changed:
+        listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
+        raise ValueError(
+            f"{config.output_dir!r} holds a run with another configuration ({listing}). Use another "
+            "--output_dir, the same settings to resume it, or --overwrite to delete it and start again."
+        )
+
+
+_STRATEGIES = {}
+
+
+def make_strategy(name):
+    """The `tf.distribute` strategy named `name` (see `ExperimentConfig.strategy`).
+
+    One instance per name and process: a second MirroredStrategy over the same
+    devices can clash with the first one's collective operations.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+    if name not in _STRATEGIES:
+        if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+        elif name == "mirrored":
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy()
+        else:
+            if "TF_CONFIG" not in os.environ:
+                logging.warning("strategy=multi_worker without $TF_CONFIG: training as a single worker.")
+            _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGIES[name]
+
+
+def worker_output_dir(strategy, output_dir):
+    """`output_dir` on the chief; `<output_dir>/workers/<task>` on other workers.
+
+    Every worker trains the same models (a multi-worker step is collective),
+    so each keeps its own checkpoints to resume from; only the chief's files
+    are the run's results.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return output_dir
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief):
+        return output_dir
+    return os.path.join(output_dir, "workers", f"{task_type}_{task_id}")
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -143,57 +299,94 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         for key, value in (logs or {}).items():
-            if not math.isfinite(float(value)):
+            if not math.isfinite(float(np.mean(value))):
                 raise FloatingPointError(
-                    f"Stage {self.stage!r}: {key} became {value} at epoch {self.epoch + 1}, "
+                    f"Stage {self.stage!r}: {key} became {float(np.mean(value))} at epoch {self.epoch + 1}, "
                     f"step {batch + 1}. Lower the learning rate or check the data."
                 )
 
 
-class _Stage:
-    """Paths and training of one stage in the output folder."""
+class SampleImages(keras.callbacks.Callback):
+    """Writes the generator's images for fixed z to TensorBoard after each epoch."""
 
-    def __init__(self, config, name):
-        self.config = config
-        self.name = name
-        self.model_path = os.path.join(config.output_dir, f"{name}.keras")
-        self.history_path = os.path.join(config.output_dir, f"{name}_history.json")
-        self.log_path = os.path.join(config.output_dir, "logs", f"{name}.csv")
+    def __init__(self, generator, z, log_dir):
+        super().__init__()
+        self.generator = generator
+        self.z = z
+        self.log_dir = log_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        images = (np.asarray(distill.generate(self.generator, self.z)) + 1.0) / 2.0
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
+            tf.summary.image("samples", np.clip(images, 0.0, 1.0), step=epoch + 1, max_outputs=len(images))
+        writer.close()
+
+
+class Stage:
+    """One model of the experiment: its folder, training and evaluation record.
+
+    Args:
+        root: the run's output folder.
+        role: "teacher", "student" or "scratch".
+        depth: depth scale factor d of its generator.
+        loss: the student's loss ("mse" / "joint"); None otherwise.
+    """
+
+    def __init__(self, root, role, depth, loss=None):
+        self.role, self.depth, self.loss = role, depth, loss
+        folder = {"teacher": "teachers", "student": "students", "scratch": "scratch"}[role]
+        leaf = f"{loss}_d{depth}" if loss else f"d{depth}"
+        self.name = f"{role}_{leaf}"
+        self.method = f"student_{loss}" if loss else role
+        self.dir = os.path.join(root, folder, leaf)
+        self.model_path = os.path.join(self.dir, "generator.keras")
+        self.record_path = os.path.join(self.dir, "training.json")
+        self.log_path = os.path.join(self.dir, "log.csv")
+        self.checkpoint_dir = os.path.join(self.dir, "checkpoint")
+        self.evaluation_path = os.path.join(self.dir, "evaluation.json")
+        self.tensorboard_dir = os.path.join(root, "tensorboard", self.name)
 
     def done(self):
-        return os.path.isfile(self.model_path) and os.path.isfile(self.history_path)
+        return os.path.isfile(self.model_path) and os.path.isfile(self.record_path)
 
     def load(self):
         logging.info("Stage %s already finished: loading %s", self.name, self.model_path)
-        with open(self.history_path) as file:
-            record = json.load(file)
-        return models.load_generator(self.model_path), record
+        return models.load_generator(self.model_path), read_json(self.record_path)
 
-    def train(self, trainer, generator, dataset, epochs, steps_per_epoch):
-        """Fits `trainer`, saves `generator` and the history; returns the record."""
+    def resume_epoch(self):
+        """Epochs finished by an interrupted run (0 when starting afresh)."""
+        path = os.path.join(self.checkpoint_dir, "training_metadata.json")
+        return read_json(path)["epoch"] if os.path.isfile(path) else 0
+
+    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z):
+        """Fits `trainer` on `stream(first_epoch)`, saves `generator` and the record."""
+        first_epoch = self.resume_epoch() if epochs > 0 else 0
         logging.info(
-            "Stage %s: %d epochs of %d steps; model -> %s", self.name, epochs, steps_per_epoch, self.model_path
+            "Stage %s: %d epochs of %d steps%s; files in %s", self.name, epochs, steps_per_epoch,
+            f", resuming after epoch {first_epoch}" if first_epoch else "", self.dir,
         )
         start = time.time()
         history = {}
         if epochs > 0:
-            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-            backup_dir = os.path.join(self.config.output_dir, "backup", self.name)
-            history = trainer.fit(
-                dataset,
+            os.makedirs(self.dir, exist_ok=True)
+            trainer.fit(
+                # The data and latent streams continue where the interrupted run stopped.
+                stream(first_epoch * steps_per_epoch),
                 epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
-                shuffle=False,  # The datasets shuffle themselves.
-                verbose=self.config.verbose,
+                verbose=config.verbose,
                 # Order matters at an interruption: an epoch's log row is written
-                # before its backup (a redone epoch's row is replaced on reading).
+                # before its checkpoint (a redone epoch's row is replaced on reading).
                 callbacks=[
                     keras.callbacks.CSVLogger(self.log_path, append=True),
-                    keras.callbacks.BackupAndRestore(backup_dir),
+                    keras.callbacks.TensorBoard(self.tensorboard_dir, write_graph=False),
+                    SampleImages(generator, sample_z, os.path.join(self.tensorboard_dir, "samples")),
+                    keras.callbacks.BackupAndRestore(self.checkpoint_dir),
                     StopOnNonFinite(self.name),
                 ],
             )
-            history = _read_epoch_log(self.log_path)
+            history = read_epoch_log(self.log_path)
         record = {
             "wall_time_s": round(time.time() - start, 2),
             "epochs": epochs,
@@ -202,11 +395,12 @@ class _Stage:
             "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
         }
         generator.save(self.model_path)
-        _write_json(self.history_path, record)
+        write_json(self.record_path, record)
+        logging.info("Stage %s finished in %.0f s: %s", self.name, record["wall_time_s"], self.model_path)
         return record
 
 
-def _read_epoch_log(path):
+def read_epoch_log(path):
     """Per-epoch metrics from a CSVLogger file, the last row of each epoch winning.
 
     Columns the logger fills with "NA" (validation metrics of a run without
@@ -219,7 +413,12 @@ def _read_epoch_log(path):
     return {key: [float(rows[epoch][key]) for epoch in epochs] for key in keys}
 
 
-def _write_json(path, value):
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_json(path, value):
     temporary = f"{path}.tmp"
     with open(temporary, "w") as file:
         json.dump(value, file, indent=2)
@@ -230,129 +429,223 @@ def _optimizer(learning_rate):
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=gan.DEFAULT_BETA_1)
 
 
-def _train_gan(config, stage, depth, dataset, epochs, steps_per_epoch):
-    image_shape = data.IMAGE_SHAPES[config.dataset]
-    generator = models.Generator(config.latent_dim, image_shape, depth, name=f"{stage.name}_generator")
-    trainer = gan.GAN(generator, models.Discriminator(image_shape, depth), seed=config.seed)
-    trainer.compile(g_optimizer=_optimizer(config.learning_rate), d_optimizer=_optimizer(config.learning_rate))
-    return generator, stage.train(trainer, generator, dataset, epochs, steps_per_epoch)
+class Experiment:
+    """Runs the stages of one configuration; see the module docstring."""
+
+    def __init__(self, config, strategy=None):
+        self.config = config
+        self.strategy = strategy or make_strategy(config.strategy)
+        self.root = worker_output_dir(self.strategy, config.output_dir)
+        self.image_shape = data.IMAGE_SHAPES[config.dataset]
+        self.heldout_z = heldout_latents(config)
+        self._real = None
+        self._steps = None
+
+    # Data -----------------------------------------------------------------
+
+    def real_stream(self, skip_batches=0):
+        """Endless real batches, the same sequence in every stage and every run.
+
+        A new pipeline per call: a reshuffling tf.data pipeline continues its
+        shuffle sequence across iterators, and its seeds combine with TF's
+        global seed, fixed here to the run's seed.
+        """
+        config = self.config
+        tf.random.set_seed(config.seed)
+        self._real = data.load_dataset(
+            config.dataset, "train", config.batch_size, data_dir=config.data_dir, seed=config.seed
+        )
+        return _shard_by_data(self._real.repeat().skip(skip_batches))
+
+    def latent_stream(self, skip_batches=0):
+        stream = distill.latent_dataset(self.config.batch_size, self.config.latent_dim, self.config.seed)
+        return _shard_by_data(stream.skip(skip_batches))
+
+    def steps_per_epoch(self):
+        if self.config.steps_per_epoch:
+            return self.config.steps_per_epoch
+        if self._steps is None:
+            if self._real is None:
+                self.real_stream()
+            # One pass, rounded down to whole executions of the default 10 steps.
+            batches = int(self._real.cardinality())
+            multiple = gan.DEFAULT_STEPS_PER_EXECUTION
+            self._steps = batches - batches % multiple if batches >= multiple else batches
+        return self._steps
+
+    # Stages ---------------------------------------------------------------
+
+    def stage(self, role, depth, loss=None):
+        return Stage(self.root, role, depth, loss)
+
+    def seed_stage(self, stage):
+        """Seeds a stage's initial weights by run seed and stage name alone, so a
+        stage starts the same whether or not earlier stages were loaded from disk."""
+        keras.utils.set_random_seed(zlib.crc32(f"{self.config.seed}/{stage.name}".encode()) % 2**31)
+
+    def train_gan(self, stage, epochs):
+        """A teacher candidate or a scratch baseline (loaded when finished)."""
+        if stage.done():
+            return stage.load()
+        config = self.config
+        self.seed_stage(stage)
+        with self.strategy.scope():
+            generator = models.Generator(config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator")
+            trainer = gan.GAN(generator, models.Discriminator(self.image_shape, stage.depth), seed=config.seed)
+            trainer.compile(g_optimizer=_optimizer(config.learning_rate), d_optimizer=_optimizer(config.learning_rate))
+        return generator, stage.train(
+            trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z()
+        )
+
+    def distil(self, stage, teacher):
+        if stage.done():
+            return stage.load()
+        config = self.config
+        joint = stage.loss == "joint"
+        self.seed_stage(stage)
+        with self.strategy.scope():
+            student = models.Generator(config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator")
+            trainer = distill.Distiller(
+                teacher,
+                student,
+                loss=stage.loss,
+                discriminator=models.Discriminator(self.image_shape, stage.depth) if joint else None,
+                mse_weight=config.mse_weight,
+                seed=config.seed,
+            )
+            trainer.compile(
+                student_optimizer=_optimizer(config.student_learning_rate),
+                d_optimizer=_optimizer(config.learning_rate) if joint else None,
+            )
+        # The MSE scheme needs no real data: it learns from fresh latent vectors.
+        stream = self.real_stream if joint else self.latent_stream
+        return student, stage.train(
+            trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z()
+        )
+
+    def grid_z(self):
+        return self.heldout_z[: self.config.grid_columns]
+
+    def load_teacher(self):
+        with self.strategy.scope():
+            return models.load_generator(self.config.teacher_path)
+
+    # The run --------------------------------------------------------------
+
+    def run(self):
+        config = self.config
+        start = time.time()
+        os.makedirs(self.root, exist_ok=True)
+        write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
+        np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
+        keras.utils.set_random_seed(config.seed)
+        evaluator = report.Evaluator(config) if report.eval_sample_count(config) else None
+
+        entries = []  # One per model, in report order.
+        candidates = []
+        if config.teacher_path:
+            teacher = self.load_teacher()
+            entries.append(self._entry("teacher", "teacher", teacher, {"path": os.path.abspath(config.teacher_path)}, None))
+            if evaluator:
+                entries[-1]["quality"] = evaluator.quality(teacher)
+            candidates = [entries[-1]]
+        else:
+            trained = {}
+            for depth in config.teacher_depths:
+                stage = self.stage("teacher", depth)
+                trained[stage.name] = self.train_gan(stage, config.teacher_epochs)[0]
+                entry = self._entry(stage.name, "teacher", trained[stage.name], read_json(stage.record_path), stage)
+                if evaluator:
+                    entry["quality"] = evaluator.quality(trained[stage.name], stage.evaluation_path)
+                candidates.append(entry)
+            best = report.select_teacher(candidates)
+            teacher = trained[best["name"]]
+            entries.append(best)
+            logging.info("Teacher: %s (chosen among %s)", best["name"], [c["name"] for c in candidates])
+
+        generators = {entries[0]["name"]: teacher}
+        for depth in config.student_depths:
+            for loss in config.losses:
+                stage = self.stage("student", depth, loss)
+                generators[stage.name], record = self.distil(stage, teacher)
+                entries.append(self._entry(stage.name, stage.method, generators[stage.name], record, stage))
+            stage = self.stage("scratch", depth)
+            generators[stage.name], record = self.train_gan(stage, config.student_epochs)
+            entries.append(self._entry(stage.name, "scratch", generators[stage.name], record, stage))
+
+        teacher_parameters = entries[0]["parameters"]
+        for entry in entries:
+            entry["compression_ratio"] = teacher_parameters / entry["parameters"]
+            if evaluator and entry is not entries[0]:
+                generator = generators[entry["name"]]
+                entry["quality"] = evaluator.quality(generator, entry.pop("_evaluation_path", None))
+                entry["fidelity"] = evaluator.fidelity(generator, teacher, self.heldout_z)
+            entry.pop("_evaluation_path", None)
+        for candidate in candidates:
+            candidate.pop("_evaluation_path", None)
+            candidate["selected"] = candidate["name"] == entries[0]["name"]
+
+        results = {
+            "dataset": config.dataset,
+            "losses": list(config.losses),
+            "teacher": entries[0]["name"],
+            "teacher_candidates": candidates,
+            "models": entries,
+            "real": evaluator.real if evaluator else None,
+            "heldout_z": "heldout_z.npy",
+            "export": self._export(generators, entries),
+            "config": dataclasses.asdict(config),
+            "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},
+        }
+        results["wall_time_s"] = round(time.time() - start, 2)
+        report.write(self.root, results, generators, self.heldout_z, config.grid_columns)
+        logging.info("Done in %.0f s. Report: %s", results["wall_time_s"], os.path.join(self.root, "report.md"))
+        return results
+
+    def _entry(self, name, method, generator, record, stage):
+        entry = {
+            "name": name,
+            "method": method,
+            "depth": getattr(generator, "depth", None),
+            "parameters": models.count_parameters(generator),
+            "training": record,
+        }
+        if stage is not None:
+            entry["path"] = os.path.relpath(stage.model_path, self.root)
+            entry["_evaluation_path"] = stage.evaluation_path
+        return entry
+
+    def _export(self, generators, entries):
+        if not self.config.export:
+            return {}
+        exported = {}
+        for entry in entries:
+            if entry["method"].startswith("student"):
+                exported[entry["name"]] = export_lib.export_generator(
+                    generators[entry["name"]], os.path.join(self.root, "export"), self.config.export,
+                    self.config.quantization, name=entry["name"],
+                )
+        return exported
 
 
-def _distil_student(config, stage, teacher, dataset, steps_per_epoch):
-    image_shape = data.IMAGE_SHAPES[config.dataset]
-    student = models.Generator(config.latent_dim, image_shape, config.student_depth, name="student_generator")
-    joint = config.loss == "joint"
-    trainer = distill.Distiller(
-        teacher,
-        student,
-        loss=config.loss,
-        discriminator=models.Discriminator(image_shape, config.student_depth) if joint else None,
-        mse_weight=config.mse_weight,
-        seed=config.seed,
-    )
-    trainer.compile(
-        student_optimizer=_optimizer(config.student_learning_rate),
-        d_optimizer=_optimizer(config.learning_rate) if joint else None,
-    )
-    # The MSE scheme needs no real data: it learns from fresh latent vectors.
-    inputs = dataset() if joint else distill.latent_dataset(config.batch_size, config.latent_dim, config.seed)
-    return student, stage.train(trainer, student, inputs, config.student_epochs, steps_per_epoch)
+def _shard_by_data(dataset):
+    """Multi-worker: split each global batch between workers (the local data sets
+    are single files, which tf.data's default file sharding refuses)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
-def _sample_grid(config, generators, path):
-    z = tf.random.stateless_normal((config.grid_columns, config.latent_dim), seed=(config.seed, 2**20))
-    rows = [distill.generate(generator, z) for generator in generators]
-    images.save_png(images.image_grid([np.asarray(row) for row in rows]), path)
+def heldout_latents(config, count=1000):
+    """The held-out z every model is compared on (grids, latent fidelity).
+
+    Seeded apart from training's draws; saved to `heldout_z.npy`.
+    """
+    count = max(count, config.grid_columns * 2)
+    return tf.random.stateless_normal((count, config.latent_dim), seed=(config.seed, 2**20)).numpy()
 
 
-def run(config):
+def run(config, overwrite=False, strategy=None):
     """Runs (or resumes) the experiment; returns the results written to results.json."""
-    start = time.time()
-    os.makedirs(config.output_dir, exist_ok=True)
-    _write_json(os.path.join(config.output_dir, "config.json"), dataclasses.asdict(config))
-    keras.utils.set_random_seed(config.seed)
-
-    real_data = {}
-
-    def dataset():
-        # Loaded on first use: an MSE student of a given teacher needs no real data.
-        if not real_data:
-            real_data["dataset"] = data.load_dataset(
-                config.dataset, "train", config.batch_size, data_dir=config.data_dir, seed=config.seed
-            )
-        return real_data["dataset"].repeat()
-
-    def steps_per_epoch():
-        if config.steps_per_epoch:
-            return config.steps_per_epoch
-        dataset()
-        # One pass, rounded down to whole executions of the default 10 steps.
-        batches = int(real_data["dataset"].cardinality())
-        multiple = gan.DEFAULT_STEPS_PER_EXECUTION
-        return batches - batches % multiple if batches >= multiple else batches
-
-    records = {}
-    stage = _Stage(config, "teacher")
-    if config.teacher_path:
-        teacher = models.load_generator(config.teacher_path)
-        records["teacher"] = {"path": os.path.abspath(config.teacher_path)}
-    elif stage.done():
-        teacher, records["teacher"] = stage.load()
-    else:
-        teacher, records["teacher"] = _train_gan(
-            config, stage, config.teacher_depth, dataset(), config.teacher_epochs, steps_per_epoch()
-        )
-
-    stage = _Stage(config, "student")
-    if stage.done():
-        student, records["student"] = stage.load()
-    else:
-        student, records["student"] = _distil_student(config, stage, teacher, dataset, steps_per_epoch())
-
-    stage = _Stage(config, "scratch")
-    if stage.done():
-        scratch, records["scratch"] = stage.load()
-    else:
-        scratch, records["scratch"] = _train_gan(
-            config, stage, config.student_depth, dataset(), config.student_epochs, steps_per_epoch()
-        )
-
-    samples_path = os.path.join(config.output_dir, "samples.png")
-    _sample_grid(config, [teacher, student, scratch], samples_path)
-    generators = {"teacher": teacher, "student": student, "scratch": scratch}
-    results = {
-        "dataset": config.dataset,
-        "loss": config.loss,
-        "models": {
-            name: {
-                "depth": getattr(generator, "depth", None),
-                "parameters": models.count_parameters(generator),
-                **records[name],
-            }
-            for name, generator in generators.items()
-        },
-        "compression_ratio": models.compression_ratio(teacher, student),
-        "samples": os.path.basename(samples_path),
-        "export": (
-            export_lib.export_generator(
-                student, os.path.join(config.output_dir, "export"), config.export, config.quantization, name="student"
-            )
-            if config.export
-            else {}
-        ),
-        "config": dataclasses.asdict(config),
-    }
-    results["evaluation"] = report.evaluate(config, generators) if report.eval_sample_count(config) else {}
-    results["wall_time_s"] = round(time.time() - start, 2)
-    _write_json(os.path.join(config.output_dir, "results.json"), results)
-    with open(os.path.join(config.output_dir, "results.md"), "w") as file:
-        file.write(report.results_table(results) + "\n")
-    logging.info(
-        "Done in %.0f s: teacher %d parameters, student %d (%.1f:1). Results in %s",
-        results["wall_time_s"],
-        results["models"]["teacher"]["parameters"],
-        results["models"]["student"]["parameters"],
-        results["compression_ratio"],
-        config.output_dir,
-    )
-    return results
+    check_output_dir(config, overwrite)
+    return Experiment(config, strategy).run()

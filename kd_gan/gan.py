@@ -45,6 +45,20 @@ class ExactStepsMixin:
         return super().fit(*args, **kwargs)
 
 
+def step_logs(model, metrics=None):
+    """The logs a `train_step` returns: each metric's result.
+
+    Under a multi-worker `MultiWorkerMirroredStrategy`, Keras 3.15 averages the
+    replicas' logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on
+    scalars; there each result is returned with shape (1,), reduced to a scalar.
+    """
+    results = {metric.name: metric.result() for metric in (model.metrics if metrics is None else metrics)}
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
+        results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+    return results
+
+
 def default_optimizer():
     """Adam with the DCGAN settings."""
     return keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE, beta_1=DEFAULT_BETA_1)
@@ -263,7 +277,7 @@ class GAN(ExactStepsMixin, keras.Model):
         # Track the per-example losses.
         self.d_loss_tracker.update_state(losses["d_loss"])
         self.g_loss_tracker.update_state(losses["g_loss"])
-        return {metric.name: metric.result() for metric in self.metrics}
+        return step_logs(self)
 
     def get_config(self):
         config = super().get_config()

@@ -322,22 +322,27 @@ def evaluate_generator(generator, classifier, reference_activations, num_samples
     return quality(activations, logits, vol, classifier, reference_activations, num_samples), activations
 
 
-def latent_fidelity(student, teacher, num_samples=1000, interpolation_pairs=50, interpolation_steps=8, seed=1):
+def latent_fidelity(
+    student, teacher, num_samples=1000, interpolation_pairs=50, interpolation_steps=8, seed=1, z=None
+):
     """How closely the student reproduces the teacher on held-out z.
 
     Returns MSE and PSNR over `num_samples` z (seeded apart from training's
-    draws), and along `interpolation_pairs` straight lines between latent
-    pairs at `interpolation_steps` points each.
+    draws, or the given `z`), and along `interpolation_pairs` straight lines
+    between latent pairs at `interpolation_steps` points each.
     """
     from kd_gan.distill import generate, latent_size
 
     latent_dim = latent_size(student)
-    # The same seed gives both generators the same z, batch by batch.
+    if z is None:
+        # The same seed gives both generators the same z, batch by batch.
+        pairs = zip(generator_batches(student, num_samples, seed=seed), generator_batches(teacher, num_samples, seed=seed))
+    else:
+        num_samples = len(z)
+        batches = [z[start : start + 100] for start in range(0, num_samples, 100)]
+        pairs = ((np.asarray(generate(student, b)), np.asarray(generate(teacher, b))) for b in batches)
     squared_errors = [
-        np.mean((student_images - teacher_images) ** 2, axis=(1, 2, 3))
-        for student_images, teacher_images in zip(
-            generator_batches(student, num_samples, seed=seed), generator_batches(teacher, num_samples, seed=seed)
-        )
+        np.mean((student_images - teacher_images) ** 2, axis=(1, 2, 3)) for student_images, teacher_images in pairs
     ]
     mse = float(np.mean(np.concatenate(squared_errors)))
     ends = tf.random.stateless_normal((2, interpolation_pairs, latent_dim), seed=(seed, -1))

@@ -1,13 +1,31 @@
-"""The experiment's evaluation: every model on the same z, and the results table."""
+"""The experiment's evaluation and report: metrics per model, teacher selection,
+results.json / results.csv / report.md, sample grids and plots."""
 
+import csv
+import json
+import os
+
+import numpy as np
 from absl import logging
 
-from kd_gan import metrics
+from kd_gan import distill, images, metrics, plots
 
 # Real images the FID is measured against: MNIST's test split; CIFAR-10 and
 # CelebA train (the shared local files hold no other split of them).
 REFERENCE_SPLITS = {"mnist": "test", "cifar10": "train", "celeb_a": "train"}
 DEFAULT_EVAL_SAMPLES = {"mnist": 10_000, "cifar10": 1_000, "celeb_a": 1_000}
+FIDELITY_SAMPLES = 1000  # Held-out z for the MSE / PSNR to the teacher.
+METHOD_ORDER = ("teacher", "student_mse", "student_joint", "scratch")
+METHOD_LABELS = {
+    "teacher": "teacher",
+    "student_mse": "student (MSE)",
+    "student_joint": "student (joint)",
+    "scratch": "scratch GAN",
+}
+CSV_COLUMNS = (
+    "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
+    "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "train_wall_time_s",
+)
 
 
 def eval_sample_count(config):
@@ -16,52 +34,245 @@ def eval_sample_count(config):
     return DEFAULT_EVAL_SAMPLES[config.dataset]
 
 
-def evaluate(config, generators):
-    """Metrics of every generator on the same z, the real reference, and latent fidelity."""
-    count = eval_sample_count(config)
-    classifier = metrics.classifier_for(config.dataset, config.inception_path, config.data_dir)
-    split = REFERENCE_SPLITS[config.dataset]
-    reference, logits, vol = metrics.real_activations(classifier, config.dataset, split, count, config.data_dir)
-    real = metrics.quality(reference, logits, vol, classifier, None, count)
-    real["split"] = split
-    evaluated, activations = {}, {}
-    for name, generator in generators.items():
-        logging.info("Evaluating %s on %d samples with %s", name, count, classifier.name)
-        evaluated[name], activations[name] = metrics.evaluate_generator(
-            generator, classifier, reference, count, seed=config.seed + 1
+def score_name(dataset):
+    return "mnist_score" if dataset == "mnist" else "inception_score"
+
+
+class Evaluator:
+    """Scores generators against the real reference, all on the same latent draws.
+
+    Args:
+        config: the `ExperimentConfig` (dataset, sample count, classifier paths, seed).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.count = eval_sample_count(config)
+        self.classifier = metrics.classifier_for(config.dataset, config.inception_path, config.data_dir)
+        split = REFERENCE_SPLITS[config.dataset]
+        self.reference, logits, vol = metrics.real_activations(
+            self.classifier, config.dataset, split, self.count, config.data_dir
         )
-    fidelity = {}
-    for name in ("student", "scratch"):
-        fidelity[name] = metrics.latent_fidelity(generators[name], generators["teacher"], num_samples=min(count, 1000))
-        # Both on the same z as the teacher: how far from the teacher's own images.
-        fidelity[name]["fid_to_teacher"] = metrics.frechet_distance(activations["teacher"], activations[name])
-    return {"real": real, "models": evaluated, "fidelity": fidelity}
+        self.real = dict(metrics.quality(self.reference, logits, vol, self.classifier, None, self.count), split=split)
+
+    def quality(self, generator, cache_path=None):
+        """Score, FID and VoL on `count` samples; cached in `cache_path` when given."""
+        key = {"num_samples": self.count, "classifier": self.classifier.name, "seed": self.config.seed + 1}
+        if cache_path and os.path.isfile(cache_path):
+            with open(cache_path) as file:
+                cached = json.load(file)
+            if cached.get("key") == key:
+                return cached["quality"]
+        logging.info("Evaluating %s on %d samples with %s", getattr(generator, "name", "generator"), self.count, self.classifier.name)
+        # Every model draws the same z (seed + 1): like is compared with like.
+        record, _ = metrics.evaluate_generator(generator, self.classifier, self.reference, self.count, seed=key["seed"])
+        if cache_path:
+            with open(cache_path, "w") as file:
+                json.dump({"key": key, "quality": record}, file, indent=2)
+        return record
+
+    def fidelity(self, generator, teacher, heldout_z):
+        """MSE / PSNR to the teacher on the shared held-out z."""
+        return metrics.latent_fidelity(generator, teacher, z=heldout_z[: min(self.count, FIDELITY_SAMPLES)])
+
+
+def select_teacher(candidates):
+    """The candidate with the lowest FID, the higher score breaking ties (first when unscored)."""
+    def key(candidate):
+        quality = candidate.get("quality") or {}
+        fid = quality.get("fid")
+        score = quality.get("mnist_score", quality.get("inception_score")) or 0.0
+        return (float("inf") if fid is None else round(fid, 6), -score)
+
+    return min(candidates, key=key)
+
+
+def write(output_dir, results, generators, heldout_z, columns):
+    """Writes results.json, results.csv, the grids, the plots and report.md."""
+    names = [entry["name"] for entry in results["models"]]
+    results["samples"] = "samples.png"
+    grid_z = heldout_z[:columns]
+    images.save_png(
+        images.image_grid([np.asarray(distill.generate(generators[name], grid_z)) for name in names]),
+        os.path.join(output_dir, results["samples"]),
+    )
+    results["interpolation"] = "interpolation.png"
+    weights = np.linspace(0.0, 1.0, columns, dtype=np.float32)[:, None]
+    path = (1 - weights) * heldout_z[columns] + weights * heldout_z[columns + 1]
+    images.save_png(
+        images.image_grid([np.asarray(distill.generate(generators[name], path)) for name in names]),
+        os.path.join(output_dir, results["interpolation"]),
+    )
+    results["plots"] = {
+        "quality_vs_compression": plots.quality_vs_compression(results, os.path.join(output_dir, "quality_vs_compression.png")),
+        "training_curves": plots.training_curves(results, os.path.join(output_dir, "training_curves.png")),
+    }
+    _write_json(os.path.join(output_dir, "results.json"), results)
+    with open(os.path.join(output_dir, "results.csv"), "w", newline="") as file:
+        writer = csv.DictWriter(file, CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(results))
+    with open(os.path.join(output_dir, "report.md"), "w") as file:
+        file.write(markdown(results))
+
+
+def _write_json(path, value):
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(temporary, path)
+
+
+def csv_rows(results):
+    """One flat row per model (the columns of `CSV_COLUMNS`)."""
+    name = score_name(results["dataset"])
+    rows = []
+    for entry in results["models"]:
+        quality = entry.get("quality") or {}
+        fidelity = entry.get("fidelity") or {}
+        training = entry.get("training") or {}
+        rows.append({
+            "name": entry["name"], "method": entry["method"], "depth": entry["depth"],
+            "parameters": entry["parameters"], "compression_ratio": round(entry["compression_ratio"], 3),
+            "score_name": name, "score": quality.get(name), "fid": quality.get("fid"),
+            "fid_samples": quality.get("num_samples"), "vol": quality.get("vol"),
+            "mse_to_teacher": fidelity.get("mse"), "psnr_db": fidelity.get("psnr_db"),
+            "interpolation_psnr_db": (fidelity.get("interpolation") or {}).get("psnr_db"),
+            "epochs": training.get("epochs"), "train_wall_time_s": training.get("wall_time_s"),
+        })
+    return rows
+
+
+def ratio(value):
+    """A compression ratio as text: 2.5:1, 29:1, 1,696:1."""
+    return f"{value:,.1f}:1" if value < 10 else f"{value:,.0f}:1"
+
+
+def _number(value, digits):
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def results_table(results):
-    """The markdown table of a run: one row per model."""
-    evaluation = results.get("evaluation") or {}
-    score_key = "mnist_score" if results["dataset"] == "mnist" else "inception_score"
-    count = evaluation.get("real", {}).get("num_samples")
+    """The paper's table: one row per model (teacher, then each student size)."""
+    name = score_name(results["dataset"])
+    count = (results.get("real") or {}).get("num_samples")
     lines = [
-        f"| model | d | parameters | compression | {score_key} | FID (n={count}) | VoL | MSE to teacher | PSNR dB | FID to teacher |",
+        f"| model | d | parameters | compression | {name} | FID (n={count}) | VoL | MSE to teacher | PSNR dB | train s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def number(value, digits):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    real = evaluation.get("real")
+    real = results.get("real")
     if real:
-        lines.append(f"| real ({real['split']}) | | | | {number(real.get(score_key), 2)} | 0 | {number(real['vol'], 0)} | | | |")
-    teacher_parameters = results["models"]["teacher"]["parameters"]
-    for name, entry in results["models"].items():
-        quality = evaluation.get("models", {}).get(name, {})
-        fidelity = evaluation.get("fidelity", {}).get(name, {})
         lines.append(
-            f"| {name} | {entry.get('depth') or ''} | {entry['parameters']:,} | "
-            f"{teacher_parameters / entry['parameters']:.1f}:1 | {number(quality.get(score_key), 2)} | "
-            f"{number(quality.get('fid'), 2)} | {number(quality.get('vol'), 0)} | {number(fidelity.get('mse'), 4)} | "
-            f"{number(fidelity.get('psnr_db'), 1)} | {number(fidelity.get('fid_to_teacher'), 2)} |"
+            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | {_number(real['vol'], 0)} | | | |"
+        )
+    for row in csv_rows(results):
+        lines.append(
+            f"| {METHOD_LABELS[row['method']]} | {row['depth'] or ''} | {row['parameters']:,} | "
+            f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | "
+            f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
+            f"{_number(row['train_wall_time_s'], 0)} |"
         )
     return "\n".join(lines)
+
+
+def findings(results):
+    """Sentences read off the numbers: score kept, student vs scratch, sharpness."""
+    name = score_name(results["dataset"])
+    rows = csv_rows(results)
+    teacher = rows[0]
+    if teacher["fid"] is None:
+        return ["No evaluation was run (eval_samples=0): see the training losses and the grids."]
+    lines = []
+    for depth in sorted({row["depth"] for row in rows[1:]}):
+        at_depth = {row["method"]: row for row in rows[1:] if row["depth"] == depth}
+        scratch = at_depth.get("scratch")
+        for method in ("student_mse", "student_joint"):
+            student = at_depth.get(method)
+            if student is None:
+                continue
+            kept = f"{100 * student['score'] / teacher['score']:.0f}%" if student["score"] and teacher["score"] else "-"
+            verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
+            lines.append(
+                f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: keeps {kept} of the "
+                f"teacher's {name} ({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); FID "
+                f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f}; VoL {student['vol']:,.0f} "
+                f"(teacher {teacher['vol']:,.0f}, scratch {scratch['vol']:,.0f})."
+            )
+    return lines
+
+
+def markdown(results):
+    """report.md: what ran, the table, findings, candidates, grids, plots, settings."""
+    config = results["config"]
+    name = score_name(results["dataset"])
+    teacher = results["models"][0]
+    real = results.get("real") or {}
+    depths = sorted({entry["depth"] for entry in results["models"][1:]})
+    out = [
+        f"# Compressing a {results['dataset']} GAN by knowledge distillation",
+        "",
+        f"Teacher: **{teacher['name']}** ({teacher['parameters']:,} parameters"
+        + (
+            f", chosen by lowest FID among d = {', '.join(str(c['depth']) for c in results['teacher_candidates'])})."
+            if not config.get("teacher_path")
+            else f", loaded from `{config['teacher_path']}`)."
+        ),
+        f"Students of depth d = {', '.join(map(str, depths))} distilled with the "
+        f"{' and '.join(results['losses'])} loss; each size also trained from scratch as an ordinary GAN with "
+        f"the same {config['student_epochs']} epochs. Wall time {results['wall_time_s']:,.0f} s "
+        f"({results['strategy']['name']} strategy, {results['strategy']['replicas']} replica(s)).",
+        "",
+        "## Results",
+        "",
+        results_table(results),
+        "",
+    ]
+    if real:
+        out += [
+            f"{name}: {'exp E[KL(p(y|x) || p(y))] with a small CNN trained on MNIST train, 10 at most' if name == 'mnist_score' else 'Inception Score (null when the classifier has no logits)'}. "
+            f"FID against {real['num_samples']:,} real images of the {real['split']} split with {real['classifier']}, "
+            f"from {real['num_samples']:,} samples per model; all models draw the same z. Compare FIDs only at equal "
+            "sample counts. VoL: variance of the Laplacian, higher is sharper. MSE / PSNR to teacher: on the same "
+            f"{min(real['num_samples'], FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
+            "",
+        ]
+    out += ["## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
+    if len(results["teacher_candidates"]) > 1 or not config.get("teacher_path"):
+        out += [
+            "## Teacher candidates",
+            "",
+            f"| teacher | parameters | {name} | FID | chosen |",
+            "|---|---|---|---|---|",
+        ]
+        for candidate in results["teacher_candidates"]:
+            quality = candidate.get("quality") or {}
+            out.append(
+                f"| d={candidate['depth']} | {candidate['parameters']:,} | {_number(quality.get(name), 2)} | "
+                f"{_number(quality.get('fid'), 1)} | {'yes' if candidate.get('selected') else ''} |"
+            )
+        out.append("")
+    rows = ", ".join(f"{METHOD_LABELS[e['method']]} d={e['depth']}" for e in results["models"])
+    out += [
+        "## Samples",
+        "",
+        f"Same latent vectors in every row. Rows, top to bottom: {rows}.",
+        "",
+        f"![samples]({results['samples']})",
+        "",
+        "Latent interpolation between two held-out z, same rows:",
+        "",
+        f"![interpolation]({results['interpolation']})",
+        "",
+        "## Plots",
+        "",
+        f"![quality against compression]({results['plots']['quality_vs_compression']})",
+        "",
+        f"![training curves]({results['plots']['training_curves']})",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    out += [f"| {key} | {value} |" for key, value in config.items()]
+    return "\n".join(out) + "\n"

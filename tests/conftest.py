@@ -40,6 +40,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("KD_GAN_DATA_DIR", raising=False)
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """MirroredStrategy over the two logical CPUs (one per process, see make_strategy)."""
+    from kd_gan.experiment import make_strategy
+
+    strategy = make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2, "conftest sets up two logical CPUs"
+    return strategy
+
+
 @pytest.fixture
 def shared_data_dir():
     """../shared/data beside the project root (skips when absent)."""

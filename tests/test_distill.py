@@ -154,15 +154,6 @@ def test_keras_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(z), distiller(z))
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    # One strategy per process: collective instances of a second MirroredStrategy
-    # over the same devices can clash with the first one's.
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= 2, "conftest sets up two logical CPUs"
-    return tf.distribute.MirroredStrategy(devices[:2])
-
-
 @pytest.mark.parametrize("loss", ["mse", "joint"])
 def test_mirrored_strategy_matches_one_device(loss, mirrored):
     """Two replicas on the same global batch give the same student as one device."""

@@ -1,0 +1,80 @@
+"""PNG plots of an experiment's results (matplotlib, no display needed)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+METHOD_STYLES = {
+    "student_mse": ("student (MSE)", "tab:blue", "o"),
+    "student_joint": ("student (joint)", "tab:green", "s"),
+    "scratch": ("scratch GAN", "tab:red", "^"),
+}
+
+
+def quality_vs_compression(results, path):
+    """Score and FID against compression ratio (log axis), one line per method."""
+    score_key = "mnist_score" if results["dataset"] == "mnist" else "inception_score"
+    teacher = results["models"][0]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, label in ((axes[0], score_key, score_key.replace("_", " ")), (axes[1], "fid", "FID (lower is better)")):
+        teacher_value = (teacher.get("quality") or {}).get(key)
+        if teacher_value is not None:
+            axis.axhline(teacher_value, color="black", linestyle="--", label=f"teacher d={teacher['depth']}")
+        for method, (name, color, marker) in METHOD_STYLES.items():
+            points = sorted(
+                (entry["compression_ratio"], entry["quality"][key])
+                for entry in results["models"]
+                if entry["method"] == method and (entry.get("quality") or {}).get(key) is not None
+            )
+            if points:
+                axis.plot(*zip(*points), color=color, marker=marker, label=name)
+        axis.set_xscale("log")
+        axis.set_xlabel("compression ratio (teacher : model parameters)")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize="small")
+    else:
+        axes[0].text(0.5, 0.5, "no evaluation in this run", ha="center", va="center", transform=axes[0].transAxes)
+    figure.suptitle(f"{results['dataset']}: quality against compression")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return os.path.basename(path)
+
+
+def training_curves(results, path):
+    """Per-epoch losses of every trained stage: teachers, students, scratch GANs."""
+    panels = (
+        ("teacher", ("g_loss", "d_loss"), "teacher GANs"),
+        ("student_mse", ("mse",), "students (MSE loss)"),
+        ("student_joint", ("student_loss", "mse"), "students (joint loss)"),
+        ("scratch", ("g_loss", "d_loss"), "scratch GANs"),
+    )
+    entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    for axis, (method, keys, title) in zip(axes, panels):
+        for entry in entries.values():
+            history = (entry.get("training") or {}).get("history") or {}
+            if entry["method"] != method or not history:
+                continue
+            for key, style in zip(keys, ("-", ":")):
+                if key in history:
+                    epochs = range(1, len(history[key]) + 1)
+                    axis.plot(epochs, history[key], style, marker=".", label=f"d={entry['depth']} {key}")
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(True, alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize="x-small")
+        else:
+            axis.text(0.5, 0.5, "not trained in this run", ha="center", va="center", transform=axis.transAxes)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return os.path.basename(path)
