@@ -71,7 +71,7 @@ RERUNNABLE_FIELDS = frozenset(
 OUTPUTS = (
     "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
     "report.md", "samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
-    "heldout_z.npy", "workers",
+    "heldout_z.npy", "teacher_evaluation.json", "workers",
 )
 
 
@@ -547,7 +547,7 @@ class Experiment:
             teacher = self.load_teacher()
             entries.append(self._entry("teacher", "teacher", teacher, {"path": os.path.abspath(config.teacher_path)}, None))
             if evaluator:
-                entries[-1]["quality"] = evaluator.quality(teacher)
+                entries[-1]["quality"] = evaluator.quality(teacher, os.path.join(self.root, "teacher_evaluation.json"))
             candidates = [entries[-1]]
         else:
             trained = {}
@@ -584,6 +584,8 @@ class Experiment:
         for candidate in candidates:
             candidate.pop("_evaluation_path", None)
             candidate["selected"] = candidate["name"] == entries[0]["name"]
+        for entry in {e["name"]: e for e in candidates + entries}.values():
+            self._log_evaluation(entry)
 
         results = {
             "dataset": config.dataset,
@@ -601,6 +603,18 @@ class Experiment:
         report.write(self.root, results, generators, self.heldout_z, config.grid_columns)
         logging.info("Done in %.0f s. Report: %s", results["wall_time_s"], os.path.join(self.root, "report.md"))
         return results
+
+    def _log_evaluation(self, entry):
+        """The final scores of a stage, as TensorBoard scalars `eval/*` in its log folder."""
+        numbers = {**(entry.get("quality") or {}), **{f"{k}_to_teacher": v for k, v in (entry.get("fidelity") or {}).items()}}
+        numbers = {key: value for key, value in numbers.items() if isinstance(value, float)}
+        if not numbers or "path" not in entry:
+            return
+        writer = tf.summary.create_file_writer(os.path.join(self.root, "tensorboard", entry["name"], "eval"))
+        with writer.as_default():
+            for key, value in numbers.items():
+                tf.summary.scalar(f"eval/{key}", value, step=entry["training"].get("epochs", 0))
+        writer.close()
 
     def _entry(self, name, method, generator, record, stage):
         entry = {

@@ -104,6 +104,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     for entry in results["models"]:
         assert os.listdir(output_dir / "tensorboard" / entry["name"] / "train")
         assert os.listdir(output_dir / "tensorboard" / entry["name"] / "samples")
+        assert os.listdir(output_dir / "tensorboard" / entry["name"] / "eval")
     # Every student exported and verified.
     assert set(results["export"]) == {n for n in names if n.startswith("student")}
     assert results["export"]["student_mse_d1"]["tflite_none"]["verification"]["max_abs_error"] <= 1e-4
