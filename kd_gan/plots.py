@@ -6,7 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 METHOD_STYLES = {
     "student_mse": ("student (MSE)", "tab:blue", "o"),
@@ -33,6 +33,10 @@ def quality_vs_compression(results, path):
             if points:
                 axis.plot(*zip(*points), color=color, marker=marker, label=name)
         axis.set_xscale("log")
+        # Ticks at the models' own ratios, written as ratios.
+        ratios = sorted({entry["compression_ratio"] for entry in results["models"][1:]})
+        axis.set_xticks(ratios, [f"{r:,.0f}:1" if r >= 10 else f"{r:.1f}:1" for r in ratios])
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("compression ratio (teacher : model parameters)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)

@@ -190,13 +190,18 @@ def findings(results):
             student = at_depth.get(method)
             if student is None:
                 continue
-            kept = f"{100 * student['score'] / teacher['score']:.0f}%" if student["score"] and teacher["score"] else "-"
             verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
+            kept = ""
+            if student["score"] is not None and teacher["score"]:
+                kept = (
+                    f"keeps {100 * student['score'] / teacher['score']:.0f}% of the teacher's {name} "
+                    f"({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); "
+                )
             lines.append(
-                f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: keeps {kept} of the "
-                f"teacher's {name} ({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); FID "
-                f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f}; VoL {student['vol']:,.0f} "
-                f"(teacher {teacher['vol']:,.0f}, scratch {scratch['vol']:,.0f})."
+                f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: {kept}FID "
+                f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
+                f"{teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher {teacher['vol']:,.0f}, scratch "
+                f"{scratch['vol']:,.0f})."
             )
     return lines
 

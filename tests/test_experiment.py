@@ -328,3 +328,13 @@ def test_report_table_and_findings_from_results():
     assert "| student (MSE) | 1 | 10 | 100:1 | 6.00 | 20.0 | 100 | 0.0100 | 26.0 | - |" in table
     (line,) = report.findings(results)
     assert "keeps 75% of the teacher's mnist_score" in line and "FID 20.0 beats the scratch GAN's 50.0" in line
+
+
+def test_teacher_selection_lowest_fid_then_highest_score():
+    def candidate(name, fid, score):
+        return {"name": name, "quality": {"fid": fid, "mnist_score": score}}
+
+    assert report.select_teacher([candidate("a", 12.0, 9.0), candidate("b", 10.0, 5.0)])["name"] == "b"
+    assert report.select_teacher([candidate("a", 10.0, 5.0), candidate("b", 10.0, 6.0)])["name"] == "b"
+    unscored = [{"name": "a", "quality": {"fid": 30.0, "inception_score": None}}, candidate("b", 20.0, None)]
+    assert report.select_teacher(unscored)["name"] == "b"
