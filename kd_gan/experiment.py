@@ -599,7 +599,10 @@ class Experiment:
             "config": dataclasses.asdict(config),
             "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},
         }
-        results["wall_time_s"] = round(time.time() - start, 2)
+        results["wall_time_s"] = round(time.time() - start, 2)  # This invocation (reruns skip training).
+        results["training_time_s"] = round(
+            sum((e.get("training") or {}).get("wall_time_s", 0.0) for e in {e["name"]: e for e in candidates + entries}.values()), 2
+        )
         report.write(self.root, results, generators, self.heldout_z, config.grid_columns)
         logging.info("Done in %.0f s. Report: %s", results["wall_time_s"], os.path.join(self.root, "report.md"))
         return results

@@ -24,6 +24,7 @@ import math
 import os
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
@@ -259,7 +260,13 @@ def load_generator(path, call_endpoint="serving_default"):
             raise FileNotFoundError(f"No .keras generator file at {path!r}.")
         return keras.saving.load_model(path, safe_mode=True)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return layers.TFSMLayer(path, call_endpoint=call_endpoint, trainable=False)
+        layer = layers.TFSMLayer(path, call_endpoint=call_endpoint, trainable=False)
+        # The size of z, from the endpoint's one (batch, latent_dim) input.
+        specs = tf.nest.flatten(getattr(layer.call_endpoint_fn, "structured_input_signature", ()))
+        shapes = [spec.shape for spec in specs if isinstance(spec, tf.TensorSpec)]
+        if len(shapes) == 1 and shapes[0].rank == 2 and shapes[0][-1] is not None:
+            layer.latent_dim = int(shapes[0][-1])
+        return layer
     raise FileNotFoundError(
         f"No generator at {path!r}: expected a '.keras' file or a SavedModel "
         f"directory containing 'saved_model.pb'."

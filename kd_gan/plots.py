@@ -23,7 +23,7 @@ def quality_vs_compression(results, path):
     for axis, key, label in ((axes[0], score_key, score_key.replace("_", " ")), (axes[1], "fid", "FID (lower is better)")):
         teacher_value = (teacher.get("quality") or {}).get(key)
         if teacher_value is not None:
-            axis.axhline(teacher_value, color="black", linestyle="--", label=f"teacher d={teacher['depth']}")
+            axis.axhline(teacher_value, color="black", linestyle="--", label=f"teacher d={teacher['depth']}" if teacher["depth"] else "teacher")
         for method, (name, color, marker) in METHOD_STYLES.items():
             points = sorted(
                 (entry["compression_ratio"], entry["quality"][key])

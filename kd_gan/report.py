@@ -224,8 +224,9 @@ def markdown(results):
         ),
         f"Students of depth d = {', '.join(map(str, depths))} distilled with the "
         f"{' and '.join(results['losses'])} loss; each size also trained from scratch as an ordinary GAN with "
-        f"the same {config['student_epochs']} epochs. Wall time {results['wall_time_s']:,.0f} s "
-        f"({results['strategy']['name']} strategy, {results['strategy']['replicas']} replica(s)).",
+        f"the same {config['student_epochs']} epochs. Training took {results['training_time_s']:,.0f} s over all stages; "
+        f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
+        f"{results['strategy']['replicas']} replica(s)).",
         "",
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
         "generator trained to minimise the pixel MSE between its images and the teacher's for the same random z "

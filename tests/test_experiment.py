@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, count_parameters, experiment, images, load_generator, report
+from kd_gan import Generator, count_parameters, distill, experiment, images, load_generator, report
+from kd_gan.export import export_saved_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
@@ -79,6 +80,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     assert set(joint["final_losses"]) == {"student_loss", "mse", "g_loss", "d_loss"} and joint["epochs"] == 2
     assert json.loads((output_dir / "config.json").read_text()) == results["config"]
     assert results["config"]["teacher_depths"] == [2, 3]
+    assert results["training_time_s"] >= sum(e["training"]["wall_time_s"] for e in results["models"])
 
     with open(output_dir / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -149,15 +151,25 @@ def test_cli_preset_with_overrides_then_refuses_a_changed_configuration(tiny_mni
     assert "seed: 0 -> 5" in completed.stderr and "--overwrite" in completed.stderr
 
 
-def test_mse_student_of_a_given_teacher(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("saved_as", ["keras", "saved_model"])
+def test_students_of_a_given_teacher(tiny_mnist, tmp_path, saved_as):
     teacher = Generator(8, (28, 28, 1), 2)
-    teacher.save(tmp_path / "teacher.keras")
-    config = tiny_config(tiny_mnist, tmp_path / "run", teacher_path=str(tmp_path / "teacher.keras"))
-    results = experiment.run(config)
-    assert results["models"][0]["training"] == {"path": str(tmp_path / "teacher.keras")}
-    assert not (tmp_path / "run" / "teachers").exists()  # loaded, not trained
     z = np.random.normal(size=(2, 8)).astype("float32")
-    np.testing.assert_array_equal(load_generator(str(tmp_path / "teacher.keras"))(z), teacher(z))
+    expected = teacher(z, training=False).numpy()
+    path = tmp_path / "teacher.keras"
+    if saved_as == "keras":
+        teacher.save(path)
+    else:
+        path = tmp_path / "teacher_savedmodel"
+        export_saved_model(teacher, str(path))
+    config = tiny_config(tiny_mnist, tmp_path / "run", teacher_path=str(path), loss="both", eval_samples=8)
+    results = experiment.run(config)
+    assert results["models"][0]["training"] == {"path": str(path)}
+    assert results["models"][0]["parameters"] == count_parameters(teacher)
+    assert not (tmp_path / "run" / "teachers").exists()  # loaded, not trained
+    assert [entry["name"] for entry in results["models"][1:]] == ["student_mse_d1", "student_joint_d1", "scratch_d1"]
+    assert all(entry["fidelity"]["mse"] > 0 for entry in results["models"][1:])
+    np.testing.assert_allclose(distill.generate(load_generator(str(path)), z), expected, atol=1e-6)
 
 
 def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monkeypatch):
