@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, count_parameters, distill, experiment, images, load_generator, report
+from kd_gan import Generator, count_parameters, distill, experiment, images, load_generator, report, stages
 from kd_gan.export import export_saved_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,14 +177,14 @@ def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monke
     settings = dict(teacher_epochs=3, student_epochs=3, loss="both")
     experiment.run(tiny_config(tiny_mnist, tmp_path / "straight", **settings))
 
-    class InterruptAfterFirstEpoch(experiment.StopOnNonFinite):
+    class InterruptAfterFirstEpoch(stages.StopOnNonFinite):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0 and self.stage in ("teacher_d2", "student_joint_d1"):
                 raise KeyboardInterrupt  # Ctrl-C once epoch 1 is checkpointed.
 
     resumed = tmp_path / "resumed"
-    original = experiment.StopOnNonFinite
-    monkeypatch.setattr(experiment, "StopOnNonFinite", InterruptAfterFirstEpoch)
+    original = stages.StopOnNonFinite
+    monkeypatch.setattr(stages, "StopOnNonFinite", InterruptAfterFirstEpoch)
     with pytest.raises(KeyboardInterrupt):
         experiment.run(tiny_config(tiny_mnist, resumed, **settings))
     assert not (resumed / "teachers" / "d2" / "generator.keras").exists()
@@ -192,7 +192,7 @@ def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monke
     # Resumes the teacher at epoch 2, then is interrupted again in the joint student.
     with pytest.raises(KeyboardInterrupt):
         experiment.run(tiny_config(tiny_mnist, resumed, **settings))
-    monkeypatch.setattr(experiment, "StopOnNonFinite", original)
+    monkeypatch.setattr(stages, "StopOnNonFinite", original)
     experiment.run(tiny_config(tiny_mnist, resumed, **settings))
 
     files = stage_files(tmp_path / "straight")

@@ -1,0 +1,154 @@
+"""One stage of the experiment: a model's folder, its training with
+checkpoints and logs, and the callbacks that guard and record it."""
+
+import csv
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import distill, models
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a stage at the first NaN or infinite loss, naming stage and step."""
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, value in (logs or {}).items():
+            if not math.isfinite(float(np.mean(value))):
+                raise FloatingPointError(
+                    f"Stage {self.stage!r}: {key} became {float(np.mean(value))} at epoch {self.epoch + 1}, "
+                    f"step {batch + 1}. Lower the learning rate or check the data."
+                )
+
+
+class SampleImages(keras.callbacks.Callback):
+    """Writes the generator's images for fixed z to TensorBoard after each epoch."""
+
+    def __init__(self, generator, z, log_dir):
+        super().__init__()
+        self.generator = generator
+        self.z = z
+        self.log_dir = log_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        images = (np.asarray(distill.generate(self.generator, self.z)) + 1.0) / 2.0
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
+            tf.summary.image("samples", np.clip(images, 0.0, 1.0), step=epoch + 1, max_outputs=len(images))
+        writer.close()
+
+
+class Stage:
+    """One model of the experiment: its folder, training and evaluation record.
+
+    Args:
+        root: the run's output folder.
+        role: "teacher", "student" or "scratch".
+        depth: depth scale factor d of its generator.
+        loss: the student's loss ("mse" / "joint"); None otherwise.
+    """
+
+    def __init__(self, root, role, depth, loss=None):
+        self.role, self.depth, self.loss = role, depth, loss
+        folder = {"teacher": "teachers", "student": "students", "scratch": "scratch"}[role]
+        leaf = f"{loss}_d{depth}" if loss else f"d{depth}"
+        self.name = f"{role}_{leaf}"
+        self.method = f"student_{loss}" if loss else role
+        self.dir = os.path.join(root, folder, leaf)
+        self.model_path = os.path.join(self.dir, "generator.keras")
+        self.record_path = os.path.join(self.dir, "training.json")
+        self.log_path = os.path.join(self.dir, "log.csv")
+        self.checkpoint_dir = os.path.join(self.dir, "checkpoint")
+        self.evaluation_path = os.path.join(self.dir, "evaluation.json")
+        self.tensorboard_dir = os.path.join(root, "tensorboard", self.name)
+
+    def done(self):
+        return os.path.isfile(self.model_path) and os.path.isfile(self.record_path)
+
+    def load(self):
+        logging.info("Stage %s already finished: loading %s", self.name, self.model_path)
+        return models.load_generator(self.model_path), read_json(self.record_path)
+
+    def resume_epoch(self):
+        """Epochs finished by an interrupted run (0 when starting afresh)."""
+        path = os.path.join(self.checkpoint_dir, "training_metadata.json")
+        return read_json(path)["epoch"] if os.path.isfile(path) else 0
+
+    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z):
+        """Fits `trainer` on `stream(first_epoch)`, saves `generator` and the record."""
+        first_epoch = self.resume_epoch() if epochs > 0 else 0
+        logging.info(
+            "Stage %s: %d epochs of %d steps%s; files in %s", self.name, epochs, steps_per_epoch,
+            f", resuming after epoch {first_epoch}" if first_epoch else "", self.dir,
+        )
+        start = time.time()
+        history = {}
+        if epochs > 0:
+            os.makedirs(self.dir, exist_ok=True)
+            trainer.fit(
+                # The data and latent streams continue where the interrupted run stopped.
+                stream(first_epoch * steps_per_epoch),
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                verbose=config.verbose,
+                # Order matters at an interruption: an epoch's log row is written
+                # before its checkpoint (a redone epoch's row is replaced on reading).
+                callbacks=[
+                    keras.callbacks.CSVLogger(self.log_path, append=True),
+                    keras.callbacks.TensorBoard(self.tensorboard_dir, write_graph=False),
+                    SampleImages(generator, sample_z, os.path.join(self.tensorboard_dir, "samples")),
+                    keras.callbacks.BackupAndRestore(self.checkpoint_dir),
+                    StopOnNonFinite(self.name),
+                ],
+            )
+            history = read_epoch_log(self.log_path)
+        record = {
+            "wall_time_s": round(time.time() - start, 2),
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "history": {key: [float(v) for v in values] for key, values in history.items()},
+            "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
+        }
+        generator.save(self.model_path)
+        write_json(self.record_path, record)
+        logging.info("Stage %s finished in %.0f s: %s", self.name, record["wall_time_s"], self.model_path)
+        return record
+
+
+def read_epoch_log(path):
+    """Per-epoch metrics from a CSVLogger file, the last row of each epoch winning.
+
+    Columns the logger fills with "NA" (validation metrics of a run without
+    validation) are left out.
+    """
+    with open(path, newline="") as file:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(file)}
+    epochs = sorted(rows)
+    keys = [k for k in next(iter(rows.values()), {}) if k != "epoch" and rows[epochs[-1]][k] != "NA"]
+    return {key: [float(rows[epoch][key]) for epoch in epochs] for key in keys}
+
+
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_json(path, value):
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(temporary, path)  # Never leave a half-written file behind.
