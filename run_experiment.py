@@ -18,7 +18,7 @@ _DEFAULTS = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set.")
 flags.DEFINE_enum("loss", _DEFAULTS.loss, list(experiment.LOSS_CHOICES), "Student loss: pixel MSE to the teacher, GAN loss + MSE (joint), or both.")
-flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (~15 min for MNIST on a 2-core CPU) or paper (the paper's scale, for a GPU).")
+flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (~10 min for MNIST on a 2-core CPU) or paper (the paper's scale, for a GPU).")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing run with another configuration in output_dir and start again.")
 flags.DEFINE_string("data_dir", None, "Local data: a prepared tfds data dir or the original files (default: $KD_GAN_DATA_DIR, else tfds download).")

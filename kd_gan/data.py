@@ -14,7 +14,6 @@ Three sources, tried in this order:
 
 import gzip
 import hashlib
-import io
 import os
 import socket
 import tarfile

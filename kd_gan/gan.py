@@ -59,9 +59,9 @@ def step_logs(model, metrics=None):
     return results
 
 
-def default_optimizer():
-    """Adam with the DCGAN settings."""
-    return keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE, beta_1=DEFAULT_BETA_1)
+def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE):
+    """Adam with the DCGAN settings (beta_1 = 0.5)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=DEFAULT_BETA_1)
 
 
 def discriminator_loss(real_logits, fake_logits):
