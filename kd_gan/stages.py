@@ -97,8 +97,8 @@ class Stage:
         )
         start = time.time()
         history = {}
+        os.makedirs(self.dir, exist_ok=True)
         if epochs > 0:
-            os.makedirs(self.dir, exist_ok=True)
             trainer.fit(
                 # The data and latent streams continue where the interrupted run stopped.
                 stream(first_epoch * steps_per_epoch),
