@@ -2,13 +2,13 @@
 results.json / results.csv / report.md, sample grids and plots."""
 
 import csv
-import json
 import os
 
 import numpy as np
 from absl import logging
 
 from kd_gan import distill, images, metrics, plots
+from kd_gan.stages import read_json, write_json
 
 # Real images the FID is measured against: MNIST's test split; CIFAR-10 and
 # CelebA train (the shared local files hold no other split of them).
@@ -59,16 +59,14 @@ class Evaluator:
         """Score, FID and VoL on `count` samples; cached in `cache_path` when given."""
         key = {"num_samples": self.count, "classifier": self.classifier.name, "seed": self.config.seed + 1}
         if cache_path and os.path.isfile(cache_path):
-            with open(cache_path) as file:
-                cached = json.load(file)
+            cached = read_json(cache_path)
             if cached.get("key") == key:
                 return cached["quality"]
         logging.info("Evaluating %s on %d samples with %s", getattr(generator, "name", "generator"), self.count, self.classifier.name)
         # Every model draws the same z (seed + 1): like is compared with like.
         record, _ = metrics.evaluate_generator(generator, self.classifier, self.reference, self.count, seed=key["seed"])
         if cache_path:
-            with open(cache_path, "w") as file:
-                json.dump({"key": key, "quality": record}, file, indent=2)
+            write_json(cache_path, {"key": key, "quality": record})
         return record
 
     def fidelity(self, generator, teacher, heldout_z):
@@ -107,20 +105,13 @@ def write(output_dir, results, generators, heldout_z, columns):
         "quality_vs_compression": plots.quality_vs_compression(results, os.path.join(output_dir, "quality_vs_compression.png")),
         "training_curves": plots.training_curves(results, os.path.join(output_dir, "training_curves.png")),
     }
-    _write_json(os.path.join(output_dir, "results.json"), results)
+    write_json(os.path.join(output_dir, "results.json"), results)
     with open(os.path.join(output_dir, "results.csv"), "w", newline="") as file:
         writer = csv.DictWriter(file, CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(csv_rows(results))
     with open(os.path.join(output_dir, "report.md"), "w") as file:
         file.write(markdown(results))
-
-
-def _write_json(path, value):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(temporary, path)
 
 
 def csv_rows(results):

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import changed, weights_of
 
 from kd_gan import Generator, count_parameters, distill, experiment, images, load_generator, report, stages
 from kd_gan.export import export_saved_model
@@ -28,7 +29,7 @@ def tiny_config(tiny_mnist, output_dir, **changes):
 
 
 def generator_weights(path):
-    return [w.numpy() for w in load_generator(str(path)).weights]
+    return weights_of(load_generator(str(path)))
 
 
 def stage_files(output_dir):
@@ -272,13 +273,11 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
     for name in ("students/mse_d1/generator.keras", "scratch/d1/generator.keras"):
         for a, b in zip(generator_weights(output_dir / name), generator_weights(other / name)):
             np.testing.assert_array_equal(a, b, err_msg=name)
-    assert changed_from_init(output_dir / "students/mse_d1/generator.keras")
-
-
-def changed_from_init(path):
-    trained = load_generator(str(path))
-    fresh = Generator(8, (28, 28, 1), 1)
-    return any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(trained.weights, fresh.weights))
+    # The student trained: its weights left the initial ones (rebuilt from the stage's seed).
+    run = experiment.Experiment(tiny_config(tiny_mnist, tmp_path / "init"))
+    run.seed_stage(run.stage("student", 1, "mse"))
+    initial = weights_of(Generator(8, (28, 28, 1), 1))
+    assert changed(initial, load_generator(str(output_dir / "students/mse_d1/generator.keras")))
 
 
 @pytest.mark.parametrize(
@@ -350,3 +349,14 @@ def test_teacher_selection_lowest_fid_then_highest_score():
     assert report.select_teacher([candidate("a", 10.0, 5.0), candidate("b", 10.0, 6.0)])["name"] == "b"
     unscored = [{"name": "a", "quality": {"fid": 30.0, "inception_score": None}}, candidate("b", 20.0, None)]
     assert report.select_teacher(unscored)["name"] == "b"
+
+
+def test_zero_epochs_saves_the_stage_initial_generator(tiny_mnist, tmp_path):
+    """student_epochs=0 writes the untrained student: the stage's seeded initial weights."""
+    config = tiny_config(tiny_mnist, tmp_path, student_epochs=0)
+    experiment.run(config)
+    run = experiment.Experiment(config)
+    run.seed_stage(run.stage("student", 1, "mse"))
+    initial = Generator(8, (28, 28, 1), 1)
+    saved = load_generator(str(tmp_path / "students" / "mse_d1" / "generator.keras"))
+    assert not changed(weights_of(initial), saved)
