@@ -16,7 +16,8 @@ from kd_gan import data, experiment
 _DEFAULTS = experiment.ExperimentConfig()
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set.")
+flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set; 'images': your folder or tar of PNG/JPEG given as --data_dir, at --image_size.")
+flags.DEFINE_enum("image_size", None, [str(size) for size in data.IMAGE_SIZES], "Image size for --dataset=images (centre crop and resize, RGB).")
 flags.DEFINE_enum("loss", _DEFAULTS.loss, list(experiment.LOSS_CHOICES), "Student loss: pixel MSE to the teacher, GAN loss + MSE (joint), or both.")
 flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (~10 min for MNIST on a 2-core CPU) or paper (the paper's scale, for a GPU).")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
@@ -36,6 +37,7 @@ flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term i
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of the grids.", lower_bound=2)
 flags.DEFINE_integer("eval_samples", None, "Generated images per model for the metrics (default 10,000 for mnist, 1,000 otherwise; 0 skips).", lower_bound=0)
+flags.DEFINE_integer("reference_samples", None, "Real images of the FID reference: default all of the reference split (computed once, cached); N: a seeded random subset.", lower_bound=2)
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
 flags.DEFINE_list("export", [], "Export every student at the end: any of tflite, saved_model.")
 flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")
@@ -56,6 +58,7 @@ def config_from_flags():
         "teacher_depths": lambda v: _integers("teacher_depths", v),
         "student_depths": lambda v: _integers("student_depths", v),
         "export": tuple,
+        "image_size": int,
         "quantization": tuple,
     }
     values = {
@@ -80,7 +83,7 @@ def main(argv):
     logging.info("Output folder: %s", config.output_dir)
     try:
         experiment.run(config, overwrite=FLAGS.overwrite)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:  # InputError is a ValueError.
         logging.error("%s", error)
         raise SystemExit(f"Error: {error}") from None
 

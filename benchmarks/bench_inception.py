@@ -21,9 +21,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from kd_gan import metrics
+    from kd_gan import classifiers
 
-    classifier = metrics.InceptionClassifier(FLAGS.inception_path)
+    classifier = classifiers.InceptionClassifier(FLAGS.inception_path)
     batch = np.random.default_rng(0).uniform(-1, 1, (FLAGS.batch_size, 32, 32, 3)).astype(np.float32)
     classifier(batch)  # Warm-up: tracing.
     start = time.perf_counter()

@@ -10,6 +10,11 @@ Three sources, tried in this order:
    `~/.cache/kd_gan`), so that everything after loading is the same tfds
    pipeline online and offline.
 3. No `data_dir`: tfds' own download and preparation (needs the network).
+
+The data set `"images"` is a user's own folder or tar of PNG/JPEG images
+(`data_dir` points at it; `image_size` 32 or 64): each image is centre-cropped
+to a square, resized, and the set converted once the same way, so the
+experiment trains on someone's faces or products as on the named data sets.
 """
 
 import gzip
@@ -17,18 +22,23 @@ import hashlib
 import os
 import socket
 import tarfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from kd_gan.errors import InputError
+
 IMAGE_SHAPES = {
     "mnist": (28, 28, 1),
     "cifar10": (32, 32, 3),
     "celeb_a": (64, 64, 3),
 }
-DATASETS = tuple(IMAGE_SHAPES)
+IMAGES = "images"  # A user's folder or tar of images (see module doc).
+DATASETS = tuple(IMAGE_SHAPES) + (IMAGES,)
+IMAGE_SIZES = (32, 64)  # Square sizes the generators are built for.
 
 # Original files accepted under `data_dir`, per data set: {split: [relative paths]}.
 LOCAL_FILES = {
@@ -45,13 +55,38 @@ CIFAR10_CLASSES = (
 # CelebA: centre square crop of 140/178 of the aligned frame's width, as in the
 # usual 64x64 pipelines; a fraction, so full- and half-size images crop alike.
 CELEB_A_CROP_FRACTION = 140 / 178
-LOCAL_VERSION = "1.0.0"
+# 1.1.0: examples are shuffled once (seeded) at conversion; 1.0.0 kept the files'
+# order, which is sorted by class for CIFAR-10 (all airplanes first).
+LOCAL_VERSION = "1.1.0"
+CONVERSION_SEED = 0
+# Bump when the images a split yields change (crop, resize): cached real-data
+# statistics are keyed on it.
+PREPROCESSING_VERSION = "1"
 IN_MEMORY_CACHE_BYTES = 1 << 30  # Cache decoded images in RAM below 1 GiB.
 
 
 def _check_name(name):
-    if name not in IMAGE_SHAPES:
-        raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+    if name not in DATASETS:
+        raise InputError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+
+
+def image_shape(name, image_size=None):
+    """`(height, width, channels)` of `name`'s images; `image_size` is required for "images" only.
+
+    Raises:
+        InputError: unknown name, or an `image_size` that is not allowed.
+    """
+    _check_name(name)
+    if name == IMAGES:
+        if image_size not in IMAGE_SIZES:
+            raise InputError(
+                f"dataset='images' needs image_size in {IMAGE_SIZES} (--image_size). Received: image_size={image_size!r}"
+            )
+        return (image_size, image_size, 3)
+    shape = IMAGE_SHAPES[name]
+    if image_size not in (None, shape[0]):
+        raise InputError(f"{name} images are {shape[0]}x{shape[1]}; image_size={image_size!r} applies to dataset='images' only.")
+    return shape
 
 
 def resolve_data_dir(data_dir=None):
@@ -137,30 +172,67 @@ def _local_features(name):
 _LOCAL_EXAMPLES = {"mnist": _mnist_examples, "cifar10": _cifar10_examples, "celeb_a": _celeb_a_examples}
 
 
+def _shuffled_examples(name, data_dir, split):
+    """The split's examples, read in full, in one seeded random order.
+
+    Original files are often sorted (CIFAR-10's archive by class): a converted
+    split in file order would make "the first N images" one class and a
+    shuffle buffer sweep the classes in turn. Reading everything first also
+    surfaces a truncated or corrupt file before anything is written.
+    """
+    paths = ", ".join(os.path.join(data_dir, p) for p in LOCAL_FILES[name][split])
+    try:
+        examples = [example for _, example in _LOCAL_EXAMPLES[name](data_dir, split)]
+    except (OSError, EOFError, tarfile.TarError, zlib.error, ValueError) as error:
+        raise InputError(
+            f"Could not read the {name} {split} files ({paths}): {type(error).__name__}: {error}. "
+            "The file is truncated or corrupt; replace it (the shared folder's SHA256SUMS checks it)."
+        ) from error
+    if not examples:
+        raise InputError(f"The {name} {split} files ({paths}) hold no images.")
+    order = np.random.default_rng([CONVERSION_SEED, len(examples)]).permutation(len(examples))
+    return [(str(index), examples[position]) for index, position in enumerate(order)]
+
+
 def _local_files_present(data_dir, name):
+    """True when every original file of `name` is in `data_dir`, False when none is.
+
+    Raises:
+        FileNotFoundError: some are there and some are missing (names the missing ones).
+    """
     paths = [p for files in LOCAL_FILES[name].values() for p in files]
-    return all(os.path.isfile(os.path.join(data_dir, p)) for p in paths)
+    missing = [p for p in paths if not os.path.isfile(os.path.join(data_dir, p))]
+    if missing and len(missing) < len(paths):
+        raise FileNotFoundError(
+            f"data_dir {data_dir!r} holds part of the {name} files: missing "
+            f"{', '.join(os.path.join(data_dir, p) for p in missing)}."
+        )
+    return not missing
 
 
 def _convert_local(data_dir, name, cache_dir):
     """Converts the original files once into a tfds data dir; returns its version dir."""
     sources = sorted(os.path.realpath(os.path.join(data_dir, p)) for f in LOCAL_FILES[name].values() for p in f)
     fingerprint = hashlib.sha256(
-        "\n".join(f"{p}:{os.path.getsize(p)}:{os.path.getmtime(p)}" for p in sources).encode()
+        "\n".join([LOCAL_VERSION, str(CONVERSION_SEED)] + [f"{p}:{os.path.getsize(p)}:{os.path.getmtime(p)}" for p in sources]).encode()
     ).hexdigest()[:12]
     tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
     prepared = _prepared_dir(tfds_dir, name)
     if prepared:
         return prepared
     logging.info("Converting the local %s files in %s into a tfds data dir at %s (once).", name, data_dir, tfds_dir)
-    examples = _LOCAL_EXAMPLES[name]
+    split_datasets = {split: _shuffled_examples(name, data_dir, split) for split in LOCAL_FILES[name]}
     tfds.dataset_builders.store_as_tfds_dataset(
         name=name,
         version=LOCAL_VERSION,
         features=_local_features(name),
-        split_datasets={split: examples(data_dir, split) for split in LOCAL_FILES[name]},
+        split_datasets=split_datasets,
         data_dir=tfds_dir,
-        description=f"{name} converted by kd_gan from the original files in {data_dir}.",
+        description=(
+            f"{name} converted by kd_gan from the original files in {data_dir}, "
+            f"shuffled once with seed {CONVERSION_SEED}."
+        ),
+        # The stored order is the seeded random one above, the same on every machine.
         disable_shuffling=True,
     )
     return _prepared_dir(tfds_dir, name)
@@ -185,7 +257,34 @@ def _missing_data_message(name, tfds_dir=None):
     )
 
 
-def get_builder(name, data_dir=None, cache_dir=None, download=True):
+def _convert_images(path, image_size, cache_dir):
+    """A user's image folder or tar, centre-cropped and resized, converted once into a tfds data dir."""
+    from kd_gan.image_files import ImageSource
+
+    source = ImageSource(path)
+    fingerprint = hashlib.sha256(
+        "\n".join([LOCAL_VERSION, str(CONVERSION_SEED), str(image_size), source.fingerprint()]).encode()
+    ).hexdigest()[:12]
+    tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{IMAGES}-{fingerprint}")
+    prepared = _prepared_dir(tfds_dir, IMAGES)
+    if prepared:
+        return prepared
+    logging.info("Converting %d images of %s at %dx%d into a tfds data dir at %s (once).", len(source), path, image_size, image_size, tfds_dir)
+    images = list(source.images(source.names, image_size))
+    order = np.random.default_rng([CONVERSION_SEED, len(images)]).permutation(len(images))
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=IMAGES,
+        version=LOCAL_VERSION,
+        features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(image_size, image_size, 3))}),
+        split_datasets={"train": [(str(i), {"image": images[p]}) for i, p in enumerate(order)]},
+        data_dir=tfds_dir,
+        description=f"{len(images)} images of {os.path.abspath(path)}, centre-cropped to {image_size}x{image_size}, shuffled once.",
+        disable_shuffling=True,
+    )
+    return _prepared_dir(tfds_dir, IMAGES)
+
+
+def get_builder(name, data_dir=None, cache_dir=None, download=True, image_size=None):
     """The tfds builder of `name` from the first source that has it (see module doc).
 
     Raises:
@@ -194,6 +293,11 @@ def get_builder(name, data_dir=None, cache_dir=None, download=True):
             and no network to download it.
     """
     _check_name(name)
+    if name == IMAGES:
+        image_shape(name, image_size)
+        if not data_dir:
+            raise InputError("dataset='images' reads a folder or tar of your images: pass it as --data_dir.")
+        return tfds.builder_from_directory(_convert_images(data_dir, image_size, cache_dir))
     data_dir = resolve_data_dir(data_dir)
     if data_dir is not None:
         if not os.path.isdir(data_dir):
@@ -215,6 +319,19 @@ def get_builder(name, data_dir=None, cache_dir=None, download=True):
             raise FileNotFoundError(_missing_data_message(name))
         builder.download_and_prepare()
     return builder
+
+
+def split_size(name, split, data_dir=None, cache_dir=None, image_size=None):
+    """Number of images in `split` (slices allowed) of `name`."""
+    return get_builder(name, data_dir, cache_dir, image_size=image_size).info.splits[split].num_examples
+
+
+def dataset_identity(name, split, data_dir=None, cache_dir=None, image_size=None):
+    """A string that changes when the images of `split` change: source, version, split, size."""
+    builder = get_builder(name, data_dir, cache_dir, image_size=image_size)
+    # Local conversions live in `<name>-<fingerprint of the source files>`; tfds' own data in its version dir.
+    source = os.path.basename(os.path.dirname(os.path.dirname(builder.data_dir)))
+    return f"{builder.info.full_name}|{source}|{split}|{builder.info.splits[split].num_examples}"
 
 
 def _to_unit_range(image):
@@ -241,12 +358,14 @@ def load_dataset(
     drop_remainder=True,
     cache_dir=None,
     download=True,
+    image_size=None,
 ):
-    """Batches of images of `name` in [-1, 1], shape `(batch, *IMAGE_SHAPES[name])`.
+    """Batches of images of `name` in [-1, 1], shape `(batch, *image_shape(name, image_size))`.
 
     Args:
         name: one of `DATASETS`: "mnist", "cifar10", "celeb_a" (centre-cropped
-            and resized to 64x64).
+            and resized to 64x64), or "images" (your folder or tar as
+            `data_dir`, centre-cropped and resized to `image_size`).
         split: a tfds split, slices allowed ("train", "test", "train[:90%]").
             The shared local files have: mnist train/test; cifar10 train only
             (hold out a slice of it, e.g. "train[90%:]"); celeb_a train (the
@@ -260,6 +379,7 @@ def load_dataset(
         cache_dir: where local files are converted; default `$KD_GAN_CACHE_DIR`
             or `~/.cache/kd_gan`.
         download: allow tfds to download when nothing local is found.
+        image_size: 32 or 64, for "images" only.
 
     Returns:
         A `tf.data.Dataset` of float32 image batches, prefetched.
@@ -272,11 +392,12 @@ def load_dataset(
     """
     _check_name(name)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
-    builder = get_builder(name, data_dir, cache_dir, download)
+        raise InputError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    shape = image_shape(name, image_size)
+    builder = get_builder(name, data_dir, cache_dir, download, image_size)
     split_name = split.split("[")[0]
     if split_name not in builder.info.splits:
-        raise ValueError(
+        raise InputError(
             f"Split {split!r} is not in {name!r} from {builder.data_dir}; available splits: "
             f"{sorted(builder.info.splits)}."
         )
@@ -286,17 +407,25 @@ def load_dataset(
         shuffle_files=shuffle and not builder.info.disable_shuffling,
         read_config=tfds.ReadConfig(shuffle_seed=seed),
     )
-    shape = IMAGE_SHAPES[name]
     if name == "celeb_a":
         decode = lambda example: center_crop_resize(example["image"], shape[0])  # noqa: E731
     else:
         decode = lambda example: example["image"]  # noqa: E731
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     num_examples = builder.info.splits[split].num_examples
-    if num_examples * int(np.prod(shape)) <= IN_MEMORY_CACHE_BYTES:
+    if drop_remainder and batch_size > num_examples:
+        raise InputError(
+            f"batch_size={batch_size} is larger than {name} {split!r} ({num_examples} images): "
+            "an epoch would have no full batch. Use a batch_size of at most the split's size."
+        )
+    in_memory = num_examples * int(np.prod(shape)) <= IN_MEMORY_CACHE_BYTES
+    if in_memory:
         dataset = dataset.cache()  # Decoded uint8 images: decode once, not every epoch.
     if shuffle:
-        dataset = dataset.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True)
+        # In memory: a buffer of the whole split, a uniform shuffle whatever the
+        # stored order. Otherwise tfds shuffles the files and a 10k buffer mixes within.
+        buffer = num_examples if in_memory else min(num_examples, 10_000)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(
         lambda images: tf.ensure_shape(_to_unit_range(images), (None,) + shape),

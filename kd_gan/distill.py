@@ -226,18 +226,32 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
     def call(self, z, training=False):
         return self.student(z, training=training)
 
-    def _latents(self, data):
-        """z of the batch: given (rank 2) or drawn for a batch of images (rank 4)."""
-        data = gan.images_from_batch(data)
+    def evaluate(self, *args, **kwargs):
+        # Each evaluation draws the same z sequence, one batch of its own per test batch.
+        self._test_batches().assign(0)
+        return super().evaluate(*args, **kwargs)
+
+    def _test_batches(self):
+        """Test batches run in this evaluation (a counter outside the saved weights)."""
+        if getattr(self, "_test_batch_counter", None) is None:
+            with self.distribute_strategy.scope():
+                self._test_batch_counter = tf.Variable(
+                    0, dtype=tf.int64, trainable=False, name="test_batches",
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                )
+        return self._test_batch_counter
+
+    def _latents(self, data, step=None):
+        """z of the batch: given (rank 2) or drawn for a batch of images (rank 4) at `step`."""
+        data = tf.convert_to_tensor(gan.images_from_batch(data))
         if data.shape.rank == 2:
             if data.shape[-1] != self.latent_dim:
                 raise ValueError(
                     f"Latent batches must have shape (batch, {self.latent_dim}); got {tuple(data.shape)}."
                 )
             return tf.cast(data, self.compute_dtype)
-        return gan.sample_latents(
-            tf.shape(data)[0], self.latent_dim, self.seed, self.student_optimizer.iterations
-        )
+        step = self.student_optimizer.iterations if step is None else step
+        return gan.sample_latents(tf.shape(data)[0], self.latent_dim, self.seed, step)
 
     def train_step(self, data):
         if self.loss_name == "joint":
@@ -280,8 +294,13 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         return gan.step_logs(self)
 
     def test_step(self, data):
+        # z of image batches: keyed on -1 - batch index, a stream training's steps (>= 0) never draw.
+        counter = self._test_batches()
+        batch_index = counter.read_value()
+        with tf.control_dependencies([batch_index]):
+            counter.assign_add(1)
+        z = self._latents(data, step=-1 - batch_index)
         # Student in inference mode against the teacher on the batch's z.
-        z = self._latents(data)
         self.mse_tracker.update_state(
             gan.pixel_mse(self._teacher_images(z), self.student(z, training=False))
         )

@@ -1,15 +1,26 @@
-"""Score a saved generator, or real images of a split, with the standard metrics.
+"""Score images against a reference: FID, KID, precision/recall, score, VoL.
 
-    python -m kd_gan.evaluate --dataset=mnist --generator=runs/mnist_mse/student.keras \\
-        --num_samples=10000 --output=metrics.json
-    python -m kd_gan.evaluate --dataset=cifar10 --real_split=train[:5000] \\
-        --reference_split=train[5000:10000] --num_samples=5000 --inception_path=../shared/data/inception/fid_inception_v3
+Image folders (or tar archives of PNG/JPEG, searched recursively) against
+another folder, tar or saved statistics:
 
-Prints a table and writes JSON with the classifier used and the sample count.
-FID is against `--reference_split` of the same data set (its first
-`--num_samples` images; default: the experiment's reference, MNIST test or
-CIFAR-10 / CelebA train; MNIST train when scoring MNIST test itself),
-with real-data activations cached under `$KD_GAN_CACHE_DIR/stats`.
+    python -m kd_gan.evaluate --images=samples/ --reference_images=real/ \\
+        --inception_path=../shared/data/inception/fid_inception_v3
+    python -m kd_gan.evaluate --reference_images=real/ --save_stats=real.npz   # statistics only
+    python -m kd_gan.evaluate --images=samples/ --reference_images=real.npz
+
+A generator (`.keras`, SavedModel folder, or `.tflite` run by LiteRT, so the
+number is that of the file shipped to phones), or real images of a split,
+against a data set's reference split:
+
+    python -m kd_gan.evaluate --dataset=mnist --generator=runs/mnist_mse/student.keras --num_samples=10000
+    python -m kd_gan.evaluate --dataset=cifar10 --generator=student_int8.tflite --data_dir=../shared/data
+
+The reference is all images of the reference split or folder (the standard
+protocol; `--reference_samples=N` takes a seeded random subset), its
+statistics cached under `$KD_GAN_CACHE_DIR/stats`. Folders are scored with
+the FID Inception (`--dataset=mnist`: the MNIST classifier, on grey 28x28
+images); images of any size go through its resize to 299x299; grey is tiled to
+RGB. Prints a table and writes JSON (`--output`).
 """
 
 import json
@@ -18,58 +29,109 @@ import os
 from absl import app, flags
 
 from kd_gan import data
+from kd_gan.errors import InputError
 
-flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set the images belong to.", required=True)
-flags.DEFINE_string("generator", None, "A generator to score (.keras or SavedModel dir).")
-flags.DEFINE_string("real_split", None, "Score real images of this split instead of a generator.")
-flags.DEFINE_string("reference_split", None, "Real split FID is measured against (default: mnist test, cifar10/celeb_a train).")
-flags.DEFINE_integer("num_samples", 10_000, "Images scored (and reference images); FID depends on it.", lower_bound=2)
+flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set of the generator / real split (and of the reference split).")
+flags.DEFINE_string("generator", None, "A generator to score: .keras, SavedModel folder, or .tflite.")
+flags.DEFINE_string("images", None, "A folder or tar of PNG/JPEG images to score.")
+flags.DEFINE_string("real_split", None, "Score real images of this split of --dataset.")
+flags.DEFINE_string("reference_images", None, "Reference: a folder, tar, or .npz of saved statistics (default: --dataset's reference split).")
+flags.DEFINE_string("reference_split", None, "Reference split of --dataset (default: mnist test, cifar10/celeb_a train).")
+flags.DEFINE_integer("reference_samples", None, "Seeded random subset of the reference (default: all of it).", lower_bound=2)
+flags.DEFINE_integer("num_samples", None, "Images scored: generator samples (default 10,000), or a seeded random subset of --images / --real_split (default all).", lower_bound=2)
+flags.DEFINE_string("save_stats", None, "Write the reference's statistics to this .npz (reuse it as --reference_images).")
 flags.DEFINE_string("output", "metrics.json", "JSON output path.")
 flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-flags.DEFINE_integer("seed", 0, "Seed of the latent vectors.")
+flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 FLAGS = flags.FLAGS
 
+DEFAULT_GENERATOR_SAMPLES = 10_000
 
-def evaluate(dataset, num_samples, generator_path=None, real_split=None, reference_split=None,
-             data_dir=None, inception_path=None, seed=0):
-    """The metric record of a generator or of a real split (see module doc)."""
-    from kd_gan import metrics, models, report
 
-    if (generator_path is None) == (real_split is None):
-        raise ValueError("Give exactly one of generator_path (--generator) and real_split (--real_split).")
-    if reference_split is None:
-        reference_split = report.REFERENCE_SPLITS[dataset]  # As in the experiment's results.
-        if real_split is not None and real_split.split("[")[0] == reference_split:
-            if dataset != "mnist":
-                raise ValueError(
-                    f"real_split={real_split!r} overlaps the default reference split {reference_split!r}: "
-                    "pass a disjoint --reference_split (e.g. train[:5000] against train[5000:10000])."
+def reference_statistics(classifier, dataset=None, reference_images=None, reference_split=None,
+                         reference_samples=None, data_dir=None, seed=0):
+    """The reference's `ImageStatistics`: saved `.npz`, folder/tar, or a data set's split."""
+    from kd_gan import report, scoring
+
+    if reference_images is not None:
+        if reference_images.endswith(".npz"):
+            return scoring.ImageStatistics.load(reference_images)
+        return scoring.folder_statistics(classifier, reference_images, reference_samples, seed)
+    if dataset is None:
+        raise InputError("Give a reference: --reference_images (folder, tar or .npz) or --dataset (its reference split).")
+    split = reference_split or report.REFERENCE_SPLITS[dataset]
+    return scoring.dataset_statistics(classifier, dataset, split, reference_samples, data_dir, seed=seed)
+
+
+def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=None, reference_split=None,
+             data_dir=None, inception_path=None, seed=0, images=None, reference_images=None,
+             reference_samples=None, save_stats=None):
+    """The metric record of a generator, an image folder or a real split against a reference (see module doc).
+
+    With no candidate (`generator_path`, `images`, `real_split` all None) and
+    `save_stats`, computes and saves the reference's statistics only.
+    """
+    from kd_gan import classifiers, models, report, scoring
+
+    candidates = [c for c in (generator_path, images, real_split) if c is not None]
+    if len(candidates) > 1:
+        raise InputError("Give at most one of --generator, --images and --real_split.")
+    if not candidates and save_stats is None:
+        raise InputError("Nothing to score: give --generator, --images or --real_split (or --save_stats to only save the reference's statistics).")
+    if (generator_path or real_split) and dataset is None:
+        raise InputError("--generator and --real_split need --dataset (it picks the classifier and the reference split).")
+    if real_split is not None and reference_images is None:
+        reference = reference_split or report.REFERENCE_SPLITS[dataset]
+        same_split = reference.split("[")[0] == real_split.split("[")[0]
+        # A whole split overlaps any slice of it; slices are the user's to keep disjoint.
+        if same_split and (reference == real_split or "[" not in reference or "[" not in real_split):
+            if dataset != "mnist" or reference_split is not None:
+                raise InputError(
+                    f"real_split={real_split!r} overlaps the reference split {reference!r}: "
+                    "pass a disjoint --reference_split (e.g. train[:50%] against train[50%:])."
                 )
-            reference_split = "train"
-    classifier = metrics.classifier_for(dataset, inception_path, data_dir)
-    reference, _, _ = metrics.real_activations(classifier, dataset, reference_split, num_samples, data_dir)
+            reference_split = "train"  # MNIST test's own reference: MNIST train.
+    classifier = classifiers.classifier_for(dataset, inception_path) if dataset else classifiers.InceptionClassifier(inception_path)
+    reference = reference_statistics(classifier, dataset, reference_images, reference_split, reference_samples, data_dir, seed)
+    record = {}
+    if save_stats:
+        record["saved_stats"] = reference.save(save_stats)
+    score_name = scoring.score_name_of(classifier)
     if generator_path is not None:
-        record, _ = metrics.evaluate_generator(models.load_generator(generator_path), classifier, reference, num_samples, seed)
+        count = num_samples or DEFAULT_GENERATOR_SAMPLES
+        generator = models.load_generator(generator_path)
+        record.update(scoring.evaluate_generator(generator, classifier, reference, count, seed))
         record["generator"] = os.path.abspath(generator_path)
+    elif images is not None:
+        candidate = scoring.folder_statistics(classifier, images, num_samples, seed, cache=False)
+        record.update(scoring.quality(candidate, reference, score_name), images=candidate.source)
+    elif real_split is not None:
+        candidate = scoring.dataset_statistics(classifier, dataset, real_split, num_samples, data_dir, seed=seed)
+        record.update(scoring.quality(candidate, reference, score_name), real_split=real_split)
     else:
-        activations, logits, vol = metrics.real_activations(classifier, dataset, real_split, num_samples, data_dir)
-        record = metrics.quality(activations, logits, vol, classifier, reference, num_samples)
-        record["real_split"] = real_split
-    record.update(dataset=dataset, reference_split=reference_split)
-    if isinstance(classifier, metrics.MnistClassifier):
+        record.update(reference=reference.source, reference_count=reference.count, classifier=reference.network)
+    if dataset:
+        record["dataset"] = dataset
+    if isinstance(classifier, classifiers.MnistClassifier):
         record["classifier_test_accuracy"] = classifier.test_accuracy
     return record
 
 
 def main(argv):
-    del argv
-    record = evaluate(
-        FLAGS.dataset, FLAGS.num_samples, FLAGS.generator, FLAGS.real_split, FLAGS.reference_split,
-        FLAGS.data_dir, FLAGS.inception_path, FLAGS.seed,
-    )
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        record = evaluate(
+            FLAGS.dataset, FLAGS.num_samples, FLAGS.generator, FLAGS.real_split, FLAGS.reference_split,
+            FLAGS.data_dir, FLAGS.inception_path, FLAGS.seed, FLAGS.images, FLAGS.reference_images,
+            FLAGS.reference_samples, FLAGS.save_stats,
+        )
+    except (InputError, FileNotFoundError) as error:
+        raise SystemExit(f"Error: {error}") from None
     for key, value in record.items():
-        print(f"{key:<28} {value}")
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        print(f"{key:<28} {shown}")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as file:
         json.dump(record, file, indent=2)

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import data, distill, gan, models, report
+from kd_gan import classifiers, data, distill, gan, models, report
 from kd_gan import export as export_lib
 from kd_gan.distribute import STRATEGIES, make_strategy, shard_by_data, worker_output_dir
 from kd_gan.stages import Stage, read_json, write_json
@@ -61,12 +61,15 @@ PRESETS = {
 }
 # Latent size per data set in the presets: 32 lets MNIST reach the paper's
 # 1669:1 (teacher d=128 vs student d=1: 1,696:1); 128 for the colour sets.
-PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128}
+PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128, "images": 128}
 
 # Fields that may change between runs in one output folder: they do not
 # change what the finished stages trained (evaluation and export are redone).
 RERUNNABLE_FIELDS = frozenset(
-    {"output_dir", "data_dir", "inception_path", "eval_samples", "export", "quantization", "grid_columns", "verbose"}
+    {
+        "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
+        "grid_columns", "verbose",
+    }
 )
 # What `overwrite` deletes: only what a run writes.
 OUTPUTS = (
@@ -81,11 +84,14 @@ class ExperimentConfig:
     """Every hyper-parameter of a run; built by keyword, validated on creation.
 
     Attributes:
-        dataset: "mnist", "cifar10" or "celeb_a".
+        dataset: "mnist", "cifar10", "celeb_a", or "images" (your own folder
+            or tar of PNG/JPEG as `data_dir`, at `image_size`).
         loss: student loss: "mse", "joint" or "both" (a student of each).
         output_dir: folder for models, samples and the report.
         data_dir: local data (tfds data dir or original files); None uses
             `$KD_GAN_DATA_DIR`, then tfds' download.
+        image_size: 32 or 64 for dataset "images" (centre crop and resize,
+            RGB); None for the named data sets.
         teacher_path: distil this generator (`.keras` or SavedModel) instead of
             training teachers.
         teacher_depths: depth scale factors d of the teacher candidates; the
@@ -111,6 +117,10 @@ class ExperimentConfig:
             CNN scores them in seconds), 1,000 for cifar10 / celeb_a (the
             Inception runs at ~25 images/s on a 2-core CPU). 0 skips evaluation
             (then only one teacher depth can be given: nothing to select by).
+        reference_samples: real images the FID reference is computed from:
+            None (the standard protocol) for every image of the reference split
+            (MNIST test, CIFAR-10 / CelebA train), cached once; N for a seeded
+            random subset of N.
         inception_path: local FID Inception SavedModel; None: `$KD_GAN_INCEPTION`,
             else TF-Hub.
         export: formats to export every student to: "tflite", "saved_model"
@@ -127,6 +137,7 @@ class ExperimentConfig:
     loss: str = "mse"
     output_dir: str = "runs/mnist_mse"
     data_dir: Optional[str] = None
+    image_size: Optional[int] = None
     teacher_path: Optional[str] = None
     teacher_depths: Tuple[int, ...] = (32,)
     student_depths: Tuple[int, ...] = (2,)
@@ -141,6 +152,7 @@ class ExperimentConfig:
     seed: int = 0
     grid_columns: int = 8
     eval_samples: Optional[int] = None
+    reference_samples: Optional[int] = None
     inception_path: Optional[str] = None
     export: Tuple[str, ...] = ()
     quantization: Tuple[str, ...] = ("none",)
@@ -151,6 +163,9 @@ class ExperimentConfig:
     def __post_init__(self):
         if self.dataset not in data.DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
+        data.image_shape(self.dataset, self.image_size)  # "images" needs 32 or 64; the others their own size.
+        if self.dataset == data.IMAGES and not self.data_dir:
+            raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
         if self.loss not in LOSS_CHOICES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}.")
         if self.strategy not in STRATEGIES:
@@ -171,6 +186,8 @@ class ExperimentConfig:
             _check_at_least("steps_per_epoch", self.steps_per_epoch, 1)
         if self.eval_samples is not None:
             _check_at_least("eval_samples", self.eval_samples, 0)
+        if self.reference_samples is not None:
+            _check_at_least("reference_samples", self.reference_samples, 2)
         if self.eval_samples == 0 and len(self.teacher_depths) > 1 and not self.teacher_path:
             raise ValueError(
                 f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
@@ -252,7 +269,7 @@ class Experiment:
         self.config = config
         self.strategy = strategy or make_strategy(config.strategy)
         self.root = worker_output_dir(self.strategy, config.output_dir)
-        self.image_shape = data.IMAGE_SHAPES[config.dataset]
+        self.image_shape = data.image_shape(config.dataset, config.image_size)
         self.heldout_z = heldout_latents(config)
         self._steps = None
 
@@ -270,7 +287,10 @@ class Experiment:
 
     def _real_batches(self):
         config = self.config
-        return data.load_dataset(config.dataset, "train", config.batch_size, data_dir=config.data_dir, seed=config.seed)
+        return data.load_dataset(
+            config.dataset, "train", config.batch_size, data_dir=config.data_dir, seed=config.seed,
+            image_size=config.image_size,
+        )
 
     def latent_stream(self, skip_batches=0):
         stream = distill.latent_dataset(self.config.batch_size, self.config.latent_dim, self.config.seed)
@@ -355,6 +375,9 @@ class Experiment:
         write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
         np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         keras.utils.set_random_seed(config.seed)
+        # Read the data first: missing or corrupt files and a batch larger than
+        # the split stop the run here, before anything trains.
+        self.steps_per_epoch()
         evaluator = report.Evaluator(config) if report.eval_sample_count(config) else None
 
         entries = []  # One per model, in report order.
@@ -363,7 +386,11 @@ class Experiment:
             teacher = self.load_teacher()
             entries.append(self._entry("teacher", "teacher", teacher, {"path": os.path.abspath(config.teacher_path)}, None))
             if evaluator:
-                entries[-1]["quality"] = evaluator.quality(teacher, os.path.join(self.root, "teacher_evaluation.json"))
+                # Keyed on the file's content: another teacher at the same path is scored anew.
+                entries[-1]["quality"] = evaluator.quality(
+                    teacher, os.path.join(self.root, "teacher_evaluation.json"),
+                    identity=classifiers.file_digest(config.teacher_path),
+                )
             candidates = [entries[-1]]
         else:
             trained = {}
@@ -410,6 +437,7 @@ class Experiment:
             "teacher_candidates": candidates,
             "models": entries,
             "real": evaluator.real if evaluator else None,
+            "eval_samples": evaluator.count if evaluator else 0,
             "heldout_z": "heldout_z.npy",
             "export": self._export(generators, entries),
             "config": dataclasses.asdict(config),

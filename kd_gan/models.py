@@ -241,20 +241,25 @@ def compression_ratio(teacher, student):
 
 
 def load_generator(path, call_endpoint="serving_default"):
-    """Loads a generator saved as `.keras` file or as a SavedModel folder.
+    """Loads a generator saved as `.keras` file, a SavedModel folder or a `.tflite` file.
 
-    `.keras` files are loaded with `safe_mode=True`. A SavedModel is wrapped
+    `.keras` files are loaded with `safe_mode=True`. A `.tflite` file becomes an
+    `export.TFLiteGenerator` (LiteRT; for scoring the shipped file, not for training). A SavedModel is wrapped
     in a `keras.layers.TFSMLayer` calling `call_endpoint`; use it as a
     (frozen) teacher.
 
     Args:
-        path: a `.keras` file or a SavedModel directory.
+        path: a `.keras` file, a SavedModel directory or a `.tflite` file.
         call_endpoint: signature or function name to call in a SavedModel.
 
     Returns:
         A Keras model or layer mapping latent vectors to images.
     """
     path = os.fspath(path)
+    if path.endswith(".tflite"):
+        from kd_gan.export import TFLiteGenerator
+
+        return TFLiteGenerator(path)
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No .keras generator file at {path!r}.")
@@ -268,7 +273,7 @@ def load_generator(path, call_endpoint="serving_default"):
             layer.latent_dim = int(shapes[0][-1])
         return layer
     raise FileNotFoundError(
-        f"No generator at {path!r}: expected a '.keras' file or a SavedModel "
+        f"No generator at {path!r}: expected a '.keras' file, a '.tflite' file or a SavedModel "
         f"directory containing 'saved_model.pb'."
     )
 

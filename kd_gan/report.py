@@ -7,13 +7,13 @@ import os
 import numpy as np
 from absl import logging
 
-from kd_gan import distill, images, metrics, plots
+from kd_gan import classifiers, distill, images, plots, scoring
 from kd_gan.stages import read_json, write_json
 
 # Real images the FID is measured against: MNIST's test split; CIFAR-10 and
 # CelebA train (the shared local files hold no other split of them).
-REFERENCE_SPLITS = {"mnist": "test", "cifar10": "train", "celeb_a": "train"}
-DEFAULT_EVAL_SAMPLES = {"mnist": 10_000, "cifar10": 1_000, "celeb_a": 1_000}
+REFERENCE_SPLITS = {"mnist": "test", "cifar10": "train", "celeb_a": "train", "images": "train"}
+DEFAULT_EVAL_SAMPLES = {"mnist": 10_000, "cifar10": 1_000, "celeb_a": 1_000, "images": 1_000}
 FIDELITY_SAMPLES = 1000  # Held-out z for the MSE / PSNR to the teacher.
 METHOD_ORDER = ("teacher", "student_mse", "student_joint", "scratch")
 METHOD_LABELS = {
@@ -24,7 +24,7 @@ METHOD_LABELS = {
 }
 CSV_COLUMNS = (
     "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
-    "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "train_wall_time_s",
+    "reference_count", "kid", "kid_std", "precision", "recall", "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "train_wall_time_s",
 )
 
 
@@ -41,37 +41,51 @@ def score_name(dataset):
 class Evaluator:
     """Scores generators against the real reference, all on the same latent draws.
 
+    The reference is every image of the data set's reference split (or
+    `config.reference_samples` seeded random ones), its statistics cached.
+
     Args:
-        config: the `ExperimentConfig` (dataset, sample count, classifier paths, seed).
+        config: the `ExperimentConfig` (dataset, sample counts, classifier paths, seed).
     """
 
     def __init__(self, config):
         self.config = config
         self.count = eval_sample_count(config)
-        self.classifier = metrics.classifier_for(config.dataset, config.inception_path, config.data_dir)
+        self.classifier = classifiers.classifier_for(config.dataset, config.inception_path)
         split = REFERENCE_SPLITS[config.dataset]
-        self.reference, logits, vol = metrics.real_activations(
-            self.classifier, config.dataset, split, self.count, config.data_dir
+        self.reference = scoring.dataset_statistics(
+            self.classifier, config.dataset, split, config.reference_samples, config.data_dir,
+            image_size=config.image_size,
         )
-        self.real = dict(metrics.quality(self.reference, logits, vol, self.classifier, None, self.count), split=split)
+        self.real = dict(
+            scoring.quality(self.reference, None, score_name(config.dataset)), split=split, source=self.reference.source
+        )
 
-    def quality(self, generator, cache_path=None):
-        """Score, FID and VoL on `count` samples; cached in `cache_path` when given."""
-        key = {"num_samples": self.count, "classifier": self.classifier.name, "seed": self.config.seed + 1}
+    def quality(self, generator, cache_path=None, identity=None):
+        """Score, FID, KID, precision/recall and VoL on `count` samples; cached in `cache_path` when given.
+
+        The cache holds while the sample count, classifier, seed, reference and
+        `identity` (e.g. a digest of a given teacher's file) are unchanged.
+        """
+        key = {
+            "num_samples": self.count, "classifier": self.classifier.name, "seed": self.config.seed + 1,
+            "reference": [self.reference.source, self.reference.fingerprint, self.reference.preprocessing],
+            "metrics_version": scoring.STATISTICS_VERSION, "identity": identity,
+        }
         if cache_path and os.path.isfile(cache_path):
             cached = read_json(cache_path)
             if cached.get("key") == key:
                 return cached["quality"]
         logging.info("Evaluating %s on %d samples with %s", getattr(generator, "name", "generator"), self.count, self.classifier.name)
         # Every model draws the same z (seed + 1): like is compared with like.
-        record, _ = metrics.evaluate_generator(generator, self.classifier, self.reference, self.count, seed=key["seed"])
+        record = scoring.evaluate_generator(generator, self.classifier, self.reference, self.count, seed=key["seed"])
         if cache_path:
             write_json(cache_path, {"key": key, "quality": record})
         return record
 
     def fidelity(self, generator, teacher, heldout_z):
         """MSE / PSNR to the teacher on the shared held-out z."""
-        return metrics.latent_fidelity(generator, teacher, z=heldout_z[: min(self.count, FIDELITY_SAMPLES)])
+        return scoring.latent_fidelity(generator, teacher, z=heldout_z[: min(self.count, FIDELITY_SAMPLES)])
 
 
 def select_teacher(candidates):
@@ -126,7 +140,9 @@ def csv_rows(results):
             "name": entry["name"], "method": entry["method"], "depth": entry["depth"],
             "parameters": entry["parameters"], "compression_ratio": round(entry["compression_ratio"], 3),
             "score_name": name, "score": quality.get(name), "fid": quality.get("fid"),
-            "fid_samples": quality.get("num_samples"), "vol": quality.get("vol"),
+            "fid_samples": quality.get("num_samples"), "reference_count": quality.get("reference_count"),
+            "kid": quality.get("kid"), "kid_std": quality.get("kid_std"),
+            "precision": quality.get("precision"), "recall": quality.get("recall"), "vol": quality.get("vol"),
             "mse_to_teacher": fidelity.get("mse"), "psnr_db": fidelity.get("psnr_db"),
             "interpolation_psnr_db": (fidelity.get("interpolation") or {}).get("psnr_db"),
             "epochs": training.get("epochs"), "train_wall_time_s": training.get("wall_time_s"),
@@ -146,20 +162,27 @@ def _number(value, digits):
 def results_table(results):
     """The paper's table: one row per model (teacher, then each student size)."""
     name = score_name(results["dataset"])
-    count = (results.get("real") or {}).get("num_samples")
-    lines = [
-        f"| model | d | parameters | compression | {name} | FID (n={count}) | VoL | MSE to teacher | PSNR dB | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
     real = results.get("real")
+    rows = csv_rows(results)
+    count = next((row["fid_samples"] for row in rows if row["fid_samples"]), None)
+    reference = f" vs {real['num_samples']:,} real" if real else ""
+    lines = [
+        f"| model | d | parameters | compression | {name} | FID (n={count}{reference}) | KID x1000 | precision | recall "
+        "| VoL | MSE to teacher | PSNR dB | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     if real:
         lines.append(
-            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | {_number(real['vol'], 0)} | | | |"
+            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | | | | {_number(real['vol'], 0)} | | | |"
         )
-    for row in csv_rows(results):
+    for row in rows:
+        kid = _number(None if row["kid"] is None else 1000 * row["kid"], 1)
+        if row["kid_std"] is not None:
+            kid += f" ± {1000 * row['kid_std']:.1f}"
         lines.append(
             f"| {METHOD_LABELS[row['method']]} | {row['depth'] or ''} | {row['parameters']:,} | "
-            f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | "
+            f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
+            f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
             f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
             f"{_number(row['train_wall_time_s'], 0)} |"
         )
@@ -234,10 +257,14 @@ def markdown(results):
     if real:
         out += [
             f"{name}: {'exp E[KL(p(y|x) || p(y))] with a small CNN trained on MNIST train, 10 at most' if name == 'mnist_score' else 'Inception Score (null when the classifier has no logits)'}. "
-            f"FID against {real['num_samples']:,} real images of the {real['split']} split with {real['classifier']}, "
-            f"from {real['num_samples']:,} samples per model; all models draw the same z. Compare FIDs only at equal "
-            "sample counts. VoL: variance of the Laplacian, higher is sharper. MSE / PSNR to teacher: on the same "
-            f"{min(real['num_samples'], FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
+            f"FID against the statistics of {real['num_samples']:,} real images of the {real['split']} split "
+            f"({real.get('source', 'the whole split')}) with {real['classifier']}, from {results.get('eval_samples') or '-'} "
+            "samples per model; all models draw the same z. Compare FIDs only at equal sample counts; KID (x1000, "
+            "± its standard error) is unbiased. Precision / recall (k=3 nearest-neighbour manifolds, Kynkäänniemi "
+            "et al. 2019): the share of samples on the real manifold (fidelity) and of real images on the samples' "
+            "(diversity), on up to 10,000 activations per side. VoL: variance of the Laplacian, higher is sharper. "
+            "MSE / PSNR to teacher: on the same "
+            f"{min(results.get('eval_samples') or FIDELITY_SAMPLES, FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
             "",
         ]
     out += ["## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]

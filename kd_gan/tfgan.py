@@ -9,8 +9,10 @@ parent packages so its absolute imports resolve without running any
 `__init__`.
 
 Exports tf-gan's own functions, unchanged:
-`classifier_score_from_logits` (Inception Score from logits) and
-`frechet_classifier_distance_from_activations` (FID from activations).
+`classifier_score_from_logits` (Inception Score from logits),
+`frechet_classifier_distance_from_activations` (FID from activations),
+`trace_sqrt_product` (FID's `Tr((S_1 S_2)^(1/2))` term, for FID from stored
+moments) and `kernel_classifier_distance_and_std_from_activations` (KID).
 """
 
 import importlib
@@ -46,3 +48,5 @@ def _load_classifier_metrics():
 _metrics, SOURCE = _load_classifier_metrics()
 classifier_score_from_logits = _metrics.classifier_score_from_logits
 frechet_classifier_distance_from_activations = _metrics.frechet_classifier_distance_from_activations
+trace_sqrt_product = _metrics.trace_sqrt_product
+kernel_classifier_distance_and_std_from_activations = _metrics.kernel_classifier_distance_and_std_from_activations

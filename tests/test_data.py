@@ -15,18 +15,24 @@ def to_unit(images):
     return images.astype(np.float32) / 127.5 - 1.0
 
 
+def stored_order(count):
+    """The seeded order local conversions store examples in (files' order -> random)."""
+    return np.random.default_rng([data.CONVERSION_SEED, count]).permutation(count)
+
+
 def test_local_mnist_yields_the_files_pixels(tiny_mnist):
     data_dir, train, test = tiny_mnist
     batches = list(data.load_dataset("mnist", "train", 8, data_dir=data_dir, shuffle=False))
     assert len(batches) == 5
     first = batches[0].numpy()
     assert first.shape == (8, 28, 28, 1) and first.dtype == np.float32
-    np.testing.assert_allclose(first[..., 0], to_unit(train[:8]), atol=1e-6)
+    np.testing.assert_allclose(first[..., 0], to_unit(train[stored_order(40)][:8]), atol=1e-6)
     everything = np.concatenate([b.numpy() for b in batches])
     assert everything.min() >= -1.0 and everything.max() <= 1.0
     test_batches = list(data.load_dataset("mnist", "test", 5, data_dir=data_dir, shuffle=False, drop_remainder=False))
     assert [len(b) for b in test_batches] == [5, 5, 2]
-    np.testing.assert_allclose(test_batches[-1].numpy()[..., 0], to_unit(test[10:]), atol=1e-6)
+    np.testing.assert_allclose(test_batches[-1].numpy()[..., 0], to_unit(test[stored_order(12)][10:]), atol=1e-6)
+    assert not np.array_equal(stored_order(40), np.arange(40))
 
 
 def test_shuffle_is_seeded(tiny_mnist):
@@ -43,7 +49,7 @@ def test_environment_variable_and_prepared_tfds_dir(tiny_mnist, monkeypatch, tmp
     # The converted folder is itself a prepared tfds data dir: point data_dir at it.
     tfds_dir = os.path.dirname(os.path.dirname(builder.data_dir))
     batch = next(iter(data.load_dataset("mnist", "train", 4, data_dir=tfds_dir, shuffle=False)))
-    np.testing.assert_allclose(batch.numpy()[..., 0], to_unit(train[:4]), atol=1e-6)
+    np.testing.assert_allclose(batch.numpy()[..., 0], to_unit(train[stored_order(40)][:4]), atol=1e-6)
 
 
 def _png(array):
@@ -65,7 +71,7 @@ def test_local_cifar10_archive(tmp_path):
             _add(archive, f"train/{name}/{index}.png", _png(image))
     batch = next(iter(data.load_dataset("cifar10", "train", 3, data_dir=str(tmp_path), shuffle=False)))
     assert batch.shape == (3, 32, 32, 3)
-    np.testing.assert_allclose(batch.numpy(), to_unit(images), atol=1e-6)
+    np.testing.assert_allclose(batch.numpy(), to_unit(images[stored_order(3)]), atol=1e-6)
     with pytest.raises(ValueError, match=r"Split 'test'.*\['train'\]"):
         data.load_dataset("cifar10", "test", 3, data_dir=str(tmp_path))
 
@@ -119,6 +125,58 @@ def test_no_data_and_no_network_fails_fast_with_instructions(monkeypatch, tmp_pa
     monkeypatch.setattr(data, "_network_available", lambda: False)
     with pytest.raises(FileNotFoundError, match="KD_GAN_DATA_DIR"):
         data.load_dataset("mnist", "train", 4)
+
+
+def class_sorted_cifar10(root, per_class):
+    """A CIFAR-10-layout archive sorted by class, as the shared one is; pixel value = 20 * class."""
+    (root / "cifar10").mkdir()
+    with tarfile.open(root / "cifar10" / "cifar10-train-png.tar.gz", "w:gz") as archive:
+        for label, name in enumerate(data.CIFAR10_CLASSES):
+            png = _png(np.full((32, 32, 3), 20 * label, np.uint8))
+            for index in range(per_class):
+                _add(archive, f"train/{name}/{index:04d}.png", png)
+    return str(root)
+
+
+def classes_of(images):
+    return set(np.round((np.asarray(images)[:, 0, 0, 0] + 1) * 127.5 / 20).astype(int))
+
+
+def test_class_sorted_files_are_stored_and_read_in_random_order(tmp_path):
+    data_dir = class_sorted_cifar10(tmp_path, 150)  # 1,500 images, class by class.
+    stored = np.concatenate(list(data.load_dataset("cifar10", "train", 100, data_dir=data_dir, shuffle=False)))
+    assert classes_of(stored[:1000]) == set(range(10))  # "The first N images" hold every class.
+    assert classes_of(stored[:100]) == set(range(10))
+    # One training epoch (shuffled, as the experiment reads it): its first 10% holds every class.
+    epoch = np.concatenate(list(data.load_dataset("cifar10", "train", 50, data_dir=data_dir, seed=3)))
+    assert len(epoch) == 1500 and classes_of(epoch[:150]) == set(range(10))
+    labels = [int(e["label"]) for e in data.get_builder("cifar10", data_dir).as_dataset(split="train[:20]", shuffle_files=False)]
+    assert labels != sorted(labels)
+
+
+def test_a_truncated_archive_is_one_clear_error(tmp_path):
+    class_sorted_cifar10(tmp_path, 20)
+    path = tmp_path / "cifar10" / "cifar10-train-png.tar.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(data.InputError, match="cifar10-train-png.tar.gz.*truncated or corrupt"):
+        data.load_dataset("cifar10", "train", 4, data_dir=str(tmp_path))
+
+
+def test_a_missing_file_is_named(tiny_mnist, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_mnist[0], tmp_path / "partial")
+    os.remove(tmp_path / "partial" / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(FileNotFoundError, match="missing .*t10k-labels-idx1-ubyte.gz") as error:
+        data.load_dataset("mnist", "train", 4, data_dir=str(tmp_path / "partial"))
+    assert "train-images" not in str(error.value)
+
+
+def test_a_batch_larger_than_the_split_is_refused_before_training(tiny_mnist):
+    with pytest.raises(data.InputError, match="batch_size=64 is larger than mnist 'train' \\(40 images\\)"):
+        data.load_dataset("mnist", "train", 64, data_dir=tiny_mnist[0])
+    # Without drop_remainder a short last batch is fine (scoring reads whole splits).
+    assert len(list(data.load_dataset("mnist", "test", 64, data_dir=tiny_mnist[0], drop_remainder=False))) == 1
 
 
 def test_shared_mnist(shared_data_dir):

@@ -175,3 +175,31 @@ def test_mirrored_strategy_matches_one_device(loss, mirrored):
     on_one = train(tf.distribute.get_strategy())
     for a, b in zip(on_two, on_one):
         np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_evaluate_draws_a_new_z_per_image_batch_deterministic_in_the_batch_index():
+    keras.utils.set_random_seed(0)
+    distiller = Distiller(fixed_teacher(), Generator(LATENT, SHAPE, 1), loss="mse", seed=3)
+    distiller.compile(run_eagerly=True)  # Eager steps, so the z of each batch can be recorded.
+    drawn = []
+    original = distiller._latents
+
+    def recording(data, step=None):
+        z = original(data, step)
+        drawn.append(z)
+        return z
+
+    distiller._latents = recording
+    images = np.zeros((12, *SHAPE), np.float32)
+    first = distiller.evaluate(images, batch_size=4, verbose=0, return_dict=True)
+    first_z = [np.asarray(z) for z in drawn]
+    drawn.clear()
+    second = distiller.evaluate(images, batch_size=4, verbose=0, return_dict=True)
+    assert len(first_z) == 3
+    assert not np.allclose(first_z[0], first_z[1]) and not np.allclose(first_z[1], first_z[2])
+    for a, b in zip(first_z, drawn):
+        np.testing.assert_array_equal(a, np.asarray(b))  # The same z sequence at every evaluation.
+    assert first["mse"] == pytest.approx(second["mse"], rel=1e-6)
+    # Training draws from steps >= 0; evaluation's stream never meets it.
+    train_z = np.asarray(original(images[:4], step=0))
+    assert not any(np.allclose(train_z, z) for z in first_z)

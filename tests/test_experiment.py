@@ -74,6 +74,8 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
         assert entry["parameters"] == count_parameters(generator) and entry["depth"] == generator.depth
         assert entry["compression_ratio"] == pytest.approx(teacher_parameters / entry["parameters"])
         assert entry["quality"]["num_samples"] == 8 and 1.0 <= entry["quality"]["mnist_score"] <= 10.0
+        assert entry["quality"]["reference_count"] == 12 and entry["quality"]["kid"] is not None
+        assert 0 <= entry["quality"]["precision"] <= 1 and 0 <= entry["quality"]["recall"] <= 1
         assert all(math.isfinite(v) for v in entry["training"]["final_losses"].values())
         if entry["method"] != "teacher":
             assert entry["fidelity"]["num_samples"] == 8 and entry["fidelity"]["mse"] > 0
@@ -90,7 +92,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     assert {row["fid_samples"] for row in rows} == {"8"}
 
     markdown = (output_dir / "report.md").read_text()
-    assert "FID (n=8)" in markdown and "| student (joint) | 1 |" in markdown and "## Teacher candidates" in markdown
+    assert "FID (n=8 vs 12 real)" in markdown and "KID x1000" in markdown and "| student (joint) | 1 |" in markdown and "## Teacher candidates" in markdown
     for picture in ("samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png"):
         assert f"({picture})" in markdown
         assert (output_dir / picture).read_bytes()[:8] == PNG_SIGNATURE
@@ -224,7 +226,9 @@ def test_mirrored_strategy_matches_one_device(tiny_mnist, tmp_path, mirrored):
     """The same run over two replicas (global batch 4 = 2 x 2) ends at the same weights.
 
     GAN stages amplify float rounding a little over their 6 steps: elements
-    agree to 2e-3, and on average to 1e-4.
+    agree to 3e-3 and on average to 2e-4 (2.1e-3 and 1.2e-4 seen for the joint
+    student with the shuffled data order; a replica training on other data
+    moves weights by ~1e-2).
     """
     settings = dict(loss="both", student_epochs=2)
     experiment.run(tiny_config(tiny_mnist, tmp_path / "one", **settings))
@@ -233,8 +237,8 @@ def test_mirrored_strategy_matches_one_device(tiny_mnist, tmp_path, mirrored):
     for name in stage_files(tmp_path / "one"):
         one = np.concatenate([w.ravel() for w in generator_weights(tmp_path / "one" / name)])
         two = np.concatenate([w.ravel() for w in generator_weights(tmp_path / "two" / name)])
-        np.testing.assert_allclose(one, two, rtol=0, atol=2e-3, err_msg=name)
-        assert np.mean(np.abs(one - two)) < 1e-4, name
+        np.testing.assert_allclose(one, two, rtol=0, atol=3e-3, err_msg=name)
+        assert np.mean(np.abs(one - two)) < 2e-4, name
 
 
 def free_ports(count):
@@ -322,21 +326,26 @@ def test_cli_rejects_bad_flags():
 
 def test_report_table_and_findings_from_results():
     """report.md's numbers come from the results: check one hand-made case."""
-    quality = lambda score, fid: {"mnist_score": score, "fid": fid, "vol": 100.0, "num_samples": 10}  # noqa: E731
+    def quality(score, fid, kid=None):
+        return {"mnist_score": score, "fid": fid, "vol": 100.0, "num_samples": 10, "reference_count": 10_000,
+                "kid": kid, "kid_std": None if kid is None else 0.0004, "precision": 0.75, "recall": 0.5}
+
     results = {
         "dataset": "mnist",
         "models": [
             {"name": "teacher_d8", "method": "teacher", "depth": 8, "parameters": 1000, "compression_ratio": 1.0,
              "quality": quality(8.0, 10.0)},
             {"name": "student_mse_d1", "method": "student_mse", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
-             "quality": quality(6.0, 20.0), "fidelity": {"mse": 0.01, "psnr_db": 26.0}},
+             "quality": quality(6.0, 20.0, kid=0.0123), "fidelity": {"mse": 0.01, "psnr_db": 26.0}},
             {"name": "scratch_d1", "method": "scratch", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
              "quality": quality(2.0, 50.0), "fidelity": {"mse": 0.5, "psnr_db": 9.0}},
         ],
-        "real": {"split": "test", "num_samples": 10, "mnist_score": 9.9, "vol": 1.0},
+        "real": {"split": "test", "num_samples": 10_000, "mnist_score": 9.9, "vol": 1.0},
     }
     table = report.results_table(results)
-    assert "| student (MSE) | 1 | 10 | 100:1 | 6.00 | 20.0 | 100 | 0.0100 | 26.0 | - |" in table
+    assert "FID (n=10 vs 10,000 real)" in table
+    assert "| student (MSE) | 1 | 10 | 100:1 | 6.00 | 20.0 | 12.3 ± 0.4 | 0.750 | 0.500 | 100 | 0.0100 | 26.0 | - |" in table
+    assert "| scratch GAN | 1 | 10 | 100:1 | 2.00 | 50.0 | - | 0.750 | 0.500 |" in table
     (line,) = report.findings(results)
     assert "keeps 75% of the teacher's mnist_score" in line and "FID 20.0 beats the scratch GAN's 50.0" in line
 
@@ -360,3 +369,49 @@ def test_zero_epochs_saves_the_stage_initial_generator(tiny_mnist, tmp_path):
     initial = Generator(8, (28, 28, 1), 1)
     saved = load_generator(str(tmp_path / "students" / "mse_d1" / "generator.keras"))
     assert not changed(weights_of(initial), saved)
+
+
+def celeb_a_folder(shared_data_dir, root, count):
+    """The first `count` faces of the shared CelebA subset as a plain folder of JPEGs."""
+    import tarfile
+
+    path = os.path.join(shared_data_dir, "celeba", "celeba-aligned-half-10k.tar.gz")
+    folder = os.path.join(root, "faces")
+    os.makedirs(folder)
+    with tarfile.open(path) as archive:
+        for member in archive:
+            if member.name.endswith(".jpg"):
+                with open(os.path.join(folder, os.path.basename(member.name)), "wb") as file:
+                    file.write(archive.extractfile(member).read())
+                count -= 1
+                if count == 0:
+                    break
+    return folder
+
+
+def test_cli_trains_and_scores_on_a_users_image_folder(shared_data_dir, tmp_path):
+    """--dataset=images: a folder of someone's faces, end to end (FID with a stand-in Inception)."""
+    from test_scoring import _FakeInception
+
+    folder = celeb_a_folder(shared_data_dir, str(tmp_path), 40)
+    tf.saved_model.save(_FakeInception(False), str(tmp_path / "net"))
+    output_dir = tmp_path / "run"
+    settings = {**TINY, "dataset": "images", "image_size": 32, "eval_samples": 12, "teacher_depths": 2, "student_depths": 1}
+    flags = [f"--{key}={value}" for key, value in settings.items()]
+    flags += [f"--data_dir={folder}", f"--output_dir={output_dir}", f"--inception_path={tmp_path / 'net'}"]
+    completed = run_cli(flags, dict(os.environ, KD_GAN_CACHE_DIR=str(tmp_path / "cache")))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["dataset"] == "images" and results["real"]["num_samples"] == 40
+    for entry in results["models"]:
+        assert load_generator(str(output_dir / entry["path"])).image_shape == (32, 32, 3)
+        assert entry["quality"]["reference_count"] == 40 and entry["quality"]["fid"] > 0
+    completed = run_cli(["--dataset=images", f"--data_dir={folder}", f"--output_dir={tmp_path / 'bad'}"])
+    assert completed.returncode != 0 and "image_size in (32, 64)" in completed.stderr
+
+
+def test_a_batch_larger_than_the_data_stops_before_any_stage(tiny_mnist, tmp_path):
+    config = tiny_config(tiny_mnist, tmp_path / "run", batch_size=64, teacher_path=None, steps_per_epoch=None)
+    with pytest.raises(ValueError, match="batch_size=64 is larger than mnist 'train' \\(40 images\\)"):
+        experiment.run(config)
+    assert not stage_files(tmp_path / "run")

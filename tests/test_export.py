@@ -98,8 +98,28 @@ def test_verification_json_is_written_beside_the_file(tflite_files):
 
 def test_fp32_mismatch_fails_loudly(generator, tflite_files):
     other = Generator(LATENT, (28, 28, 1), 4)  # different weights, same shapes
-    with pytest.raises(RuntimeError, match="above the 0.0001 tolerance"):
+    with pytest.raises(export.VerificationError, match="max abs error .* above 0.0001"):
         export.verify_tflite(other, tflite_files["none"]["path"], quantization="none")
+
+
+@pytest.mark.parametrize("quantization", ["float16", "dynamic_int8", "int8"])
+def test_a_quantised_file_of_another_model_fails_its_tolerance(tflite_files, quantization):
+    other = Generator(LATENT, (28, 28, 1), 4)  # Stands for a broken file: outputs unrelated to the model.
+    with pytest.raises(export.VerificationError, match=quantization):
+        export.verify_tflite(other, tflite_files[quantization]["path"], quantization=quantization)
+    written = json.loads(open(tflite_files[quantization]["path"] + ".verification.json").read())
+    assert written["passed"] is False
+
+
+def test_quantised_files_pass_their_tolerance_on_held_out_latents(tflite_files):
+    for quantization, record in tflite_files.items():
+        verification = record["verification"]
+        assert verification["passed"] and verification["tolerance"] == export.TOLERANCES[quantization]
+        # Verified on z apart from the calibration draws (rng(seed)).
+        calibration = next(export._representative_latents(LATENT, 1, 1, 0))["z"]
+        verification_z = np.random.default_rng(verification["seed"]).standard_normal((1, LATENT))
+        assert verification["seed"] == [0, export.VERIFICATION_STREAM]
+        assert not np.allclose(calibration, verification_z)
 
 
 def test_unknown_quantization(generator, tmp_path):

@@ -1,0 +1,248 @@
+"""The networks that feed the metrics: the FID Inception and the MNIST classifier.
+
+Each is loaded once and called on batches of images in [-1, 1]; it returns
+`(activations, logits or None)` and has a `name` that identifies the network
+by its files' content (so cached statistics follow the network, not the folder
+it sits in).
+
+* **Inception** (CIFAR-10, CelebA, image folders): the standard FID network's
+  `pool_3` (2048-d), from TF-Hub (`tfgan/eval/inception/1`) or a local
+  SavedModel (`--inception_path` / `KD_GAN_INCEPTION`); logits when it has them.
+* **MNIST** (`mnist`): a small CNN shipped inside the package
+  (`kd_gan/assets/mnist_classifier.keras`, trained by
+  `python -m kd_gan.classifiers --data_dir=...` with a fixed seed; its test
+  accuracy and sha256 are in `mnist_classifier.json` beside it). Logits give the
+  MNIST score, its 128-d penultimate layer the MNIST FID, as tf-gan's MNIST
+  example does. Every machine scores MNIST with the same network, offline.
+"""
+
+import hashlib
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from kd_gan.errors import InputError
+
+INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+INCEPTION_SIZE = 299
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+MNIST_CLASSIFIER_PATH = os.path.join(ASSETS, "mnist_classifier.keras")
+
+
+def file_digest(*paths):
+    """sha256 of the files' bytes, in order (folders: every file under them, sorted by path)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+        )
+        for file_path in files:
+            digest.update(os.path.relpath(file_path, path).encode() if file_path != path else b"")
+            with open(file_path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def preprocess_for_inception(images):
+    """[-1, 1] images -> the FID graph's input: RGB 299x299, `(x - 128) / 128` of pixels x.
+
+    Bilinear resize with `tf.compat.v1.image.resize_bilinear(align_corners=False)`,
+    the graph's own op (TF2's `tf.image.resize` uses half-pixel centres and
+    gives slightly different FIDs), from whatever size the images have. Grey
+    images are repeated to 3 channels.
+    """
+    pixels = (tf.convert_to_tensor(images, tf.float32) + 1.0) * 127.5
+    if pixels.shape[-1] == 1:
+        pixels = tf.repeat(pixels, 3, axis=-1)
+    pixels = tf.compat.v1.image.resize_bilinear(pixels, [INCEPTION_SIZE, INCEPTION_SIZE], align_corners=False)
+    return (pixels - 128.0) / 128.0
+
+
+class InceptionClassifier:
+    """The standard FID Inception, loaded once; `__call__` gives activations (and logits).
+
+    Args:
+        path: a local SavedModel mapping `[N, 299, 299, 3]` to a dict with
+            `pool_3` (and `logits` if it has them). None: `$KD_GAN_INCEPTION`,
+            else tf-gan's TF-Hub module (needs the network).
+    """
+
+    def __init__(self, path=None):
+        path = path or os.environ.get("KD_GAN_INCEPTION")
+        if path:
+            if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+                raise FileNotFoundError(
+                    f"No Inception SavedModel at {path!r} (expected saved_model.pb in it); "
+                    "pass --inception_path / KD_GAN_INCEPTION pointing at one."
+                )
+            self.network = tf.saved_model.load(path)
+            # Named by content: the same network in another folder shares cached statistics.
+            self.name = f"inception-{file_digest(os.path.join(path, 'saved_model.pb'), os.path.join(path, 'variables'))[:12]}"
+        else:
+            try:
+                import tensorflow_hub as hub
+
+                self.network = hub.load(INCEPTION_TFHUB)
+            except Exception as error:
+                raise FileNotFoundError(
+                    f"Could not load the FID Inception from TF-Hub ({INCEPTION_TFHUB}): {error}. "
+                    "Offline, pass --inception_path / set KD_GAN_INCEPTION to a local SavedModel."
+                ) from error
+            self.name = "inception-tfhub-tfgan-eval-1"
+        self._call = self.network if callable(self.network) else self.network.signatures["default"]
+        probe = self._call(tf.zeros((1, INCEPTION_SIZE, INCEPTION_SIZE, 3)))
+        if "pool_3" not in probe:
+            raise ValueError(f"The Inception network returns {sorted(probe)}; it must return 'pool_3'.")
+        self.has_logits = "logits" in probe
+        self.dimension = int(tf.size(probe["pool_3"]))
+
+    @tf.function(reduce_retracing=True)
+    def _run(self, images):
+        outputs = self._call(preprocess_for_inception(images))
+        activations = tf.reshape(outputs["pool_3"], [tf.shape(images)[0], -1])
+        logits = outputs["logits"] if self.has_logits else tf.zeros([tf.shape(images)[0], 0])
+        return activations, logits
+
+    def __call__(self, images):
+        """`(activations [N, 2048], logits [N, 1008] or None)` for images in [-1, 1]."""
+        activations, logits = self._run(tf.convert_to_tensor(images, tf.float32))
+        return activations.numpy(), (logits.numpy() if self.has_logits else None)
+
+
+MNIST_CLASSIFIER_VERSION = "mnist_cnn-v1"
+MNIST_TRAINING = {"epochs": 6, "batch_size": 128, "seed": 0, "learning_rate": 1e-3}
+
+
+def build_mnist_classifier():
+    """A small CNN for 28x28x1 images in [-1, 1]; its `activations` layer feeds FID."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Dropout(0.25)(x)
+    x = keras.layers.Flatten()(x)
+    activations = keras.layers.Dense(128, activation="relu", name="activations")(x)
+    x = keras.layers.Dropout(0.5)(activations)
+    logits = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, logits, name="mnist_classifier")
+
+
+class MnistClassifier:
+    """The MNIST classifier shipped with the package (see module doc).
+
+    Args:
+        path: a `.keras` file of `build_mnist_classifier`'s architecture;
+            default the packaged one. Its record (`<path minus .keras>.json`,
+            test accuracy and sha256) is read when present.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        InputError: the packaged file's sha256 differs from its record.
+    """
+
+    def __init__(self, path=None):
+        path = path or MNIST_CLASSIFIER_PATH
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"No MNIST classifier at {path!r}: the package ships it as {MNIST_CLASSIFIER_PATH}; "
+                "train one with `python -m kd_gan.classifiers --data_dir=DIR --output=PATH.keras`."
+            )
+        sha256 = file_digest(path)
+        record_path = os.path.splitext(path)[0] + ".json"
+        record = {}
+        if os.path.isfile(record_path):
+            with open(record_path) as file:
+                record = json.load(file)
+            if record.get("sha256") not in (None, sha256):
+                raise InputError(
+                    f"{path} has sha256 {sha256}, not the {record['sha256']} recorded in {record_path}: "
+                    "the file was changed or damaged."
+                )
+        model = keras.saving.load_model(path, safe_mode=True)
+        self.path = path
+        self.sha256 = sha256
+        self.test_accuracy = record.get("test_accuracy")
+        self.name = f"{MNIST_CLASSIFIER_VERSION}-{sha256[:12]}"
+        self.has_logits = True
+        self.dimension = model.get_layer("activations").output.shape[-1]
+        self._features = keras.Model(model.inputs, [model.get_layer("activations").output, model.output])
+        self._run = tf.function(lambda images: self._features(images, training=False), reduce_retracing=True)
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        if images.shape[1:] != (28, 28, 1):
+            raise InputError(f"The MNIST classifier takes 28x28x1 images; got shape {tuple(images.shape)}.")
+        activations, logits = self._run(images)
+        return activations.numpy(), logits.numpy()
+
+
+def train_mnist_classifier(data_dir=None, output=MNIST_CLASSIFIER_PATH, cache_dir=None):
+    """Trains the MNIST classifier with the fixed settings of `MNIST_TRAINING` and saves it.
+
+    Writes `output` and its record (`.json` beside it: test accuracy on MNIST
+    test, sha256 of the file, settings). Returns the record.
+    """
+    from kd_gan import data
+
+    settings = MNIST_TRAINING
+    keras.utils.set_random_seed(settings["seed"])
+    builder = data.get_builder("mnist", data_dir, cache_dir)
+
+    def labelled(split, shuffle):
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+        dataset = dataset.map(lambda e: (tf.cast(e["image"], tf.float32) / 127.5 - 1.0, e["label"])).cache()
+        if shuffle:
+            dataset = dataset.shuffle(60_000, seed=settings["seed"])
+        return dataset.batch(settings["batch_size"]).prefetch(tf.data.AUTOTUNE)
+
+    model = build_mnist_classifier()
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(labelled("train", True), epochs=settings["epochs"], verbose=2)
+    _, accuracy = model.evaluate(labelled("test", False), verbose=0)
+    logging.info("MNIST classifier test accuracy: %.4f", accuracy)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    # Ship the network without its optimizer state (a third of the file).
+    shipped = build_mnist_classifier()
+    shipped.set_weights(model.get_weights())
+    shipped.save(output)
+    record = {
+        "version": MNIST_CLASSIFIER_VERSION,
+        "test_accuracy": float(accuracy),
+        "sha256": file_digest(output),
+        "training": settings,
+        "data": "MNIST train (60,000), accuracy on MNIST test (10,000)",
+    }
+    with open(os.path.splitext(output)[0] + ".json", "w") as file:
+        json.dump(record, file, indent=2)
+    return record
+
+
+def classifier_for(dataset, inception_path=None):
+    """The classifier a dataset is scored with: the MNIST CNN, or the FID Inception."""
+    if dataset == "mnist":
+        return MnistClassifier()
+    return InceptionClassifier(inception_path)
+
+
+def main(argv):
+    from absl import flags
+
+    del argv
+    record = train_mnist_classifier(flags.FLAGS.data_dir, flags.FLAGS.output)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("data_dir", None, "MNIST files or tfds data dir (default: $KD_GAN_DATA_DIR, else tfds).")
+    flags.DEFINE_string("output", MNIST_CLASSIFIER_PATH, "Where to write the classifier (.keras).")
+    app.run(main)

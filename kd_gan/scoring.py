@@ -1,0 +1,370 @@
+"""Scoring plumbing: image batches through a classifier, statistics cached as `.npz`, metric records.
+
+The protocol (the standard one for FID):
+
+* The **reference** is a whole real split (or image folder): the mean and
+  covariance of its activations over every image, computed once and stored as
+  an `.npz` (`ImageStatistics`: mean, covariance, count, network, data
+  fingerprint, preprocessing version). `reference_samples=N` takes a seeded
+  random subset of N images instead, never "the first N".
+* The **candidate** (a generator's `num_samples` images, or a folder) gets the
+  same statistics.
+* FID comes from the two (mean, covariance) pairs; KID and precision/recall
+  from activations kept beside them (a seeded random sample of at most
+  `KEPT_ACTIVATIONS` rows per set; precision/recall on equal counts). One
+  Inception pass serves every metric.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import classifiers, data, metrics
+from kd_gan.errors import InputError
+
+STATISTICS_VERSION = 1
+KEPT_ACTIVATIONS = 10_000  # Rows kept per set for KID and precision/recall.
+PRECISION_RECALL_K = 3
+
+
+class ImageStatistics:
+    """What a set of images looks like to a classifier; save/load as `.npz`.
+
+    Attributes:
+        mean, covariance: float64 moments of the activations over all `count` images.
+        count: images the moments cover.
+        activations: a seeded random sample of the activations (at most
+            `KEPT_ACTIVATIONS` rows), for KID and precision/recall.
+        network: the classifier's name (content fingerprint of its files).
+        source: what the images are (data set and split, folder, generator).
+        fingerprint: content fingerprint of the data the images came from.
+        preprocessing: version of the image preprocessing (`data.PREPROCESSING_VERSION`).
+        score: Inception/MNIST score of the set, or None without logits.
+        vol: mean variance of Laplacian.
+    """
+
+    FIELDS = ("mean", "covariance", "count", "activations", "network", "source", "fingerprint", "preprocessing", "score", "vol")
+
+    def __init__(self, mean, covariance, count, activations, network, source, fingerprint="", preprocessing="", score=None, vol=None):
+        self.mean, self.covariance, self.count = mean, covariance, int(count)
+        self.activations, self.network, self.source = activations, network, source
+        self.fingerprint, self.preprocessing = fingerprint, preprocessing
+        self.score = None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score)
+        self.vol = None if vol is None else float(vol)
+
+    def save(self, path):
+        """Writes the statistics to `path` (`.npz`) atomically."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        temporary = f"{path}.partial.npz"
+        np.savez(
+            temporary,
+            version=STATISTICS_VERSION,
+            **{name: getattr(self, name) for name in self.FIELDS if name not in ("score", "vol")},
+            score=np.nan if self.score is None else self.score,
+            vol=np.nan if self.vol is None else self.vol,
+        )
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Reads statistics written by `save`.
+
+        Raises:
+            FileNotFoundError: no file.
+            InputError: not a statistics file of this version.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No statistics file at {path!r}.")
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                values = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError) as error:
+            raise InputError(f"Cannot read statistics from {path!r}: {error}.") from None
+        missing = [name for name in cls.FIELDS + ("version",) if name not in values]
+        if missing or int(values["version"]) != STATISTICS_VERSION:
+            raise InputError(
+                f"{path!r} is not a kd_gan statistics file of version {STATISTICS_VERSION} "
+                f"(missing {missing or 'nothing'}, version {values.get('version')}); recompute it with --save_stats."
+            )
+        strings = {name: str(values[name]) for name in ("network", "source", "fingerprint", "preprocessing")}
+        return cls(
+            values["mean"], values["covariance"], int(values["count"]), values["activations"],
+            score=float(values["score"]), vol=float(values["vol"]), **strings,
+        )
+
+
+def run_classifier(classifier, batches, num_samples, description="images", keep=KEPT_ACTIVATIONS, seed=0):
+    """Runs every batch through `classifier` with a progress bar; returns `ImageStatistics` fields.
+
+    Returns:
+        Dict with `mean`, `covariance`, `count`, `activations` (a seeded random
+        sample of `keep` rows, all when fewer), `score` and `vol`.
+    """
+    interactive = sys.stdout.isatty()
+    progress = keras.utils.Progbar(num_samples, unit_name=description, verbose=1 if interactive else 2)
+    next_report = num_samples // 10  # In logs (no live bar): a line every 10%.
+    kept_rows = set(np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)) if num_samples > keep else None
+    moments, kept, logits, sharpness, count = None, [], [], 0.0, 0
+    for batch in batches:
+        batch_activations, batch_logits = classifier(batch)
+        if moments is None:
+            moments = metrics.Moments(batch_activations.shape[-1])
+        moments.update(batch_activations)
+        rows = range(count, count + len(batch))
+        kept.append(batch_activations if kept_rows is None else batch_activations[np.array([i in kept_rows for i in rows], bool)])
+        if batch_logits is not None:
+            logits.append(batch_logits)
+        sharpness += metrics.variance_of_laplacian(batch) * len(batch)
+        count += len(batch)
+        progress.add(len(batch))
+        if not interactive and count >= next_report and count < num_samples:
+            logging.info("%s: %d of %d", description, count, num_samples)
+            next_report += max(1, num_samples // 10)
+    if count != num_samples:
+        raise InputError(f"Expected {num_samples} {description}; the batches held {count}.")
+    return {
+        "mean": moments.mean,
+        "covariance": moments.covariance,
+        "count": count,
+        "activations": np.concatenate(kept).astype(np.float32),
+        "score": metrics.inception_score(np.concatenate(logits)) if logits else None,
+        "vol": sharpness / count,
+    }
+
+
+def _key(*parts):
+    return hashlib.sha256(json.dumps([STATISTICS_VERSION, *parts]).encode()).hexdigest()[:16]
+
+
+def _cached(path, compute):
+    if os.path.isfile(path):
+        return ImageStatistics.load(path)
+    statistics = compute()
+    statistics.save(path)
+    logging.info("Statistics of %s cached at %s", statistics.source, path)
+    return statistics
+
+
+def real_batches(dataset, split, num_samples=None, batch_size=100, data_dir=None, cache_dir=None, seed=0, image_size=None):
+    """Real images of a split in [-1, 1], in batches: all of them, or a seeded random subset of `num_samples`."""
+    total = data.split_size(dataset, split, data_dir, cache_dir, image_size)
+    if num_samples is not None and num_samples > total:
+        raise InputError(f"{dataset} {split!r} has {total} images; asked for {num_samples}.")
+    keep = None
+    if num_samples is not None and num_samples < total:
+        keep = np.zeros(total, bool)
+        keep[np.random.default_rng([seed, total]).choice(total, num_samples, replace=False)] = True
+    images = data.load_dataset(
+        dataset, split, batch_size, data_dir=data_dir, shuffle=False, drop_remainder=False, cache_dir=cache_dir,
+        image_size=image_size,
+    )
+    start = 0
+    for batch in images:
+        batch = batch.numpy()
+        selected = batch if keep is None else batch[keep[start : start + len(batch)]]
+        start += len(batch)
+        if len(selected):
+            yield selected
+
+
+def dataset_statistics(classifier, dataset, split, reference_samples=None, data_dir=None, cache_dir=None, seed=0, image_size=None):
+    """Statistics of a real split (all of it, or `reference_samples` seeded random images), cached.
+
+    The cache file (`$KD_GAN_CACHE_DIR/stats/`) is keyed on the data's identity
+    (source, version, size), the split, the preprocessing version, the
+    network, the count and the seed: a change to any of them computes anew.
+    """
+    identity = data.dataset_identity(dataset, split, data_dir, cache_dir, image_size)
+    count = reference_samples or data.split_size(dataset, split, data_dir, cache_dir, image_size)
+    key = _key(identity, data.PREPROCESSING_VERSION, classifier.name, reference_samples, seed)
+    label = "all" if reference_samples is None else str(reference_samples)
+    path = os.path.join(data.cache_root(cache_dir), "stats", f"{dataset}-{split.replace('/', '_')}-{label}-{key}.npz")
+    source = f"{dataset} {split} ({'all' if reference_samples is None else 'random'} {count:,} images)"
+
+    def compute():
+        logging.info("Computing the statistics of %s with %s (once; cached at %s)", source, classifier.name, path)
+        batches = real_batches(dataset, split, reference_samples, data_dir=data_dir, cache_dir=cache_dir, seed=seed, image_size=image_size)
+        fields = run_classifier(classifier, batches, count, "real images", seed=seed)
+        return ImageStatistics(**fields, network=classifier.name, source=source, fingerprint=identity, preprocessing=data.PREPROCESSING_VERSION)
+
+    return _cached(path, compute)
+
+
+def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None, cache=True):
+    """Statistics of the images of a folder or tar (all, or `num_samples` seeded random ones).
+
+    Cached by content fingerprint when `cache`. Images are fed at their own
+    size (the Inception's resize to 299 is the protocol); grey is tiled to RGB.
+    """
+    from kd_gan.image_files import ImageSource
+
+    source_images = ImageSource(path)
+    names = source_images.select(num_samples, seed)  # Checks the count before any work.
+    fingerprint = source_images.fingerprint()
+    source = f"{os.path.abspath(path)} ({len(names):,} of {len(source_images):,} images)"
+
+    def compute():
+        logging.info("Computing the statistics of %s with %s", source, classifier.name)
+        batches = source_images.batches(num_samples, seed)
+        if getattr(classifier, "name", "").startswith(classifiers.MNIST_CLASSIFIER_VERSION):
+            batches = (np.mean(batch, axis=-1, keepdims=True) for batch in batches)  # The MNIST network reads grey.
+        fields = run_classifier(classifier, batches, len(names), "images", seed=seed)
+        return ImageStatistics(**fields, network=classifier.name, source=source, fingerprint=fingerprint, preprocessing=data.PREPROCESSING_VERSION)
+
+    if not cache:
+        return compute()
+    key = _key(fingerprint, classifier.name, num_samples, seed)
+    return _cached(os.path.join(data.cache_root(cache_dir), "stats", f"folder-{key}.npz"), compute)
+
+
+def generator_batches(generator, num_samples, batch_size=100, seed=0):
+    """Batches of generated images for `num_samples` z drawn from (seed)."""
+    from kd_gan.distill import generate, latent_size
+
+    latent_dim = latent_size(generator)
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        z = tf.random.stateless_normal((count, latent_dim), seed=(seed, start))
+        yield np.asarray(generate(generator, z))
+
+
+def generator_statistics(generator, classifier, num_samples, seed=0, description="samples"):
+    """Statistics of `num_samples` images of a generator (z seeded by `seed`)."""
+    fields = run_classifier(classifier, generator_batches(generator, num_samples, seed=seed), num_samples, description, seed=seed)
+    return ImageStatistics(**fields, network=classifier.name, source=f"{getattr(generator, 'name', 'generator')} (seed {seed})")
+
+
+def quality(candidate, reference=None, score_name="inception_score"):
+    """The metric record of `candidate` statistics against `reference` statistics.
+
+    Record: `num_samples`, `classifier`, `fid`, `kid`, `kid_std`, `precision`,
+    `recall` (None without a reference), the score (None without logits, with a
+    note), `vol`, and the reference's source and count.
+
+    Raises:
+        InputError: the two were computed with different networks.
+    """
+    record = {"num_samples": candidate.count, "classifier": candidate.network}
+    if reference is not None:
+        if reference.network != candidate.network:
+            raise InputError(
+                f"Statistics from different networks cannot be compared: {candidate.network} "
+                f"({candidate.source}) against {reference.network} ({reference.source})."
+            )
+        record["fid"] = metrics.frechet_distance_from_moments(reference.mean, reference.covariance, candidate.mean, candidate.covariance)
+        kid, kid_std = metrics.kernel_inception_distance(reference.activations, candidate.activations)
+        # One block (<= 1,024 rows per set) gives no spread: null, never NaN in JSON.
+        record["kid"], record["kid_std"] = kid, (None if np.isnan(kid_std) else kid_std)
+        equal = min(len(reference.activations), len(candidate.activations))
+        record["precision"], record["recall"] = metrics.precision_recall(
+            reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K
+        )
+        record.update(reference=reference.source, reference_count=reference.count)
+    else:
+        record.update(fid=0.0, kid=None, kid_std=None, precision=None, recall=None)  # The reference itself.
+    record["vol"] = candidate.vol
+    record[score_name] = candidate.score
+    if candidate.score is None:
+        record[f"{score_name}_note"] = (
+            f"not computed: the classifier {candidate.network} has no logits (a pool_3-only FID network); "
+            "the Inception Score needs the full Inception's logits (TF-Hub tfgan/eval/inception/1)"
+        )
+    return record
+
+
+def score_name_of(classifier):
+    return "mnist_score" if isinstance(classifier, classifiers.MnistClassifier) else "inception_score"
+
+
+def evaluate_generator(generator, classifier, reference, num_samples, seed=0):
+    """The metric record of `num_samples` images of a generator against reference statistics."""
+    candidate = generator_statistics(generator, classifier, num_samples, seed)
+    return quality(candidate, reference, score_name_of(classifier))
+
+
+def latent_fidelity(
+    student, teacher, num_samples=1000, interpolation_pairs=50, interpolation_steps=8, seed=1, z=None
+):
+    """How closely the student reproduces the teacher on held-out z.
+
+    Returns MSE and PSNR over `num_samples` z (seeded apart from training's
+    draws, or the given `z`), and along `interpolation_pairs` straight lines
+    between latent pairs at `interpolation_steps` points each.
+    """
+    from kd_gan.distill import generate, latent_size
+
+    latent_dim = latent_size(student)
+    if z is None:
+        # The same seed gives both generators the same z, batch by batch.
+        pairs = zip(generator_batches(student, num_samples, seed=seed), generator_batches(teacher, num_samples, seed=seed))
+    else:
+        num_samples = len(z)
+        batches = [z[start : start + 100] for start in range(0, num_samples, 100)]
+        pairs = ((np.asarray(generate(student, b)), np.asarray(generate(teacher, b))) for b in batches)
+    squared_errors = [
+        np.mean((student_images - teacher_images) ** 2, axis=(1, 2, 3)) for student_images, teacher_images in pairs
+    ]
+    mse = float(np.mean(np.concatenate(squared_errors)))
+    ends = tf.random.stateless_normal((2, interpolation_pairs, latent_dim), seed=(seed, -1))
+    weights = tf.reshape(tf.linspace(0.0, 1.0, interpolation_steps), (-1, 1, 1))
+    path = tf.reshape((1 - weights) * ends[0] + weights * ends[1], (-1, latent_dim))
+    path_mse = float(np.mean((np.asarray(generate(student, path)) - np.asarray(generate(teacher, path))) ** 2))
+    return {
+        "num_samples": num_samples,
+        "mse": mse,
+        "psnr_db": metrics.psnr(mse),
+        "interpolation": {"pairs": interpolation_pairs, "steps": interpolation_steps, "mse": path_mse, "psnr_db": metrics.psnr(path_mse)},
+    }
+
+
+class EvaluationCallback(keras.callbacks.Callback):
+    """Scores a generator every `every_n_epochs` epochs and logs it to TensorBoard.
+
+    Args:
+        generator: the generator being trained (e.g. a Distiller's student).
+        classifier: a classifier from `classifiers.classifier_for`.
+        reference: the real data's `ImageStatistics` (`dataset_statistics`).
+        num_samples: generated images per evaluation (state it with the FID).
+        log_dir: TensorBoard folder; scalars are named `eval/<metric>`.
+        every_n_epochs: evaluation period.
+        seed: seed of the latent vectors (the same z at every evaluation).
+
+    Example:
+
+    ```python
+    classifier = classifiers.classifier_for("mnist")
+    reference = dataset_statistics(classifier, "mnist", "test", data_dir="../shared/data")
+    distiller.fit(..., callbacks=[EvaluationCallback(student, classifier, reference, 1000, "logs/eval")])
+    ```
+    """
+
+    def __init__(self, generator, classifier, reference, num_samples, log_dir, every_n_epochs=1, seed=0):
+        super().__init__()
+        self.generator = generator
+        self.classifier = classifier
+        self.reference = reference
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        record = evaluate_generator(self.generator, self.classifier, self.reference, self.num_samples, self.seed)
+        record["epoch"] = epoch + 1
+        self.history.append(record)
+        with self.writer.as_default():
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "num_samples", "reference_count"):
+                    tf.summary.scalar(f"eval/{key}", value, step=epoch + 1)
+        self.writer.flush()
+        logging.info("Epoch %d evaluation (%d samples): %s", epoch + 1, self.num_samples, record)
