@@ -12,6 +12,7 @@ import dataclasses
 from absl import app, flags, logging
 
 from kd_gan import data, experiment
+from kd_gan import export as export_lib
 
 _DEFAULTS = experiment.ExperimentConfig()
 
@@ -83,7 +84,7 @@ def main(argv):
     logging.info("Output folder: %s", config.output_dir)
     try:
         experiment.run(config, overwrite=FLAGS.overwrite)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:  # InputError is a ValueError.
+    except (ValueError, FileNotFoundError, FloatingPointError, export_lib.VerificationError) as error:  # InputError is a ValueError.
         logging.error("%s", error)
         raise SystemExit(f"Error: {error}") from None
 

@@ -257,8 +257,18 @@ def _missing_data_message(name, tfds_dir=None):
     )
 
 
+_PREPARED_IMAGES = {}  # (folder, size, cache) -> tfds dir, so one process fingerprints a folder once.
+
+
 def _convert_images(path, image_size, cache_dir):
     """A user's image folder or tar, centre-cropped and resized, converted once into a tfds data dir."""
+    key = (os.path.realpath(path), image_size, cache_root(cache_dir))
+    if key not in _PREPARED_IMAGES:
+        _PREPARED_IMAGES[key] = _prepare_images(path, image_size, cache_dir)
+    return _PREPARED_IMAGES[key]
+
+
+def _prepare_images(path, image_size, cache_dir):
     from kd_gan.image_files import ImageSource
 
     source = ImageSource(path)

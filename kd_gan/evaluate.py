@@ -37,6 +37,7 @@ flags.DEFINE_string("images", None, "A folder or tar of PNG/JPEG images to score
 flags.DEFINE_string("real_split", None, "Score real images of this split of --dataset.")
 flags.DEFINE_string("reference_images", None, "Reference: a folder, tar, or .npz of saved statistics (default: --dataset's reference split).")
 flags.DEFINE_string("reference_split", None, "Reference split of --dataset (default: mnist test, cifar10/celeb_a train).")
+flags.DEFINE_enum("image_size", None, ["32", "64"], "Image size of --dataset=images (its reference split is the converted folder given as --data_dir).")
 flags.DEFINE_integer("reference_samples", None, "Seeded random subset of the reference (default: all of it).", lower_bound=2)
 flags.DEFINE_integer("num_samples", None, "Images scored: generator samples (default 10,000), or a seeded random subset of --images / --real_split (default all).", lower_bound=2)
 flags.DEFINE_string("save_stats", None, "Write the reference's statistics to this .npz (reuse it as --reference_images).")
@@ -50,7 +51,7 @@ DEFAULT_GENERATOR_SAMPLES = 10_000
 
 
 def reference_statistics(classifier, dataset=None, reference_images=None, reference_split=None,
-                         reference_samples=None, data_dir=None, seed=0):
+                         reference_samples=None, data_dir=None, seed=0, image_size=None):
     """The reference's `ImageStatistics`: saved `.npz`, folder/tar, or a data set's split."""
     from kd_gan import report, scoring
 
@@ -61,12 +62,12 @@ def reference_statistics(classifier, dataset=None, reference_images=None, refere
     if dataset is None:
         raise InputError("Give a reference: --reference_images (folder, tar or .npz) or --dataset (its reference split).")
     split = reference_split or report.REFERENCE_SPLITS[dataset]
-    return scoring.dataset_statistics(classifier, dataset, split, reference_samples, data_dir, seed=seed)
+    return scoring.dataset_statistics(classifier, dataset, split, reference_samples, data_dir, seed=seed, image_size=image_size)
 
 
 def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=None, reference_split=None,
              data_dir=None, inception_path=None, seed=0, images=None, reference_images=None,
-             reference_samples=None, save_stats=None):
+             reference_samples=None, save_stats=None, image_size=None):
     """The metric record of a generator, an image folder or a real split against a reference (see module doc).
 
     With no candidate (`generator_path`, `images`, `real_split` all None) and
@@ -74,9 +75,10 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
     """
     from kd_gan import classifiers, models, report, scoring
 
-    candidates = [c for c in (generator_path, images, real_split) if c is not None]
+    given = {"--generator": generator_path, "--images": images, "--real_split": real_split}
+    candidates = [flag for flag, value in given.items() if value is not None]
     if len(candidates) > 1:
-        raise InputError("Give at most one of --generator, --images and --real_split.")
+        raise InputError(f"Give at most one of --generator, --images and --real_split; got {', '.join(candidates)}.")
     if not candidates and save_stats is None:
         raise InputError("Nothing to score: give --generator, --images or --real_split (or --save_stats to only save the reference's statistics).")
     if (generator_path or real_split) and dataset is None:
@@ -93,7 +95,9 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
                 )
             reference_split = "train"  # MNIST test's own reference: MNIST train.
     classifier = classifiers.classifier_for(dataset, inception_path) if dataset else classifiers.InceptionClassifier(inception_path)
-    reference = reference_statistics(classifier, dataset, reference_images, reference_split, reference_samples, data_dir, seed)
+    reference = reference_statistics(
+        classifier, dataset, reference_images, reference_split, reference_samples, data_dir, seed, image_size
+    )
     record = {}
     if save_stats:
         record["saved_stats"] = reference.save(save_stats)
@@ -107,7 +111,7 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
         candidate = scoring.folder_statistics(classifier, images, num_samples, seed, cache=False)
         record.update(scoring.quality(candidate, reference, score_name), images=candidate.source)
     elif real_split is not None:
-        candidate = scoring.dataset_statistics(classifier, dataset, real_split, num_samples, data_dir, seed=seed)
+        candidate = scoring.dataset_statistics(classifier, dataset, real_split, num_samples, data_dir, seed=seed, image_size=image_size)
         record.update(scoring.quality(candidate, reference, score_name), real_split=real_split)
     else:
         record.update(reference=reference.source, reference_count=reference.count, classifier=reference.network)
@@ -125,7 +129,7 @@ def main(argv):
         record = evaluate(
             FLAGS.dataset, FLAGS.num_samples, FLAGS.generator, FLAGS.real_split, FLAGS.reference_split,
             FLAGS.data_dir, FLAGS.inception_path, FLAGS.seed, FLAGS.images, FLAGS.reference_images,
-            FLAGS.reference_samples, FLAGS.save_stats,
+            FLAGS.reference_samples, FLAGS.save_stats, int(FLAGS.image_size) if FLAGS.image_size else None,
         )
     except (InputError, FileNotFoundError) as error:
         raise SystemExit(f"Error: {error}") from None

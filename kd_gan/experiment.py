@@ -164,6 +164,11 @@ class ExperimentConfig:
         if self.dataset not in data.DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
         data.image_shape(self.dataset, self.image_size)  # "images" needs 32 or 64; the others their own size.
+        if self.teacher_path and self.teacher_path.endswith(".tflite"):
+            raise ValueError(
+                f"teacher_path={self.teacher_path!r}: a .tflite generator can be scored "
+                "(python -m kd_gan.evaluate --generator=...) but not distilled; give its .keras file or SavedModel."
+            )
         if self.dataset == data.IMAGES and not self.data_dir:
             raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
         if self.loss not in LOSS_CHOICES:
@@ -449,6 +454,12 @@ class Experiment:
         )
         report.write(self.root, results, generators, self.heldout_z, config.grid_columns)
         logging.info("Done in %.0f s. Report: %s", results["wall_time_s"], os.path.join(self.root, "report.md"))
+        failed = [name for name, record in results["export"].items() if "error" in record]
+        if failed:
+            raise export_lib.VerificationError(
+                f"Exported files of {failed} do not reproduce their Keras models (see results.json, export); "
+                "the report is written."
+            )
         return results
 
     def _log_evaluation(self, entry):
@@ -482,10 +493,15 @@ class Experiment:
         exported = {}
         for entry in entries:
             if entry["method"].startswith("student"):
-                exported[entry["name"]] = export_lib.export_generator(
-                    generators[entry["name"]], os.path.join(self.root, "export"), self.config.export,
-                    self.config.quantization, name=entry["name"],
-                )
+                try:
+                    exported[entry["name"]] = export_lib.export_generator(
+                        generators[entry["name"]], os.path.join(self.root, "export"), self.config.export,
+                        self.config.quantization, name=entry["name"],
+                    )
+                except export_lib.VerificationError as error:
+                    # Keep the run's results; the failure is recorded and raised after the report.
+                    logging.error("Export of %s failed verification: %s", entry["name"], error)
+                    exported[entry["name"]] = {"error": str(error)}
         return exported
 
 

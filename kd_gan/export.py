@@ -278,6 +278,8 @@ def verify_tflite(generator, path, quantization="none", num_samples=32, seed=0):
     }
     failures = _failures(result, TOLERANCES[quantization])
     result["passed"] = not failures
+    # Identical outputs give an infinite PSNR, constant ones an undefined correlation: null in JSON.
+    result.update({key: None for key in ("psnr_db", "correlation") if not np.isfinite(result[key])})
     with open(f"{path}.verification.json", "w") as file:
         json.dump(result, file, indent=2)
     if failures:
@@ -285,7 +287,7 @@ def verify_tflite(generator, path, quantization="none", num_samples=32, seed=0):
             f"{path} ({quantization}) does not reproduce the Keras generator on held-out z: {'; '.join(failures)}."
         )
     logging.info(
-        "Verified %s (%s): max abs error %.3g, PSNR %.1f dB, correlation %.5f", path, quantization,
+        "Verified %s (%s): max abs error %.3g, PSNR %s dB, correlation %s", path, quantization,
         result["max_abs_error"], result["psnr_db"], result["correlation"],
     )
     return result

@@ -56,10 +56,12 @@ class ImageStatistics:
         self.activations, self.network, self.source = activations, network, source
         self.fingerprint, self.preprocessing = fingerprint, preprocessing
         self.score = None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score)
-        self.vol = None if vol is None else float(vol)
+        self.vol = None if vol is None or np.isnan(vol) else float(vol)
 
     def save(self, path):
         """Writes the statistics to `path` (`.npz`) atomically."""
+        if not path.endswith(".npz"):
+            raise InputError(f"Statistics are saved as .npz (reused as --reference_images=PATH.npz); got {path!r}.")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         temporary = f"{path}.partial.npz"
         np.savez(
@@ -129,11 +131,16 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
             next_report += max(1, num_samples // 10)
     if count != num_samples:
         raise InputError(f"Expected {num_samples} {description}; the batches held {count}.")
+    # Kept rows in a seeded random order: images often come sorted (folders by
+    # class), and KID's blocks and precision/recall's equal-count prefix need
+    # a random order.
+    kept = np.concatenate(kept).astype(np.float32)
+    kept = kept[np.random.default_rng([seed, num_samples, 1]).permutation(len(kept))]
     return {
         "mean": moments.mean,
         "covariance": moments.covariance,
         "count": count,
-        "activations": np.concatenate(kept).astype(np.float32),
+        "activations": kept,
         "score": metrics.inception_score(np.concatenate(logits)) if logits else None,
         "vol": sharpness / count,
     }
@@ -220,7 +227,7 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
 
     if not cache:
         return compute()
-    key = _key(fingerprint, classifier.name, num_samples, seed)
+    key = _key(fingerprint, data.PREPROCESSING_VERSION, classifier.name, num_samples, seed)
     return _cached(os.path.join(data.cache_root(cache_dir), "stats", f"folder-{key}.npz"), compute)
 
 
@@ -260,12 +267,16 @@ def quality(candidate, reference=None, score_name="inception_score"):
             )
         record["fid"] = metrics.frechet_distance_from_moments(reference.mean, reference.covariance, candidate.mean, candidate.covariance)
         kid, kid_std = metrics.kernel_inception_distance(reference.activations, candidate.activations)
-        # One block (<= 1,024 rows per set) gives no spread: null, never NaN in JSON.
-        record["kid"], record["kid_std"] = kid, (None if np.isnan(kid_std) else kid_std)
+        # Too few rows for the blocks (< 2 per block) give NaN, one block no
+        # spread: null then, never NaN in JSON.
+        record["kid"], record["kid_std"] = _finite(kid), _finite(kid_std)
+        # Equal counts: the kept rows are in random order, so a prefix is a random subset.
         equal = min(len(reference.activations), len(candidate.activations))
-        record["precision"], record["recall"] = metrics.precision_recall(
-            reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K
-        )
+        record["precision"] = record["recall"] = None  # Undefined with k or fewer rows.
+        if equal > PRECISION_RECALL_K:
+            record["precision"], record["recall"] = metrics.precision_recall(
+                reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K
+            )
         record.update(reference=reference.source, reference_count=reference.count)
     else:
         record.update(fid=0.0, kid=None, kid_std=None, precision=None, recall=None)  # The reference itself.
@@ -277,6 +288,10 @@ def quality(candidate, reference=None, score_name="inception_score"):
             "the Inception Score needs the full Inception's logits (TF-Hub tfgan/eval/inception/1)"
         )
     return record
+
+
+def _finite(value):
+    return float(value) if np.isfinite(value) else None
 
 
 def score_name_of(classifier):

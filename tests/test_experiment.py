@@ -415,3 +415,12 @@ def test_a_batch_larger_than_the_data_stops_before_any_stage(tiny_mnist, tmp_pat
     with pytest.raises(ValueError, match="batch_size=64 is larger than mnist 'train' \\(40 images\\)"):
         experiment.run(config)
     assert not stage_files(tmp_path / "run")
+
+
+def test_config_refuses_what_it_cannot_run(tiny_mnist, tmp_path):
+    with pytest.raises(ValueError, match="a .tflite generator can be scored .* but not distilled"):
+        tiny_config(tiny_mnist, tmp_path, teacher_path="student_int8.tflite")
+    with pytest.raises(ValueError, match="image_size in \\(32, 64\\)"):
+        tiny_config(tiny_mnist, tmp_path, dataset="images", image_size=48)
+    with pytest.raises(ValueError, match="applies to dataset='images' only"):
+        tiny_config(tiny_mnist, tmp_path, image_size=32)

@@ -147,12 +147,17 @@ def test_reference_is_the_whole_split_cached_with_its_moments(tiny_mnist):
     assert first.preprocessing == data.PREPROCESSING_VERSION and "mnist" in first.fingerprint
 
 
-def test_reference_subset_is_seeded_random_not_the_first_images(tiny_mnist):
+def test_reference_subset_is_seeded_random_not_the_first_images(tiny_mnist, tmp_path):
     data_dir, train, _ = tiny_mnist
     classifier = _CountingClassifier()
     subset = scoring.dataset_statistics(classifier, "mnist", "train", reference_samples=10, data_dir=data_dir)
-    again = scoring.dataset_statistics(classifier, "mnist", "train", reference_samples=10, data_dir=data_dir, cache_dir=None)
+    calls = classifier.calls
+    # Computed anew in another cache: the same seeded subset.
+    again = scoring.dataset_statistics(classifier, "mnist", "train", reference_samples=10, data_dir=data_dir, cache_dir=str(tmp_path))
+    assert classifier.calls > calls
     np.testing.assert_array_equal(subset.activations, again.activations)
+    other_seed = scoring.dataset_statistics(classifier, "mnist", "train", reference_samples=10, data_dir=data_dir, seed=1)
+    assert not np.array_equal(np.sort(subset.activations, 0), np.sort(other_seed.activations, 0))
     stored = np.concatenate([b for b in scoring.real_batches("mnist", "train", data_dir=data_dir)])[:, :, :, 0]
     first_ten = stored.reshape(40, -1)[:10, :4]
     assert subset.count == 10 and not np.allclose(np.sort(subset.activations, 0), np.sort(first_ten, 0))
@@ -173,6 +178,19 @@ def test_statistics_cache_follows_preprocessing_and_network(tiny_mnist, monkeypa
     assert classifier.calls > calls
 
 
+def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan():
+    rows = np.repeat(np.arange(40, dtype=np.float32)[:, None], 4, axis=1)  # Sorted, as folders by class are.
+    images = rows.reshape(40, 2, 2, 1) / 40.0
+    fields = scoring.run_classifier(lambda batch: (batch.reshape(len(batch), -1), None), np.array_split(images, 4), 40, keep=30)
+    kept = fields["activations"][:, 0]
+    assert len(kept) == 30 and len(set(kept)) == 30 and not np.all(np.diff(kept) > 0)
+    tiny = scoring.ImageStatistics(rows[:3].mean(0), np.cov(rows[:3] + np.eye(3, 4), rowvar=False), 3, rows[:3], "net", "tiny")
+    big = scoring.ImageStatistics(rows.mean(0), np.cov(rows + np.eye(40, 4), rowvar=False), 40, rows, "net", "big")
+    record = scoring.quality(tiny, big)
+    assert record["precision"] is None and record["recall"] is None and record["kid_std"] is None
+    json.dumps(record, allow_nan=False)  # Valid JSON: no NaN anywhere.
+
+
 def test_statistics_file_round_trip_and_refusals(tmp_path):
     rows = np.random.default_rng(0).normal(size=(30, 4))
     stats = scoring.ImageStatistics(rows.mean(0), np.cov(rows, rowvar=False), 30, rows.astype(np.float32), "net", "rows", "fp", "1", None, 12.5)
@@ -186,6 +204,8 @@ def test_statistics_file_round_trip_and_refusals(tmp_path):
     other = scoring.ImageStatistics(rows.mean(0), np.cov(rows, rowvar=False), 30, rows, "other-net", "rows")
     with pytest.raises(InputError, match="different networks"):
         scoring.quality(other, stats)
+    with pytest.raises(InputError, match="saved as .npz"):
+        stats.save(str(tmp_path / "s.stats"))
 
 
 # ---------------------------------------------------------------- folders and archives
