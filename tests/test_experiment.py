@@ -424,3 +424,18 @@ def test_config_refuses_what_it_cannot_run(tiny_mnist, tmp_path):
         tiny_config(tiny_mnist, tmp_path, dataset="images", image_size=48)
     with pytest.raises(ValueError, match="applies to dataset='images' only"):
         tiny_config(tiny_mnist, tmp_path, image_size=32)
+
+
+def test_a_failed_export_verification_keeps_the_report(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan import export
+
+    def failing(generator, path, quantization="none", **kwargs):
+        raise export.VerificationError(f"{path} ({quantization}) does not reproduce the Keras generator")
+
+    monkeypatch.setattr(export, "verify_tflite", failing)
+    config = tiny_config(tiny_mnist, tmp_path / "run", export=("tflite",))
+    with pytest.raises(export.VerificationError, match="student_mse_d1.*the report is written"):
+        experiment.run(config)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "does not reproduce" in results["export"]["student_mse_d1"]["error"]
+    assert (tmp_path / "run" / "report.md").is_file()
