@@ -21,6 +21,7 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
+from kd_gan import data
 from kd_gan.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -43,16 +44,6 @@ def decode_image(name, encoded):
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"Cannot decode image {name!r}: {message}.") from None
     return image.numpy()
-
-
-def center_crop_resize(image, size):
-    """The central square of `image` resized to `size` x `size` (bilinear, antialiased), uint8."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = tf.convert_to_tensor(image[top : top + side, left : left + side])
-    resized = tf.image.resize(square, (size, size), method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
 
 
 class ImageSource:
@@ -97,14 +88,13 @@ class ImageSource:
 
     def fingerprint(self):
         """sha256 of the images' names and bytes (of the archive file itself for a tar)."""
-        digest = hashlib.sha256()
         if self.is_archive:
-            with open(self.path, "rb") as file:
-                for block in iter(lambda: file.read(1 << 22), b""):
-                    digest.update(block)
-        else:
-            for name, encoded in self.read(self.names):
-                digest.update(name.encode() + b"\0" + hashlib.sha256(encoded).digest())
+            from kd_gan.classifiers import file_digest
+
+            return file_digest(self.path)
+        digest = hashlib.sha256()
+        for name, encoded in self.read(self.names):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(encoded).digest())
         return digest.hexdigest()
 
     def select(self, num_samples=None, seed=0):
@@ -149,7 +139,7 @@ class ImageSource:
         for name, encoded in self.read(names):
             image = decode_image(os.path.join(self.path, name), encoded)
             if image_size:
-                image = center_crop_resize(image, image_size)
+                image = data.center_crop_resize(image, image_size, crop_fraction=1.0).numpy()
             elif first is None:
                 first = (name, image.shape)
             elif image.shape != first[1]:

@@ -112,15 +112,19 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
     interactive = sys.stdout.isatty()
     progress = keras.utils.Progbar(num_samples, unit_name=description, verbose=1 if interactive else 2)
     next_report = num_samples // 10  # In logs (no live bar): a line every 10%.
-    kept_rows = set(np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)) if num_samples > keep else None
+    kept_rows = np.ones(num_samples, bool)
+    if num_samples > keep:
+        kept_rows[:] = False
+        kept_rows[np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)] = True
     moments, kept, logits, sharpness, count = None, [], [], 0.0, 0
     for batch in batches:
         batch_activations, batch_logits = classifier(batch)
         if moments is None:
             moments = metrics.Moments(batch_activations.shape[-1])
         moments.update(batch_activations)
-        rows = range(count, count + len(batch))
-        kept.append(batch_activations if kept_rows is None else batch_activations[np.array([i in kept_rows for i in rows], bool)])
+        if count + len(batch) > num_samples:
+            raise InputError(f"Expected {num_samples} {description}; the batches hold more.")
+        kept.append(batch_activations[kept_rows[count : count + len(batch)]])
         if batch_logits is not None:
             logits.append(batch_logits)
         sharpness += metrics.variance_of_laplacian(batch) * len(batch)
@@ -214,7 +218,8 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
 
     source_images = ImageSource(path)
     names = source_images.select(num_samples, seed)  # Checks the count before any work.
-    fingerprint = source_images.fingerprint()
+    # The content fingerprint keys the cache; uncached statistics skip reading every file twice.
+    fingerprint = source_images.fingerprint() if cache else ""
     source = f"{os.path.abspath(path)} ({len(names):,} of {len(source_images):,} images)"
 
     def compute():

@@ -1,0 +1,245 @@
+"""The experiment's settings: `ExperimentConfig`, presets, and the refusal of a
+folder that holds a run with other settings.
+
+The library takes this frozen object, built by keyword; flags live only in
+`run_experiment.py`.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Optional, Tuple
+
+import numpy as np
+
+from kd_gan import data, distill, gan
+from kd_gan import export as export_lib
+from kd_gan.distribute import STRATEGIES
+
+LOSS_CHOICES = ("mse", "joint", "both")
+
+# Presets fill config fields; explicit flags override them. Sample counts:
+# FID depends on them, so compare runs only at equal counts.
+PRESETS = {
+    # MNIST end to end in 10 min 14 s on a 2-core CPU (measured, README), 2 min 16 s
+    # of it training the MNIST classifier the package now ships; CIFAR-10 18.5 min,
+    # CelebA 14 min; 500 Inception samples per model for cifar10 / celeb_a (~20-30 s
+    # each here) against the whole training split (its statistics computed once).
+    "quick": dict(
+        teacher_depths=(16, 32), student_depths=(1, 2, 4), teacher_epochs=3, student_epochs=3,
+        eval_samples={"mnist": 10_000, "cifar10": 500, "celeb_a": 500},
+    ),
+    # The paper's scale, for a GPU: several teachers, a wide sweep of student
+    # sizes, 10,000 samples per FID (the paper's epochs are not known to us).
+    "paper": dict(
+        teacher_depths=(32, 64, 128), student_depths=(1, 2, 4, 8, 16), teacher_epochs=25, student_epochs=25,
+        eval_samples=10_000,
+    ),
+}
+# Latent size per data set in the presets: 32 lets MNIST reach the paper's
+# 1669:1 (teacher d=128 vs student d=1: 1,696:1); 128 for the colour sets.
+PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128, "images": 128}
+
+# Fields that may change between runs in one output folder: they do not
+# change what the finished stages trained (evaluation and export are redone).
+RERUNNABLE_FIELDS = frozenset(
+    {
+        "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
+        "grid_columns", "verbose",
+    }
+)
+# What `overwrite` deletes: only what a run writes.
+OUTPUTS = (
+    "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
+    "report.md", "samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
+    "heldout_z.npy", "teacher_evaluation.json", "workers",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Every hyper-parameter of a run; built by keyword, validated on creation.
+
+    Attributes:
+        dataset: "mnist", "cifar10", "celeb_a", or "images" (your own folder
+            or tar of PNG/JPEG as `data_dir`, at `image_size`).
+        loss: student loss: "mse", "joint" or "both" (a student of each).
+        output_dir: folder for models, samples and the report.
+        data_dir: local data (tfds data dir or original files); None uses
+            `$KD_GAN_DATA_DIR`, then tfds' download.
+        image_size: 32 or 64 for dataset "images" (centre crop and resize,
+            RGB); None for the named data sets.
+        teacher_path: distil this generator (`.keras` or SavedModel) instead of
+            training teachers.
+        teacher_depths: depth scale factors d of the teacher candidates; the
+            best by FID (score as tie-break) is distilled.
+        student_depths: d of the students and of their scratch baselines.
+        latent_dim: size of z.
+        batch_size: global images (or latent vectors) per step, split over
+            the replicas of the strategy.
+        teacher_epochs: GAN epochs of each teacher candidate.
+        student_epochs: epochs of every student and scratch baseline (equal
+            budgets, so the comparison is fair).
+        steps_per_epoch: steps per epoch; None means one pass over the data
+            (rounded down to a multiple of 10, the steps run per execution).
+        learning_rate: Adam learning rate of the GANs' generators and of every
+            discriminator (beta_1 = 0.5, DCGAN).
+        student_learning_rate: Adam learning rate of the distilled students
+            (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
+        mse_weight: weight of the MSE term in the joint loss.
+        seed: seed of weights, data order and latent draws.
+        grid_columns: samples per row in the grids.
+        eval_samples: generated images per model for the metrics (FID depends
+            on it: compare only at equal counts). None: 10,000 for mnist (a small
+            CNN scores them in seconds), 1,000 for cifar10 / celeb_a (the
+            Inception runs at ~25 images/s on a 2-core CPU). 0 skips evaluation
+            (then only one teacher depth can be given: nothing to select by).
+        reference_samples: real images the FID reference is computed from:
+            None (the standard protocol) for every image of the reference split
+            (MNIST test, CIFAR-10 / CelebA train), cached once; N for a seeded
+            random subset of N.
+        inception_path: local FID Inception SavedModel; None: `$KD_GAN_INCEPTION`,
+            else TF-Hub.
+        export: formats to export every student to: "tflite", "saved_model"
+            (files under `export/`, sizes and errors in results.json).
+        quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
+        strategy: "default" (one device), "mirrored" (all local GPUs, or all
+            logical CPUs when there is no GPU) or "multi_worker"
+            (MultiWorkerMirroredStrategy, cluster from `$TF_CONFIG`).
+        preset: name of the preset the values came from (recorded only).
+        verbose: Keras verbosity (1 progress bar, 2 one line per epoch).
+    """
+
+    dataset: str = "mnist"
+    loss: str = "mse"
+    output_dir: str = "runs/mnist_mse"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    teacher_path: Optional[str] = None
+    teacher_depths: Tuple[int, ...] = (32,)
+    student_depths: Tuple[int, ...] = (2,)
+    latent_dim: int = 128
+    batch_size: int = 64
+    teacher_epochs: int = 3
+    student_epochs: int = 3
+    steps_per_epoch: Optional[int] = None
+    learning_rate: float = gan.DEFAULT_LEARNING_RATE
+    student_learning_rate: float = 1e-3
+    mse_weight: float = 1.0
+    seed: int = 0
+    grid_columns: int = 8
+    eval_samples: Optional[int] = None
+    reference_samples: Optional[int] = None
+    inception_path: Optional[str] = None
+    export: Tuple[str, ...] = ()
+    quantization: Tuple[str, ...] = ("none",)
+    strategy: str = "default"
+    preset: Optional[str] = None
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
+        data.image_shape(self.dataset, self.image_size)  # "images" needs 32 or 64; the others their own size.
+        if self.teacher_path and self.teacher_path.endswith(".tflite"):
+            raise ValueError(
+                f"teacher_path={self.teacher_path!r}: a .tflite generator can be scored "
+                "(python -m kd_gan.evaluate --generator=...) but not distilled; give its .keras file or SavedModel."
+            )
+        if self.dataset == data.IMAGES and not self.data_dir:
+            raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
+        if self.loss not in LOSS_CHOICES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {STRATEGIES}.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
+        for name in ("teacher_depths", "student_depths"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be a non-empty tuple of distinct integers. Received: {name}={values!r}")
+            for value in values:
+                _check_at_least(name, value, 1)
+        for name in ("latent_dim", "batch_size", "grid_columns"):
+            _check_at_least(name, getattr(self, name), 1)
+        for name in ("teacher_epochs", "student_epochs"):
+            _check_at_least(name, getattr(self, name), 0)
+        if self.steps_per_epoch is not None:
+            _check_at_least("steps_per_epoch", self.steps_per_epoch, 1)
+        if self.eval_samples is not None:
+            _check_at_least("eval_samples", self.eval_samples, 0)
+        if self.reference_samples is not None:
+            _check_at_least("reference_samples", self.reference_samples, 2)
+        if self.eval_samples == 0 and len(self.teacher_depths) > 1 and not self.teacher_path:
+            raise ValueError(
+                f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
+                "be > 0 (or give a single teacher depth)."
+            )
+        for name in ("learning_rate", "student_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
+        if not self.mse_weight >= 0:
+            raise ValueError(f"mse_weight must be >= 0. Received: mse_weight={self.mse_weight}")
+        for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
+            values = getattr(self, name)
+            if isinstance(values, str) or any(v not in allowed for v in values):
+                raise ValueError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
+        if not self.output_dir:
+            raise ValueError("output_dir must be a non-empty path.")
+
+    @property
+    def losses(self):
+        """The student losses this run trains."""
+        return distill.LOSSES if self.loss == "both" else (self.loss,)
+
+
+def preset_values(name, dataset):
+    """Config values of preset `name` for `dataset` (explicit settings override them)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
+    values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
+    if isinstance(values["eval_samples"], dict):
+        values["eval_samples"] = values["eval_samples"][dataset]
+    return values
+
+
+def build_config(preset=None, **values):
+    """An `ExperimentConfig` from `preset`'s values (if any), overridden by `values`."""
+    merged = preset_values(preset, values.get("dataset", ExperimentConfig.dataset)) if preset else {}
+    merged.update(values)
+    return ExperimentConfig(**merged)
+
+
+def _check_at_least(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be integers >= {minimum}. Received: {name} with {value!r}")
+
+
+def check_output_dir(config, overwrite=False):
+    """Refuses a folder holding a run with another configuration; `overwrite` clears it."""
+    path = os.path.join(config.output_dir, "config.json")
+    if overwrite:
+        for name in OUTPUTS:
+            target = os.path.join(config.output_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+        return
+    if not os.path.isfile(path):
+        return
+    with open(path) as file:
+        previous = json.load(file)
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
+    changed = {
+        key: (previous.get(key), value)
+        for key, value in current.items()
+        if key not in RERUNNABLE_FIELDS and previous.get(key) != value
+    }
+    if changed:
+        listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
+        raise ValueError(
+            f"{config.output_dir!r} holds a run with another configuration ({listing}). Use another "
+            "--output_dir, the same settings to resume it, or --overwrite to delete it and start again."
+        )
