@@ -8,6 +8,11 @@ Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2):
 * `loss="joint"`: the student's ordinary (non-saturating) GAN loss against its
   own discriminator trained on real images, plus `mse_weight` times the MSE
   term. The discriminator learns alongside.
+
+Either scheme also trains on stored teacher outputs: batches
+`{"z": z, "teacher_images": teacher(z)}` (and `"image"`: real images, for
+the joint loss) from `kd_gan.teacher_cache.TeacherCache`, which skips the
+teacher's forward pass, the bulk of an MSE step.
 """
 
 import keras
@@ -194,12 +199,14 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
 
         Args:
             student_optimizer: optimizer of the student.
-            d_optimizer: optimizer of the discriminator (joint loss only).
+            d_optimizer: optimizer of the discriminator (joint loss only). Each
+                is wrapped in a `LossScaleOptimizer` when its network computes
+                in float16.
             steps_per_execution: train steps per call of the compiled function;
                 default 10 on one device, 1 under a multi-replica strategy.
             **kwargs: passed to `keras.Model.compile`.
         """
-        self.student_optimizer = student_optimizer or gan.default_optimizer()
+        self.student_optimizer = gan.loss_scaled(student_optimizer or gan.default_optimizer(), self.student)
         super().compile(
             optimizer=self.student_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution),
@@ -208,7 +215,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only: never the teacher.
         self.student_optimizer.build(self.student.trainable_variables)
         if self.loss_name == "joint":
-            self.d_optimizer = d_optimizer or gan.default_optimizer()
+            self.d_optimizer = gan.loss_scaled(d_optimizer or gan.default_optimizer(), self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def get_compile_config(self):
@@ -249,22 +256,32 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
                 raise ValueError(
                     f"Latent batches must have shape (batch, {self.latent_dim}); got {tuple(data.shape)}."
                 )
-            return tf.cast(data, self.compute_dtype)
+            return tf.cast(data, tf.float32)  # Layers cast z to their compute dtype.
         step = self.student_optimizer.iterations if step is None else step
         return gan.sample_latents(tf.shape(data)[0], self.latent_dim, self.seed, step)
+
+    def _pairs(self, data):
+        """z and the teacher's images of a training batch.
+
+        A batch with `teacher_images` (a dict from `TeacherCache.dataset`)
+        brings both; otherwise z is taken from the batch or drawn, and the
+        teacher runs on it.
+        """
+        if isinstance(data, dict) and "teacher_images" in data:
+            return tf.cast(data["z"], tf.float32), tf.cast(data["teacher_images"], tf.float32)
+        z = self._latents(data)
+        return z, tf.stop_gradient(self._teacher_images(z))
 
     def train_step(self, data):
         if self.loss_name == "joint":
             return self._joint_step(data)
-        # Draw z (or take it from the batch) and the frozen teacher's images.
-        z = self._latents(data)
-        teacher_images = tf.stop_gradient(self._teacher_images(z))
+        # z and the frozen teacher's images: cached pairs, or drawn and run now.
+        z, teacher_images = self._pairs(data)
         # Step the student towards the teacher's images.
         with tf.GradientTape() as tape:
             mse = gan.pixel_mse(teacher_images, self.student(z, training=True))
-            loss = gan.average_loss(mse)
-        weights = self.student.trainable_variables
-        self.student_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+            loss = self.student_optimizer.scale_loss(gan.average_loss(mse))
+        gan.minimize(tape, loss, self.student_optimizer, self.student)
         self.mse_tracker.update_state(mse)
         return gan.step_logs(self)
 
@@ -275,9 +292,8 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
                 f"loss='joint' needs batches of real images (batch, height, width, channels); "
                 f"got a batch of shape {tuple(real_images.shape)}."
             )
-        # Draw z and the frozen teacher's images for it.
-        z = self._latents(real_images)
-        teacher_images = tf.stop_gradient(self._teacher_images(z))
+        # z and the frozen teacher's images: cached pairs, or drawn and run now.
+        z, teacher_images = self._pairs(data)
         # Simultaneous step of student and discriminator; the student's loss adds the MSE term.
         losses = gan.adversarial_update(
             self.student,

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import images as images_lib
+from kd_gan import precision
 from kd_gan.distill import latent_size
 
 SIGNATURE = "generate"
@@ -103,7 +104,7 @@ def export_saved_model(generator, path, batch_size=None):
     images = generate(z=tf.random.normal((4, 128)))["image"]
     ```
     """
-    module = _Serving(generator, batch_size)
+    module = _Serving(precision.float32_copy(generator), batch_size)  # Trained in any precision, served in float32.
     tf.saved_model.save(module, path, signatures=module.signatures())
     return path
 
@@ -175,6 +176,7 @@ def export_tflite(
             (`TOLERANCES`) against Keras on held-out z.
     """
     _check_quantization(quantization)
+    generator = precision.float32_copy(generator)  # Trained in any precision, converted from float32.
     with tempfile.TemporaryDirectory() as saved_model_dir:
         export_saved_model(generator, saved_model_dir, batch_size=batch_size)
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)

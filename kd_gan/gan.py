@@ -65,19 +65,43 @@ def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE):
 
 
 def discriminator_loss(real_logits, fake_logits):
-    """Per-example discriminator loss -log D(x) - log(1 - D(G(z)))."""
+    """Per-example discriminator loss -log D(x) - log(1 - D(G(z))), in float32."""
+    real_logits, fake_logits = tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32)
     return tf.reshape(tf.nn.softplus(-real_logits) + tf.nn.softplus(fake_logits), [-1])
 
 
 def generator_loss(fake_logits):
-    """Per-example non-saturating generator loss -log D(G(z)) (Goodfellow et al., 2014)."""
-    return tf.reshape(tf.nn.softplus(-fake_logits), [-1])
+    """Per-example non-saturating generator loss -log D(G(z)) (Goodfellow et al., 2014), in float32."""
+    return tf.reshape(tf.nn.softplus(-tf.cast(fake_logits, tf.float32)), [-1])
 
 
 def pixel_mse(target_images, images):
-    """Per-example mean squared pixel error (the paper's MSE distillation term)."""
-    target_images = tf.cast(target_images, images.dtype)
+    """Per-example mean squared pixel error (the paper's MSE distillation term), in float32
+    whatever precision the images come in."""
+    target_images, images = tf.cast(target_images, tf.float32), tf.cast(images, tf.float32)
     return tf.reduce_mean(tf.square(images - target_images), axis=[1, 2, 3])
+
+
+def loss_scaled(optimizer, network):
+    """`optimizer`, wrapped in a `LossScaleOptimizer` when `network` computes in float16.
+
+    What `keras.Model.compile` does for its one optimizer under "mixed_float16":
+    float16 gradients of small losses underflow to zero without loss scaling.
+    The train steps scale each loss with `optimizer.scale_loss`; the wrapper
+    unscales the gradients (and skips steps whose gradients are not finite).
+    """
+    if network.dtype_policy.compute_dtype == "float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def minimize(tape, loss, optimizer, network):
+    """One optimizer step of `network` on `loss`, whose scaling (`scale_loss`)
+    was recorded on `tape`: the float16 path of Keras' own `train_step`."""
+    weights = network.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
 
 
 def images_from_batch(data):
@@ -157,14 +181,11 @@ def adversarial_update(
         if target_images is not None:
             losses["mse"] = pixel_mse(target_images, fake_images)
             losses["student_loss"] = g_objective = losses["g_loss"] + mse_weight * losses["mse"]
-        d_total = average_loss(losses["d_loss"])
-        g_total = average_loss(g_objective)
-    d_weights = discriminator.trainable_variables
-    g_weights = generator.trainable_variables
-    g_gradients = g_tape.gradient(g_total, g_weights)
-    d_gradients = d_tape.gradient(d_total, d_weights)
-    g_optimizer.apply_gradients(zip(g_gradients, g_weights))
-    d_optimizer.apply_gradients(zip(d_gradients, d_weights))
+        # Scaled for float16 (a no-op otherwise); the optimizers unscale.
+        d_total = d_optimizer.scale_loss(average_loss(losses["d_loss"]))
+        g_total = g_optimizer.scale_loss(average_loss(g_objective))
+    minimize(g_tape, g_total, g_optimizer, generator)
+    minimize(d_tape, d_total, d_optimizer, discriminator)
     return losses
 
 
@@ -235,13 +256,14 @@ class GAN(ExactStepsMixin, keras.Model):
 
         Args:
             g_optimizer: optimizer of the generator.
-            d_optimizer: optimizer of the discriminator.
+            d_optimizer: optimizer of the discriminator. Each is wrapped in a
+                `LossScaleOptimizer` when its network computes in float16.
             steps_per_execution: train steps per call of the compiled function;
                 default 10 on one device, 1 under a multi-replica strategy.
             **kwargs: passed to `keras.Model.compile`.
         """
-        self.g_optimizer = g_optimizer or default_optimizer()
-        self.d_optimizer = d_optimizer or default_optimizer()
+        self.g_optimizer = loss_scaled(g_optimizer or default_optimizer(), self.generator)
+        self.d_optimizer = loss_scaled(d_optimizer or default_optimizer(), self.discriminator)
         super().compile(
             optimizer=self.g_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution),

@@ -27,6 +27,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from kd_gan import precision
+
 KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
 BASE_SIZE = 4  # Spatial size of the first generator feature map.
 
@@ -132,11 +134,15 @@ class Generator(_LayerStack):
 
         sizes = generator_layout(self.image_shape[0])
         widths = _widths(self.depth, len(sizes) - 1)
+        # Every layer computes under the model's dtype policy (a serialized
+        # `dtype` argument, e.g. "mixed_bfloat16"); the tanh output stays float32
+        # under a mixed policy, so losses and metrics see float32 images.
+        dtype = self.dtype_policy
         self.network = [
-            layers.Dense(sizes[0] * sizes[0] * widths[0], use_bias=False, name="project"),
-            layers.BatchNormalization(synchronized=True, name="project_norm"),
-            layers.ReLU(name="project_relu"),
-            layers.Reshape((sizes[0], sizes[0], widths[0]), name="to_feature_map"),
+            layers.Dense(sizes[0] * sizes[0] * widths[0], use_bias=False, name="project", dtype=dtype),
+            layers.BatchNormalization(synchronized=True, name="project_norm", dtype=dtype),
+            layers.ReLU(name="project_relu", dtype=dtype),
+            layers.Reshape((sizes[0], sizes[0], widths[0]), name="to_feature_map", dtype=dtype),
         ]
         # One stride-2 transposed conv per size step; the last one emits the image.
         for stage, (size, previous) in enumerate(zip(sizes[1:], sizes[:-1]), start=1):
@@ -149,18 +155,19 @@ class Generator(_LayerStack):
                     padding="same",
                     use_bias=is_output,
                     name="to_image" if is_output else f"upsample_{stage}",
+                    dtype=dtype,
                 )
             )
             if 2 * previous > size:
                 self.network.append(
                     layers.Cropping2D(((0, 2 * previous - size), (0, 2 * previous - size)),
-                                      name=f"crop_{stage}")
+                                      name=f"crop_{stage}", dtype=dtype)
                 )
             if is_output:
-                self.network.append(layers.Activation("tanh", name="tanh"))
+                self.network.append(layers.Activation("tanh", name="tanh", dtype=precision.output_dtype(dtype)))
             else:
-                self.network.append(layers.BatchNormalization(synchronized=True, name=f"norm_{stage}"))
-                self.network.append(layers.ReLU(name=f"relu_{stage}"))
+                self.network.append(layers.BatchNormalization(synchronized=True, name=f"norm_{stage}", dtype=dtype))
+                self.network.append(layers.ReLU(name=f"relu_{stage}", dtype=dtype))
         # Batch norm is synchronized across replicas under tf.distribute, so a
         # mirrored run normalises over the global batch like a single device
         # (without a strategy it is plain batch norm, at no extra cost).
@@ -208,14 +215,15 @@ class Discriminator(_LayerStack):
         self.image_shape = _validate_image_shape(image_shape)
         self.depth = _validate_depth(depth)
         num_stages = len(generator_layout(self.image_shape[0])) - 1
+        dtype = self.dtype_policy  # As in Generator; the logit is float32 under a mixed policy.
         self.network = []
         for stage, width in enumerate(reversed(_widths(self.depth, num_stages)), start=1):
             self.network.append(
-                layers.Conv2D(width, KERNEL_SIZE, strides=2, padding="same", name=f"downsample_{stage}")
+                layers.Conv2D(width, KERNEL_SIZE, strides=2, padding="same", name=f"downsample_{stage}", dtype=dtype)
             )
-            self.network.append(layers.LeakyReLU(0.2, name=f"leaky_relu_{stage}"))
-        self.network.append(layers.Flatten(name="flatten"))
-        self.network.append(layers.Dense(1, name="logit"))
+            self.network.append(layers.LeakyReLU(0.2, name=f"leaky_relu_{stage}", dtype=dtype))
+        self.network.append(layers.Flatten(name="flatten", dtype=dtype))
+        self.network.append(layers.Dense(1, name="logit", dtype=precision.output_dtype(dtype)))
         self.build((None,) + self.image_shape)
 
     def compute_output_shape(self, input_shape):
@@ -243,7 +251,8 @@ def compression_ratio(teacher, student):
 def load_generator(path, call_endpoint="serving_default"):
     """Loads a generator saved as `.keras` file, a SavedModel folder or a `.tflite` file.
 
-    `.keras` files are loaded with `safe_mode=True`. A `.tflite` file becomes an
+    `.keras` files are loaded with `safe_mode=True`, as float32 models whatever
+    precision they were trained in. A `.tflite` file becomes an
     `export.TFLiteGenerator` (LiteRT; for scoring the shipped file, not for training). A SavedModel is wrapped
     in a `keras.layers.TFSMLayer` calling `call_endpoint`; use it as a
     (frozen) teacher.
@@ -263,7 +272,8 @@ def load_generator(path, call_endpoint="serving_default"):
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No .keras generator file at {path!r}.")
-        return keras.saving.load_model(path, safe_mode=True)
+        # Float32 whatever it was trained in (a mixed-precision model keeps float32 weights).
+        return precision.float32_copy(keras.saving.load_model(path, safe_mode=True))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         layer = layers.TFSMLayer(path, call_endpoint=call_endpoint, trainable=False)
         # The size of z, from the endpoint's one (batch, latent_dim) input.

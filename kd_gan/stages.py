@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import distill, models
+from kd_gan import distill, models, precision
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -123,7 +123,7 @@ class Stage:
             "history": {key: [float(v) for v in values] for key, values in history.items()},
             "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
         }
-        generator.save(self.model_path)
+        precision.float32_copy(generator).save(self.model_path)  # Ships in float32 whatever it trained in.
         write_json(self.record_path, record)
         logging.info("Stage %s finished in %.0f s: %s", self.name, record["wall_time_s"], self.model_path)
         return record

@@ -1,0 +1,144 @@
+"""Mixed-precision training: float32 variables and losses, loss scaling under
+float16, float32 copies for saving and export, the hardware check."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import changed, weights_of
+
+from kd_gan import GAN, Discriminator, Distiller, Generator, gan, load_generator, precision
+from kd_gan.errors import InputError
+
+SHAPE = (8, 8, 1)
+LATENT = 4
+
+
+def generator(depth=1, dtype=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return Generator(LATENT, SHAPE, depth, dtype=dtype)
+
+
+def real_images(count=4):
+    images = np.random.default_rng(0).uniform(-1, 1, (count, *SHAPE)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(images).batch(2).repeat()
+
+
+def test_policy_names_and_unknown_precision():
+    assert [precision.policy(p) for p in precision.PRECISIONS] == ["float32", "mixed_bfloat16", "mixed_float16"]
+    with pytest.raises(InputError, match=r"precision 'int4'.*float32"):
+        precision.policy("int4")
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_models_keep_float32_weights_and_output(dtype):
+    g = generator(2, dtype)
+    d = Discriminator(SHAPE, 2, dtype=dtype)
+    assert {layer.dtype_policy.name for layer in g.network[:-1]} == {dtype}
+    assert all(weight.dtype == "float32" for weight in g.weights + d.weights)
+    images = g(tf.zeros((2, LATENT)), training=False)
+    assert images.dtype == tf.float32  # The tanh output layer stays float32.
+    assert d(images).dtype == tf.float32
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_gan_step_trains_with_float32_variables_and_losses(dtype):
+    model = GAN(generator(1, dtype), Discriminator(SHAPE, 1, dtype=dtype))
+    model.compile()
+    before_g, before_d = weights_of(model.generator), weights_of(model.discriminator)
+    losses = gan.adversarial_update(
+        model.generator, model.discriminator, model.g_optimizer, model.d_optimizer,
+        tf.zeros((2, *SHAPE)), tf.random.normal((2, LATENT)),
+    )
+    assert all(value.dtype == tf.float32 for value in losses.values())
+    assert changed(before_g, model.generator) and changed(before_d, model.discriminator)
+    assert all(weight.dtype == "float32" for weight in model.generator.weights)
+    history = model.fit(real_images(), epochs=1, steps_per_epoch=2, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in history.values())
+
+
+def test_mixed_distiller_moves_the_student_only():
+    teacher, student = generator(2, "mixed_bfloat16", seed=1), generator(1, "mixed_bfloat16")
+    distiller = Distiller(teacher, student, loss="joint", discriminator=Discriminator(SHAPE, 1, dtype="mixed_bfloat16"))
+    distiller.compile()
+    before_teacher, before_student = weights_of(teacher), weights_of(student)
+    logs = distiller.fit(real_images(), epochs=1, steps_per_epoch=2, verbose=0).history
+    assert not changed(before_teacher, teacher) and changed(before_student, student)
+    assert all(np.isfinite(v[-1]) for v in logs.values())
+
+
+def _underflowing_pair():
+    """A float16 student and a teacher 1e-6 from it: the MSE gradient at each
+    output (2e-6 / 64 pixels / batch 2 = 1.6e-8) is below float16's smallest
+    subnormal (6e-8)."""
+    student = generator(1, "mixed_float16")
+    return (lambda z: tf.stop_gradient(student(z, training=True)) + 1e-6), student
+
+
+def test_float16_gradients_underflow_without_loss_scaling():
+    teacher, student = _underflowing_pair()
+    z = tf.random.normal((2, LATENT), seed=1)
+    with tf.GradientTape() as tape:
+        loss = gan.average_loss(gan.pixel_mse(teacher(z), student(z, training=True)))
+    gradients = tape.gradient(loss, student.trainable_variables)
+    assert float(loss) > 0  # The premise: a real loss whose gradients vanish in float16.
+    assert all(not np.any(np.asarray(g)) for g in gradients)
+
+
+def test_float16_distiller_scales_the_loss_and_learns():
+    teacher, student = _underflowing_pair()
+    distiller = Distiller(teacher, student, loss="mse")
+    distiller.compile(student_optimizer=keras.optimizers.SGD(1.0))
+    assert isinstance(distiller.student_optimizer, keras.optimizers.LossScaleOptimizer)
+    trainable_before = [np.array(w) for w in student.trainable_weights]
+    distiller.fit(tf.data.Dataset.from_tensors(tf.random.normal((2, LATENT), seed=1)).repeat(), epochs=1,
+                  steps_per_epoch=1, verbose=0)
+    moved = [not np.array_equal(old, new.numpy()) for old, new in zip(trainable_before, student.trainable_weights)]
+    assert any(moved), "with loss scaling the float16 gradients survive and the student moves"
+
+
+def test_float16_gan_wraps_both_optimizers_once():
+    model = GAN(generator(1, "mixed_float16"), Discriminator(SHAPE, 1, dtype="mixed_float16"))
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam())
+    model.compile(g_optimizer=scaled)
+    assert model.g_optimizer is scaled
+    assert isinstance(model.d_optimizer, keras.optimizers.LossScaleOptimizer)
+    float32_gan = GAN(generator(1), Discriminator(SHAPE, 1))
+    float32_gan.compile()
+    assert not isinstance(float32_gan.g_optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_float32_copy_keeps_weights_and_saves_as_float32(tmp_path):
+    mixed = generator(2, "mixed_bfloat16")
+    copy = precision.float32_copy(mixed)
+    assert precision.float32_copy(copy) is copy
+    assert {layer.dtype_policy.name for layer in copy.network} == {"float32"}
+    for old, new in zip(mixed.weights, copy.weights):
+        np.testing.assert_array_equal(old.numpy(), new.numpy())
+    z = tf.random.normal((3, LATENT), seed=2)
+    np.testing.assert_allclose(copy(z), mixed(z), atol=0.05)  # bfloat16 keeps ~3 digits.
+    # A mixed model saved directly loads as float32 too.
+    mixed.save(tmp_path / "mixed.keras")
+    loaded = load_generator(tmp_path / "mixed.keras")
+    assert {layer.dtype_policy.name for layer in loaded.network} == {"float32"}
+    np.testing.assert_allclose(loaded(z), copy(z), atol=1e-6)
+    # Functional models are rebuilt layer by layer.
+    functional = keras.Sequential([keras.Input((LATENT,)), keras.layers.Dense(3, dtype="mixed_bfloat16")])
+    assert [layer.dtype_policy.name for layer in precision.float32_copy(functional).layers] == ["float32"]
+
+
+def test_with_policy_leaves_non_keras_teachers_alone():
+    def teacher(z):
+        return z
+
+    assert precision.with_policy(teacher, "mixed_bfloat16") is teacher
+
+
+def test_check_hardware_warns_where_the_precision_is_slow():
+    assert precision.check_hardware("bfloat16", flags={"avx512f"}, has_gpu=False) is not None
+    assert precision.check_hardware("bfloat16", flags={"avx512_bf16"}, has_gpu=False) is None
+    assert precision.check_hardware("bfloat16", flags={"amx_bf16"}, has_gpu=False) is None
+    assert precision.check_hardware("bfloat16", flags=set(), has_gpu=False) is None  # Unknown CPU: no claim.
+    assert precision.check_hardware("float16", flags={"avx512_bf16"}, has_gpu=False) is not None
+    assert precision.check_hardware("float16", flags=set(), has_gpu=True) is None
+    assert precision.check_hardware("float32", flags={"avx512f"}, has_gpu=False) is None
