@@ -13,6 +13,7 @@ from absl import app, flags, logging
 
 from kd_gan import data, experiment
 from kd_gan import export as export_lib
+from kd_gan import precision as precision_lib
 
 _DEFAULTS = experiment.ExperimentConfig()
 
@@ -42,6 +43,10 @@ flags.DEFINE_integer("reference_samples", None, "Real images of the FID referenc
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
 flags.DEFINE_list("export", [], "Export every student at the end: any of tflite, saved_model.")
 flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")
+flags.DEFINE_integer("teacher_cache", _DEFAULTS.teacher_cache, "0: students run the teacher on fresh z each step; N: they learn from N stored (z, teacher(z)) pairs per pool, filled once and shared.", lower_bound=0)
+flags.DEFINE_integer("cache_refresh_epochs", None, "With --teacher_cache: a fresh pool of pairs every this many student epochs (default: one pool).", lower_bound=1)
+flags.DEFINE_enum("cache_storage", _DEFAULTS.cache_storage, ["uint8", "float16"], "How cached teacher images are stored.")
+flags.DEFINE_enum("precision", _DEFAULTS.precision, list(precision_lib.PRECISIONS), "Training precision: float32, bfloat16 (CPUs with AMX/AVX512-BF16, recent GPUs) or float16 (GPUs, loss-scaled). Saved models are float32.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(experiment.STRATEGIES), "tf.distribute strategy: one device, all local GPUs (mirrored), or several machines (multi_worker, cluster from $TF_CONFIG).")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 

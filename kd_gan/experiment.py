@@ -24,6 +24,7 @@ samples.png, interpolation.png and the PNG plots.
 """
 
 import dataclasses
+import math
 import os
 import time
 import zlib
@@ -33,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, data, distill, gan, models, report
+from kd_gan import classifiers, data, distill, gan, models, precision, report
+from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
 from kd_gan.distribute import STRATEGIES, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
@@ -55,7 +57,10 @@ class Experiment:
         self.root = worker_output_dir(self.strategy, config.output_dir)
         self.image_shape = data.image_shape(config.dataset, config.image_size)
         self.heldout_z = heldout_latents(config)
+        self.policy = precision.policy(config.precision)  # Models train under it; saved in float32.
         self._steps = None
+        self._cache = None
+        self.cache_record = None
 
     # Data -----------------------------------------------------------------
 
@@ -107,14 +112,18 @@ class Experiment:
         config = self.config
         self.seed_stage(stage)
         with self.strategy.scope():
-            generator = models.Generator(config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator")
-            trainer = gan.GAN(generator, models.Discriminator(self.image_shape, stage.depth), seed=config.seed)
+            generator = self._generator(stage)
+            trainer = gan.GAN(generator, models.Discriminator(self.image_shape, stage.depth, dtype=self.policy), seed=config.seed)
             trainer.compile(
                 g_optimizer=gan.default_optimizer(config.learning_rate),
                 d_optimizer=gan.default_optimizer(config.learning_rate),
             )
-        return generator, stage.train(
-            trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z()
+        record = stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
+        return precision.float32_copy(generator), record  # As saved: scored and exported in float32.
+
+    def _generator(self, stage):
+        return models.Generator(
+            self.config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator", dtype=self.policy
         )
 
     def distil(self, stage, teacher):
@@ -124,12 +133,12 @@ class Experiment:
         joint = stage.loss == "joint"
         self.seed_stage(stage)
         with self.strategy.scope():
-            student = models.Generator(config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator")
+            student = self._generator(stage)
             trainer = distill.Distiller(
-                teacher,
+                precision.with_policy(teacher, self.policy),  # The frozen teacher computes in the run's precision too.
                 student,
                 loss=stage.loss,
-                discriminator=models.Discriminator(self.image_shape, stage.depth) if joint else None,
+                discriminator=models.Discriminator(self.image_shape, stage.depth, dtype=self.policy) if joint else None,
                 mse_weight=config.mse_weight,
                 seed=config.seed,
             )
@@ -137,11 +146,56 @@ class Experiment:
                 student_optimizer=gan.default_optimizer(config.student_learning_rate),
                 d_optimizer=gan.default_optimizer(config.learning_rate) if joint else None,
             )
-        # The MSE scheme needs no real data: it learns from fresh latent vectors.
-        stream = self.real_stream if joint else self.latent_stream
-        return student, stage.train(
-            trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z()
-        )
+        if config.teacher_cache:
+            stream = self._cached_stream(teacher, joint)
+        else:
+            # The MSE scheme needs no real data: it learns from fresh latent vectors.
+            stream = self.real_stream if joint else self.latent_stream
+        record = stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
+        return precision.float32_copy(student), record
+
+    def teacher_cache(self, teacher):
+        """The run's cache of the teacher's outputs, filled for every pool the students read.
+
+        Filled by the float32 teacher (the targets do not depend on the
+        training precision) once per run folder; its time goes to
+        `results.json` (`teacher_cache`).
+        """
+        config = self.config
+        if self._cache is None:
+            self._cache = teacher_cache_lib.TeacherCache(
+                os.path.join(self.root, "teacher_cache"), teacher, config.teacher_cache, config.latent_dim,
+                seed=config.seed, storage=config.cache_storage,
+            )
+            start = time.time()
+            written = self._cache.fill(self.cache_pools(), verbose=config.verbose)
+            self.cache_record = {
+                "pairs_per_pool": config.teacher_cache, "pools": self.cache_pools(), "storage": config.cache_storage,
+                "refresh_epochs": config.cache_refresh_epochs, "shards_written": written,
+                "fill_s": round(time.time() - start, 2),
+            }
+        return self._cache
+
+    def cache_pools(self):
+        refresh = self.config.cache_refresh_epochs
+        return max(1, math.ceil(self.config.student_epochs / refresh)) if refresh else 1
+
+    def _cached_stream(self, teacher, joint):
+        """`stream(skip_batches)` of cached pairs (and real batches for the joint loss)."""
+        cache = self.teacher_cache(teacher)
+        config = self.config
+        steps_per_pool = config.cache_refresh_epochs * self.steps_per_epoch() if config.cache_refresh_epochs else None
+
+        def stream(skip_batches=0):
+            tf.random.set_seed(config.seed)  # The pairs' order combines with TF's global seed.
+            pairs = cache.dataset(config.batch_size, self.cache_pools(), steps_per_pool, skip_batches)
+            if joint:
+                pairs = tf.data.Dataset.zip(self.real_stream(skip_batches), pairs).map(
+                    lambda real, pair: {**pair, "image": gan.images_from_batch(real)}
+                )
+            return shard_by_data(pairs)
+
+        return stream
 
     def grid_z(self):
         return self.heldout_z[: self.config.grid_columns]
@@ -159,6 +213,7 @@ class Experiment:
         write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
         np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         keras.utils.set_random_seed(config.seed)
+        precision.check_hardware(config.precision)
         # Read the data first: missing or corrupt files and a batch larger than
         # the split stop the run here, before anything trains.
         self.steps_per_epoch()
@@ -224,6 +279,7 @@ class Experiment:
             "eval_samples": evaluator.count if evaluator else 0,
             "heldout_z": "heldout_z.npy",
             "export": self._export(generators, entries),
+            "teacher_cache": self.cache_record,
             "config": dataclasses.asdict(config),
             "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},
         }

@@ -15,6 +15,8 @@ import numpy as np
 
 from kd_gan import data, distill, gan
 from kd_gan import export as export_lib
+from kd_gan import precision as precision_lib
+from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.distribute import STRATEGIES
 
 LOSS_CHOICES = ("mse", "joint", "both")
@@ -53,7 +55,7 @@ RERUNNABLE_FIELDS = frozenset(
 OUTPUTS = (
     "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
     "report.md", "samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
-    "heldout_z.npy", "teacher_evaluation.json", "workers",
+    "heldout_z.npy", "teacher_evaluation.json", "workers", "teacher_cache",
 )
 
 
@@ -104,6 +106,18 @@ class ExperimentConfig:
         export: formats to export every student to: "tflite", "saved_model"
             (files under `export/`, sizes and errors in results.json).
         quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
+        teacher_cache: 0 (students run the teacher on fresh z every step), or
+            N: students learn from N stored (z, teacher(z)) pairs per pool,
+            filled once under `teacher_cache/` and shared by every student
+            (`kd_gan.teacher_cache`).
+        cache_refresh_epochs: with a cache, replace the pool by a fresh one
+            (new z, one more teacher pass over N pairs) every this many student
+            epochs; None keeps one pool throughout.
+        cache_storage: "uint8" (pixels at most 1/255 off) or "float16".
+        precision: "float32", "bfloat16" (Keras' mixed_bfloat16: fast on CPUs
+            with AMX / AVX512-BF16 and on recent GPUs) or "float16" (GPUs, with
+            loss scaling). Models are saved and exported in float32 whatever
+            they trained in.
         strategy: "default" (one device), "mirrored" (all local GPUs, or all
             logical CPUs when there is no GPU) or "multi_worker"
             (MultiWorkerMirroredStrategy, cluster from `$TF_CONFIG`).
@@ -134,6 +148,10 @@ class ExperimentConfig:
     inception_path: Optional[str] = None
     export: Tuple[str, ...] = ()
     quantization: Tuple[str, ...] = ("none",)
+    teacher_cache: int = 0
+    cache_refresh_epochs: Optional[int] = None
+    cache_storage: str = "uint8"
+    precision: str = "float32"
     strategy: str = "default"
     preset: Optional[str] = None
     verbose: int = 2
@@ -151,6 +169,18 @@ class ExperimentConfig:
             raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
         if self.loss not in LOSS_CHOICES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}.")
+        _check_at_least("teacher_cache", self.teacher_cache, 0)
+        if self.cache_refresh_epochs is not None:
+            _check_at_least("cache_refresh_epochs", self.cache_refresh_epochs, 1)
+            if not self.teacher_cache:
+                raise ValueError(
+                    f"cache_refresh_epochs={self.cache_refresh_epochs} refreshes the teacher cache: set "
+                    "teacher_cache to its size (pairs per pool)."
+                )
+        if self.cache_storage not in teacher_cache_lib.STORAGES:
+            raise ValueError(f"Unknown cache_storage {self.cache_storage!r}; choose one of {teacher_cache_lib.STORAGES}.")
+        if self.precision not in precision_lib.PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; choose one of {precision_lib.PRECISIONS}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {STRATEGIES}.")
         if self.preset is not None and self.preset not in PRESETS:
@@ -232,6 +262,9 @@ def check_output_dir(config, overwrite=False):
     with open(path) as file:
         previous = json.load(file)
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
+    # A field newer than the folder's run had its default value there.
+    defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
+    previous = {**defaults, **previous}
     changed = {
         key: (previous.get(key), value)
         for key, value in current.items()

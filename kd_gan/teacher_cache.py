@@ -1,0 +1,268 @@
+"""A cache of a frozen teacher's outputs: (z, teacher(z)) pairs on disk.
+
+For the MSE scheme the teacher's forward pass is nearly the whole cost of a
+distillation step (a d=128 MNIST teacher against a d=1 student), and one
+frozen teacher serves every student of a sweep. `TeacherCache` draws z,
+runs the teacher once per pair and stores the pairs; students then train on
+them (`Distiller` takes batches `{"z": ..., "teacher_images": ...}`, and for
+the joint loss also `"image"`: the real batch).
+
+The trade-off: a pool of N pairs shows the student N latent vectors instead
+of a fresh draw every step. `refresh_epochs` replaces the pool by a fresh
+one (new z) every so many epochs: more teacher passes, more of the latent
+space. A pool is filled once and reused by every student and every rerun.
+
+Files, under `directory`:
+
+* `cache.json`: what the pairs depend on (teacher identity, latent size,
+  image shape, seed, pool size, storage, version); a change deletes the
+  pairs and fills them anew.
+* `pool_<P>/shard_<S>.npz`: `z` (float32) and `images` (uint8: pixels in
+  [-1, 1] stored as round((x + 1) * 127.5), at most 1/255 off; or float16).
+  Each shard is written to a temporary name and renamed when complete, and
+  its z are seeded by (seed, pool, shard): an interrupted fill resumes with
+  the same pairs it would have written.
+
+NumPy `.npz` shards rather than `tf.data.Dataset.save`: a shard is written
+atomically and resumed by name, and a user can read it anywhere.
+"""
+
+import glob
+import hashlib
+import json
+import math
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import classifiers, distill
+from kd_gan.errors import InputError
+
+CACHE_VERSION = 1
+STORAGES = ("uint8", "float16")
+DEFAULT_SHARD_SIZE = 4096
+# Seed stream of the cache's z, apart from training's (step >= 0) and evaluation's draws.
+_SEED_STREAM = 3 * 2**20
+
+
+def teacher_identity(teacher):
+    """A fingerprint of the teacher's function: file digest or weights and config.
+
+    A `.tflite` teacher (`export.TFLiteGenerator`) is fingerprinted by its
+    file; a Keras model or layer by its class, config and weights (float32
+    values: a mixed-precision copy of a model has the same identity).
+    """
+    path = getattr(teacher, "path", None)
+    if isinstance(path, str) and os.path.isfile(path):
+        return "file-" + classifiers.file_digest(path)
+    if isinstance(teacher, keras.layers.Layer):
+        digest = hashlib.sha256(type(teacher).__name__.encode())
+        config = {}
+        try:
+            config = {k: v for k, v in teacher.get_config().items() if k not in ("name", "dtype", "trainable")}
+        except NotImplementedError:
+            pass
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        for weight in teacher.weights:
+            digest.update(np.ascontiguousarray(np.asarray(weight, dtype=np.float32)).tobytes())
+        return "weights-" + digest.hexdigest()[:16]
+    raise InputError(
+        f"Cannot fingerprint a teacher of type {type(teacher).__name__}: pass identity= (e.g. the digest "
+        "of the file it comes from) so that a changed teacher invalidates the cache."
+    )
+
+
+def encode_images(images, storage):
+    """Images in [-1, 1] as stored: uint8 levels or float16."""
+    images = np.asarray(images, dtype=np.float32)
+    if storage == "uint8":
+        return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return images.astype(np.float16)
+
+
+def decode_images(stored):
+    """Inverse of `encode_images` (in TF, inside the input pipeline): float32 in [-1, 1]."""
+    if stored.dtype == tf.uint8:
+        return tf.cast(stored, tf.float32) / 127.5 - 1.0
+    return tf.cast(stored, tf.float32)
+
+
+class TeacherCache:
+    """(z, teacher(z)) pairs of one teacher, filled once, read by every student.
+
+    Args:
+        directory: folder of the cache (e.g. `<run>/teacher_cache`).
+        teacher: the frozen generator (Keras model or layer, SavedModel layer,
+            `.tflite` generator, or a callable with `identity` given).
+        size: pairs per pool.
+        latent_dim: size of z; default the teacher's.
+        seed: seed of the z draws.
+        storage: "uint8" (1 byte per pixel value, at most 1/255 off) or
+            "float16".
+        shard_size: pairs per file.
+        identity: the teacher's fingerprint; default `teacher_identity(teacher)`.
+
+    Example:
+
+    ```python
+    cache = TeacherCache("runs/x/teacher_cache", teacher, size=60_000)
+    cache.fill(pools=1)
+    distiller = Distiller(teacher, student, loss="mse")
+    distiller.compile()
+    distiller.fit(cache.dataset(batch_size=64), epochs=5, steps_per_epoch=930)
+    ```
+    """
+
+    def __init__(
+        self, directory, teacher, size, latent_dim=None, seed=0, storage="uint8",
+        shard_size=DEFAULT_SHARD_SIZE, identity=None,
+    ):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise InputError(f"The teacher cache size must be an integer >= 1 (pairs per pool). Received: {size!r}")
+        if storage not in STORAGES:
+            raise InputError(f"Unknown cache storage {storage!r}; choose one of {STORAGES}.")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+            raise InputError(f"shard_size must be an integer >= 1. Received: {shard_size!r}")
+        self.directory = os.fspath(directory)
+        self.teacher = teacher
+        self.size = int(size)
+        self.latent_dim = int(latent_dim) if latent_dim is not None else distill.latent_size(teacher)
+        self.seed = int(seed)
+        self.storage = storage
+        self.shard_size = min(int(shard_size), self.size)
+        probe = np.asarray(distill.generate(teacher, tf.zeros((1, self.latent_dim))))
+        self.image_shape = tuple(int(v) for v in probe.shape[1:])
+        self.metadata = {
+            "version": CACHE_VERSION,
+            "teacher": identity or teacher_identity(teacher),
+            "latent_dim": self.latent_dim,
+            "image_shape": list(self.image_shape),
+            "seed": self.seed,
+            "size": self.size,
+            "storage": self.storage,
+            "shard_size": self.shard_size,
+        }
+        self._open()
+
+    @property
+    def num_shards(self):
+        return math.ceil(self.size / self.shard_size)
+
+    def _open(self):
+        """Keeps pairs made under the same metadata; deletes any others."""
+        path = os.path.join(self.directory, "cache.json")
+        if os.path.isfile(path):
+            with open(path) as file:
+                previous = json.load(file)
+            if previous == self.metadata:
+                return
+            changed = sorted(key for key in self.metadata if previous.get(key) != self.metadata[key])
+            logging.warning("Teacher cache %s was made with another %s: filling it anew.", self.directory, changed)
+            for pool in glob.glob(os.path.join(self.directory, "pool_*")):
+                shutil.rmtree(pool)
+        os.makedirs(self.directory, exist_ok=True)
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as file:
+            json.dump(self.metadata, file, indent=2)
+        os.replace(temporary, path)
+
+    def shard_path(self, pool, shard):
+        return os.path.join(self.directory, f"pool_{pool}", f"shard_{shard:05d}.npz")
+
+    def shard_count(self, shard):
+        """Pairs in `shard` (the last one may be short)."""
+        return min(self.shard_size, self.size - shard * self.shard_size)
+
+    def shard_latents(self, pool, shard):
+        """The z of one shard, seeded by (seed, pool, shard): the same in every fill."""
+        count = self.shard_count(shard)
+        seed = tf.constant([self.seed, _SEED_STREAM + pool * 2**20 + shard], tf.int64)
+        return tf.random.stateless_normal((count, self.latent_dim), seed=seed).numpy()
+
+    def missing_shards(self, pools):
+        return [(p, s) for p in range(pools) for s in range(self.num_shards) if not os.path.isfile(self.shard_path(p, s))]
+
+    def fill(self, pools=1, batch_size=256, verbose=1):
+        """Writes the shards of pools 0 .. `pools` - 1 that are not on disk yet.
+
+        Returns:
+            Number of shards written (0 when the cache was complete).
+        """
+        missing = self.missing_shards(pools)
+        if not missing:
+            return 0
+        logging.info(
+            "Teacher cache %s: %d of %d shards to write (%d pools of %d pairs, %s).",
+            self.directory, len(missing), pools * self.num_shards, pools, self.size, self.storage,
+        )
+        progress = keras.utils.Progbar(sum(self.shard_count(s) for _, s in missing), verbose=verbose, unit_name="pair")
+        for pool, shard in missing:
+            z = self.shard_latents(pool, shard)
+            images = np.concatenate(
+                [np.asarray(distill.generate(self.teacher, z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
+            )
+            path = self.shard_path(pool, shard)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.tmp.npz"
+            np.savez(temporary, z=z.astype(np.float32), images=encode_images(images, self.storage))
+            os.replace(temporary, path)  # A shard is on disk whole, or not at all.
+            progress.add(len(z))
+        return len(missing)
+
+    def dataset(self, batch_size, pools=1, steps_per_pool=None, skip_batches=0):
+        """Endless batches `{"z", "teacher_images"}` for `Distiller.fit`.
+
+        Args:
+            batch_size: pairs per batch.
+            pools: pools to read, filled beforehand (`fill(pools)`).
+            steps_per_pool: batches drawn from one pool before moving to the
+                next (after the last, back to the first); None with one pool.
+            skip_batches: batches already trained: a resumed run continues with
+                the batches it would have seen (they are read and skipped).
+        """
+        missing = self.missing_shards(pools)
+        if missing:
+            raise InputError(
+                f"The teacher cache {self.directory} lacks {len(missing)} shards of its {pools} pools "
+                f"(first: pool {missing[0][0]}, shard {missing[0][1]}): call fill(pools={pools}) first."
+            )
+        if pools > 1 and not steps_per_pool:
+            raise InputError(f"Reading {pools} pools needs steps_per_pool (batches per pool). Received: {steps_per_pool!r}")
+        if pools == 1:
+            return self._batches(0, batch_size).skip(skip_batches).prefetch(2)
+        # One cycle: steps_per_pool batches of each pool in turn; then again.
+        cycle = self._batches(0, batch_size).take(steps_per_pool)
+        for pool in range(1, pools):
+            cycle = cycle.concatenate(self._batches(pool, batch_size).take(steps_per_pool))
+        return cycle.repeat().skip(skip_batches).prefetch(2)
+
+    def _batches(self, pool, batch_size):
+        """The pool's pairs, endlessly, reshuffled every pass (seeded by seed and pool), batched."""
+        paths = [self.shard_path(pool, shard) for shard in range(self.num_shards)]
+        stored_dtype = tf.uint8 if self.storage == "uint8" else tf.float16
+        seed = (self.seed * 1_000_003 + pool) % 2**31
+
+        def read(path):
+            with np.load(path.decode()) as shard:
+                return shard["z"], shard["images"]
+
+        def shard_pairs(path):
+            z, stored = tf.numpy_function(read, [path], (tf.float32, stored_dtype), stateful=False)
+            z.set_shape((None, self.latent_dim))
+            stored.set_shape((None,) + self.image_shape)
+            return tf.data.Dataset.from_tensor_slices((z, stored))
+
+        # Each pass reads every pair once, in a new order (shards, then pairs).
+        return (
+            tf.data.Dataset.from_tensor_slices(paths)
+            .shuffle(self.num_shards, seed=seed)
+            .interleave(shard_pairs, cycle_length=min(4, self.num_shards))
+            .shuffle(min(self.size, 4 * self.shard_size), seed=seed + 1)
+            .repeat()
+            .batch(batch_size, drop_remainder=True)
+            .map(lambda z, stored: {"z": z, "teacher_images": decode_images(stored)})
+        )
