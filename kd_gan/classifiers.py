@@ -62,37 +62,62 @@ def preprocess_for_inception(images):
     return (pixels - 128.0) / 128.0
 
 
-class InceptionClassifier:
-    """The standard FID Inception, loaded once; `__call__` gives activations (and logits).
+INCEPTION_PRECISIONS = ("float32", "bfloat16")
+# Grappler's oneDNN pass that runs a graph's convolutions and matrix products
+# in bfloat16 (CPUs with AVX512-BF16 / AMX): how a frozen SavedModel runs in bfloat16.
+_BF16_REWRITE = "auto_mixed_precision_onednn_bfloat16"
+_LOADED = {}  # Networks loaded in this process, by folder (or TF-Hub address).
 
-    Args:
-        path: a local SavedModel mapping `[N, 299, 299, 3]` to a dict with
-            `pool_3` (and `logits` if it has them). None: `$KD_GAN_INCEPTION`,
-            else tf-gan's TF-Hub module (needs the network).
-    """
 
-    def __init__(self, path=None):
-        path = path or os.environ.get("KD_GAN_INCEPTION")
+def _load_inception(path):
+    """The Inception network at `path` (None: TF-Hub) and its name; loaded once per process."""
+    key = os.path.realpath(path) if path else INCEPTION_TFHUB
+    if key not in _LOADED:
         if path:
             if not os.path.isfile(os.path.join(path, "saved_model.pb")):
                 raise FileNotFoundError(
                     f"No Inception SavedModel at {path!r} (expected saved_model.pb in it); "
                     "pass --inception_path / KD_GAN_INCEPTION pointing at one."
                 )
-            self.network = tf.saved_model.load(path)
+            network = tf.saved_model.load(path)
             # Named by content: the same network in another folder shares cached statistics.
-            self.name = f"inception-{file_digest(os.path.join(path, 'saved_model.pb'), os.path.join(path, 'variables'))[:12]}"
+            name = f"inception-{file_digest(os.path.join(path, 'saved_model.pb'), os.path.join(path, 'variables'))[:12]}"
         else:
             try:
                 import tensorflow_hub as hub
 
-                self.network = hub.load(INCEPTION_TFHUB)
+                network = hub.load(INCEPTION_TFHUB)
             except Exception as error:
                 raise FileNotFoundError(
                     f"Could not load the FID Inception from TF-Hub ({INCEPTION_TFHUB}): {error}. "
                     "Offline, pass --inception_path / set KD_GAN_INCEPTION to a local SavedModel."
                 ) from error
-            self.name = "inception-tfhub-tfgan-eval-1"
+            name = "inception-tfhub-tfgan-eval-1"
+        _LOADED[key] = (network, name)
+    return _LOADED[key]
+
+
+class InceptionClassifier:
+    """The standard FID Inception, loaded once per process; `__call__` gives activations (and logits).
+
+    Args:
+        path: a local SavedModel mapping `[N, 299, 299, 3]` to a dict with
+            `pool_3` (and `logits` if it has them). None: `$KD_GAN_INCEPTION`,
+            else tf-gan's TF-Hub module (needs the network).
+        precision: "float32" (the standard, for reported FIDs) or "bfloat16":
+            the graph's convolutions in bfloat16 through TensorFlow's oneDNN
+            rewrite (CPU only), for monitoring during training. Its features
+            differ (README: the FID difference on the reference pair), so it
+            has its own `name` and its statistics are never mixed with
+            float32 ones.
+    """
+
+    def __init__(self, path=None, precision="float32"):
+        if precision not in INCEPTION_PRECISIONS:
+            raise InputError(f"Unknown Inception precision {precision!r}; choose one of {INCEPTION_PRECISIONS}.")
+        self.network, name = _load_inception(path or os.environ.get("KD_GAN_INCEPTION"))
+        self.precision = precision
+        self.name = name if precision == "float32" else f"{name}-{precision}"
         self._call = self.network if callable(self.network) else self.network.signatures["default"]
         probe = self._call(tf.zeros((1, INCEPTION_SIZE, INCEPTION_SIZE, 3)))
         if "pool_3" not in probe:
@@ -109,7 +134,18 @@ class InceptionClassifier:
 
     def __call__(self, images):
         """`(activations [N, 2048], logits [N, 1008] or None)` for images in [-1, 1]."""
-        activations, logits = self._run(tf.convert_to_tensor(images, tf.float32))
+        images = tf.convert_to_tensor(images, tf.float32)
+        if self.precision == "bfloat16":
+            # Graph rewrites apply when a function is first run for a shape: every
+            # call runs with the rewrite on, and only this function's graphs get it.
+            previous = tf.config.optimizer.get_experimental_options().get(_BF16_REWRITE, False)
+            tf.config.optimizer.set_experimental_options({_BF16_REWRITE: True})
+            try:
+                activations, logits = self._run(images)
+            finally:
+                tf.config.optimizer.set_experimental_options({_BF16_REWRITE: previous})
+        else:
+            activations, logits = self._run(images)
         return activations.numpy(), (logits.numpy() if self.has_logits else None)
 
 
@@ -225,11 +261,12 @@ def train_mnist_classifier(data_dir=None, output=MNIST_CLASSIFIER_PATH, cache_di
     return record
 
 
-def classifier_for(dataset, inception_path=None):
-    """The classifier a dataset is scored with: the MNIST CNN, or the FID Inception."""
+def classifier_for(dataset, inception_path=None, precision="float32"):
+    """The classifier a dataset is scored with: the MNIST CNN, or the FID Inception
+    (`precision` "bfloat16" for monitoring only; see `InceptionClassifier`)."""
     if dataset == "mnist":
         return MnistClassifier()
-    return InceptionClassifier(inception_path)
+    return InceptionClassifier(inception_path, precision)
 
 
 def main(argv):

@@ -349,7 +349,10 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Args:
         generator: the generator being trained (e.g. a Distiller's student).
-        classifier: a classifier from `classifiers.classifier_for`.
+        classifier: a classifier from `classifiers.classifier_for`; for
+            monitoring on a CPU with bfloat16 units,
+            `classifier_for(dataset, path, precision="bfloat16")`, with a
+            reference computed by that same classifier.
         reference: the real data's `ImageStatistics` (`dataset_statistics`).
         num_samples: generated images per evaluation (state it with the FID).
         log_dir: TensorBoard folder; scalars are named `eval/<metric>`.

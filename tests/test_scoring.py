@@ -466,3 +466,23 @@ def test_int8_tflite_scores_like_its_keras_model_on_mnist(shared_data_dir, tmp_p
           f"score {keras_record['mnist_score']:.3f} vs {file_record['mnist_score']:.3f}")
     for key in ("fid", "mnist_score"):
         assert file_record[key] == pytest.approx(keras_record[key], rel=export.INT8_SCORE_TOLERANCE)
+
+
+def test_inception_loads_once_and_bfloat16_is_named_apart(fake_inception_path):
+    first = classifiers.InceptionClassifier(fake_inception_path)
+    again = classifiers.InceptionClassifier(fake_inception_path)
+    monitoring = classifiers.InceptionClassifier(fake_inception_path, precision="bfloat16")
+    assert first.network is again.network is monitoring.network
+    assert monitoring.name == f"{first.name}-bfloat16" != first.name
+    with pytest.raises(InputError, match="precision 'float16'"):
+        classifiers.InceptionClassifier(fake_inception_path, precision="float16")
+
+
+def test_shared_inception_in_bfloat16_is_close_to_float32_and_leaves_it_alone(shared_inception_path):
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    standard = classifiers.InceptionClassifier(shared_inception_path)
+    before = standard(images)[0]
+    fast = classifiers.InceptionClassifier(shared_inception_path, precision="bfloat16")(images)[0]
+    relative = np.mean(np.abs(fast - before)) / np.mean(np.abs(before))
+    assert 1e-4 < relative < 0.1, relative  # Rewritten (not identical), and close.
+    np.testing.assert_array_equal(standard(images)[0], before)  # The float32 pass is untouched.
