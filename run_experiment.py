@@ -30,6 +30,7 @@ flags.DEFINE_list("teacher_depths", [str(d) for d in _DEFAULTS.teacher_depths], 
 flags.DEFINE_list("student_depths", [str(d) for d in _DEFAULTS.student_depths], "Depth scale factors d of the students and scratch GANs.")
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the latent vector z.", lower_bound=1)
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.", lower_bound=1)
+flags.DEFINE_boolean("scratch", _DEFAULTS.scratch, "Also train every student size from scratch as an ordinary GAN (the baseline); --noscratch: students only.")
 flags.DEFINE_integer("teacher_epochs", _DEFAULTS.teacher_epochs, "Epochs of each teacher candidate.", lower_bound=0)
 flags.DEFINE_integer("student_epochs", _DEFAULTS.student_epochs, "Epochs of each student and scratch GAN.", lower_bound=0)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", lower_bound=1)

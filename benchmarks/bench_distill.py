@@ -6,10 +6,7 @@ process, and the table reports steps/s and the ratio to the plain loop (the
 baseline of this run). Also times the joint loss and a GAN step, which have no
 Keras counterpart.
 
-`fit` is timed from its first step to its last (a callback), so each fit call's
-fixed set-up and tear-down is left out; on this VM tear-down sometimes waited
-up to ~1.3 s per call whatever the step count, for Keras' Distiller and ours
-alike, which would swamp short runs.
+`fit` is timed from its first step to its last (`timing.StepClock`).
 
     python benchmarks/bench_distill.py --steps=300 --rounds=5 --output=benchmarks/results/distill.json
 """
@@ -17,7 +14,6 @@ alike, which would swamp short runs.
 import json
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -26,7 +22,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from kd_gan import GAN, Discriminator, Distiller, Generator, gan, latent_dataset  # noqa: E402
+import timing  # noqa: E402  (benchmarks/timing.py)
+from kd_gan import GAN, Discriminator, Distiller, Generator, latent_dataset  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Timed steps per method and round.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")
@@ -38,67 +35,14 @@ FLAGS = flags.FLAGS
 LATENT, SHAPE = 128, (28, 28, 1)
 
 
-def plain_loop(teacher, student):
-    """The baseline: a hand-written tf.function MSE step."""
-    optimizer = gan.default_optimizer()
-    optimizer.build(student.trainable_variables)
-
-    @tf.function
-    def step():
-        z = tf.random.normal((FLAGS.batch_size, LATENT))
-        target = teacher(z, training=False)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(student(z, training=True) - target))
-        weights = student.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return loss
-
-    def run(steps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        float(loss)  # Wait for the last step.
-        return time.perf_counter() - start
-
-    return run
-
-
-class _StepClock(keras.callbacks.Callback):
-    """Seconds from the start of the first step to the end of the last."""
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.start
-
-
-def fit_runner(model, dataset):
-    def run(steps):
-        clock = _StepClock()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
-        return clock.seconds
-
-    return run
-
-
 def kd_gan_mse(teacher, student, steps_per_execution=None, jit_compile=False):
     distiller = Distiller(teacher, student, loss="mse")
     distiller.compile(steps_per_execution=steps_per_execution, jit_compile=jit_compile)
-    return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
+    return timing.fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
 
 
 def keras_distiller(teacher, student, steps_per_execution=1):
-    """keras.distillation.Distiller: FeatureDistillation on the outputs, fed z."""
-    as_functional = lambda g: keras.Model(inputs := keras.Input((LATENT,)), g(inputs))  # noqa: E731
-    distiller = keras.distillation.Distiller(
-        as_functional(teacher),
-        as_functional(student),
-        distillation_losses=keras.distillation.FeatureDistillation(loss="mse"),
-        student_loss_weight=0.0,
-    )
-    distiller.compile(optimizer=gan.default_optimizer(), loss="mse", steps_per_execution=steps_per_execution)
-    return fit_runner(distiller, latent_dataset(FLAGS.batch_size, LATENT))
+    return timing.keras_distiller(teacher, student, latent_dataset(FLAGS.batch_size, LATENT), LATENT, steps_per_execution)
 
 
 def real_images():
@@ -110,18 +54,18 @@ def real_images():
 def kd_gan_joint(teacher, student):
     distiller = Distiller(teacher, student, loss="joint", discriminator=Discriminator(SHAPE, FLAGS.student_depth))
     distiller.compile()
-    return fit_runner(distiller, real_images())
+    return timing.fit_runner(distiller, real_images())
 
 
 def kd_gan_scratch_gan(teacher, student):
     del teacher
     model = GAN(student, Discriminator(SHAPE, FLAGS.student_depth))
     model.compile()
-    return fit_runner(model, real_images())
+    return timing.fit_runner(model, real_images())
 
 
 METHODS = {
-    "plain tf.function loop (MSE)": plain_loop,
+    "plain tf.function loop (MSE)": lambda t, s: timing.plain_loop(t, s, FLAGS.batch_size, LATENT),
     "kd_gan Distiller.fit (mse, default)": kd_gan_mse,
     "kd_gan Distiller.fit (mse, 1 step/call)": lambda t, s: kd_gan_mse(t, s, steps_per_execution=1),
     "kd_gan Distiller.fit (mse, jit_compile)": lambda t, s: kd_gan_mse(t, s, jit_compile=True),

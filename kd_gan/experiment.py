@@ -251,9 +251,10 @@ class Experiment:
                 stage = self.stage("student", depth, loss)
                 generators[stage.name], record = self.distil(stage, teacher)
                 entries.append(self._entry(stage.name, stage.method, generators[stage.name], record, stage))
-            stage = self.stage("scratch", depth)
-            generators[stage.name], record = self.train_gan(stage, config.student_epochs)
-            entries.append(self._entry(stage.name, "scratch", generators[stage.name], record, stage))
+            if config.scratch:
+                stage = self.stage("scratch", depth)
+                generators[stage.name], record = self.train_gan(stage, config.student_epochs)
+                entries.append(self._entry(stage.name, "scratch", generators[stage.name], record, stage))
 
         teacher_parameters = entries[0]["parameters"]
         for entry in entries:

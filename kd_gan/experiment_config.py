@@ -80,6 +80,8 @@ class ExperimentConfig:
         latent_dim: size of z.
         batch_size: global images (or latent vectors) per step, split over
             the replicas of the strategy.
+        scratch: also train every student size from scratch as an ordinary
+            GAN, the baseline distillation must beat (False: students only).
         teacher_epochs: GAN epochs of each teacher candidate.
         student_epochs: epochs of every student and scratch baseline (equal
             budgets, so the comparison is fair).
@@ -135,6 +137,7 @@ class ExperimentConfig:
     student_depths: Tuple[int, ...] = (2,)
     latent_dim: int = 128
     batch_size: int = 64
+    scratch: bool = True
     teacher_epochs: int = 3
     student_epochs: int = 3
     steps_per_epoch: Optional[int] = None

@@ -204,13 +204,20 @@ def findings(results):
             student = at_depth.get(method)
             if student is None:
                 continue
-            verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
             kept = ""
             if student["score"] is not None and teacher["score"]:
                 kept = (
                     f"keeps {100 * student['score'] / teacher['score']:.0f}% of the teacher's {name} "
                     f"({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); "
                 )
+            if scratch is None:  # Students only (scratch=False).
+                lines.append(
+                    f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: {kept}FID "
+                    f"{student['fid']:.1f} (teacher {teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher "
+                    f"{teacher['vol']:,.0f})."
+                )
+                continue
+            verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
             lines.append(
                 f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: {kept}FID "
                 f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
@@ -237,8 +244,13 @@ def markdown(results):
             else f", loaded from `{config['teacher_path']}`)."
         ),
         f"Students of depth d = {', '.join(map(str, depths))} distilled with the "
-        f"{' and '.join(results['losses'])} loss; each size also trained from scratch as an ordinary GAN with "
-        f"the same {config['student_epochs']} epochs. Training took {results['training_time_s']:,.0f} s over all stages; "
+        f"{' and '.join(results['losses'])} loss"
+        + (
+            f"; each size also trained from scratch as an ordinary GAN with the same {config['student_epochs']} epochs."
+            if config.get("scratch", True)
+            else f" ({config['student_epochs']} epochs; no scratch baselines)."
+        )
+        + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",
         "",

@@ -439,3 +439,12 @@ def test_a_failed_export_verification_keeps_the_report(tiny_mnist, tmp_path, mon
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "does not reproduce" in results["export"]["student_mse_d1"]["error"]
     assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_path):
+    config = tiny_config(tiny_mnist, tmp_path / "run", scratch=False, eval_samples=8)
+    results = experiment.run(config)
+    assert [entry["method"] for entry in results["models"]] == ["teacher", "student_mse"]
+    assert not (tmp_path / "run" / "scratch").exists()
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "no scratch baselines" in text and "d=1 (" in text
