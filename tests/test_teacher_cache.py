@@ -165,3 +165,23 @@ def test_experiment_students_share_one_cache_and_reruns_reuse_it(tiny_mnist, tmp
     # Another cache size is another training: the folder refuses it.
     with pytest.raises(ValueError, match="teacher_cache: 12 -> 16"):
         experiment.run(experiment.ExperimentConfig(**{**config.__dict__, "teacher_cache": 16}))
+
+
+def test_an_opaque_tflite_teacher_fills_a_cache_students_learn_from(tmp_path):
+    from kd_gan.export import TFLiteGenerator, export_tflite
+
+    model = teacher()
+    export_tflite(model, str(tmp_path / "teacher.tflite"), verify=False)
+    opaque = TFLiteGenerator(str(tmp_path / "teacher.tflite"))
+    cache = TeacherCache(tmp_path / "cache", opaque, size=6)
+    assert cache.metadata["teacher"].startswith("file-") and cache.latent_dim == LATENT
+    cache.fill(verbose=0)
+    batch = next(cache.dataset(batch_size=6).as_numpy_iterator())
+    np.testing.assert_allclose(batch["teacher_images"], model(batch["z"], training=False), atol=1 / 255 + 1e-5)
+    keras.utils.set_random_seed(1)
+    student = Generator(LATENT, SHAPE, 1)
+    distiller = Distiller(opaque, student, loss="mse")
+    distiller.compile()
+    before = weights_of(student)
+    distiller.fit(cache.dataset(batch_size=3), epochs=1, steps_per_epoch=2, verbose=0)
+    assert changed(before, student)
