@@ -115,6 +115,14 @@ class InceptionClassifier:
     def __init__(self, path=None, precision="float32"):
         if precision not in INCEPTION_PRECISIONS:
             raise InputError(f"Unknown Inception precision {precision!r}; choose one of {INCEPTION_PRECISIONS}.")
+        if precision == "bfloat16" and tf.config.list_logical_devices("GPU"):
+            raise InputError(
+                "The bfloat16 Inception pass is TensorFlow's oneDNN rewrite, for CPUs; on a GPU use precision='float32'."
+            )
+        if precision == "bfloat16":
+            from kd_gan.precision import check_hardware
+
+            check_hardware("bfloat16")  # Warns where the CPU lacks bfloat16 units (then it is slower).
         self.network, name = _load_inception(path or os.environ.get("KD_GAN_INCEPTION"))
         self.precision = precision
         self.name = name if precision == "float32" else f"{name}-{precision}"
@@ -265,6 +273,8 @@ def classifier_for(dataset, inception_path=None, precision="float32"):
     """The classifier a dataset is scored with: the MNIST CNN, or the FID Inception
     (`precision` "bfloat16" for monitoring only; see `InceptionClassifier`)."""
     if dataset == "mnist":
+        if precision != "float32":
+            raise InputError(f"MNIST is scored by the shipped float32 CNN; precision={precision!r} is for the Inception only.")
         return MnistClassifier()
     return InceptionClassifier(inception_path, precision)
 

@@ -268,7 +268,14 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         teacher runs on it.
         """
         if isinstance(data, dict) and "teacher_images" in data:
-            return tf.cast(data["z"], tf.float32), tf.cast(data["teacher_images"], tf.float32)
+            if "z" not in data:
+                raise ValueError(f"A batch of cached pairs needs 'z' beside 'teacher_images'; it has {sorted(data)}.")
+            z, teacher_images = tf.cast(data["z"], tf.float32), tf.cast(data["teacher_images"], tf.float32)
+            if z.shape.rank != 2 or z.shape[-1] != self.latent_dim:
+                raise ValueError(
+                    f"Cached z must have shape (batch, {self.latent_dim}) (the student's latent size); got {tuple(z.shape)}."
+                )
+            return z, teacher_images
         z = self._latents(data)
         return z, tf.stop_gradient(self._teacher_images(z))
 
@@ -286,6 +293,11 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         return gan.step_logs(self)
 
     def _joint_step(self, data):
+        if isinstance(data, dict) and "image" not in data:
+            raise ValueError(
+                f"loss='joint' needs real images beside the cached pairs: a batch with an 'image' entry "
+                f"(TeacherCache.dataset zipped with the real data); this batch has {sorted(data)}."
+            )
         real_images = gan.images_from_batch(data)
         if real_images.shape.rank != 4:
             raise ValueError(

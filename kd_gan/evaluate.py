@@ -29,6 +29,7 @@ import os
 from absl import app, flags
 
 from kd_gan import data
+from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.errors import InputError
 
 flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set of the generator / real split (and of the reference split).")
@@ -44,7 +45,7 @@ flags.DEFINE_string("save_stats", None, "Write the reference's statistics to thi
 flags.DEFINE_string("output", "metrics.json", "JSON output path.")
 flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-flags.DEFINE_enum("inception_precision", "float32", ["float32", "bfloat16"], "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: README).")
+flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: README).")
 flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 FLAGS = flags.FLAGS
 

@@ -60,7 +60,6 @@ class Experiment:
         self.policy = precision.policy(config.precision)  # Models train under it; saved in float32.
         self._steps = None
         self._cache = None
-        self.cache_record = None
 
     # Data -----------------------------------------------------------------
 
@@ -157,24 +156,35 @@ class Experiment:
     def teacher_cache(self, teacher):
         """The run's cache of the teacher's outputs, filled for every pool the students read.
 
-        Filled by the float32 teacher (the targets do not depend on the
-        training precision) once per run folder; its time goes to
-        `results.json` (`teacher_cache`).
+        Filled once per run folder by the float32 teacher: cached targets are
+        the same whatever the training precision (fresh-z students of a
+        bfloat16 run get the teacher's bfloat16 images instead, the teacher
+        running in the run's precision for speed). What filling cost goes to
+        `teacher_cache/fill.json` and `results.json`.
         """
         config = self.config
         if self._cache is None:
             self._cache = teacher_cache_lib.TeacherCache(
-                os.path.join(self.root, "teacher_cache"), teacher, config.teacher_cache, config.latent_dim,
+                self.cache_dir(), teacher, config.teacher_cache, config.latent_dim,
                 seed=config.seed, storage=config.cache_storage,
             )
-            start = time.time()
-            written = self._cache.fill(self.cache_pools(), verbose=config.verbose)
-            self.cache_record = {
-                "pairs_per_pool": config.teacher_cache, "pools": self.cache_pools(), "storage": config.cache_storage,
-                "refresh_epochs": config.cache_refresh_epochs, "shards_written": written,
-                "fill_s": round(time.time() - start, 2),
-            }
+            self._cache.fill(self.cache_pools(), verbose=config.verbose)
         return self._cache
+
+    def cache_dir(self):
+        return os.path.join(self.root, "teacher_cache")
+
+    def cache_record(self):
+        """The cache's settings and what filling it cost (None without a cache)."""
+        config = self.config
+        if not config.teacher_cache:
+            return None
+        log_path = os.path.join(self.cache_dir(), "fill.json")
+        fill = read_json(log_path) if os.path.isfile(log_path) else None
+        return {
+            "pairs_per_pool": config.teacher_cache, "pools": self.cache_pools(), "storage": config.cache_storage,
+            "refresh_epochs": config.cache_refresh_epochs, "fill": fill,
+        }
 
     def cache_pools(self):
         refresh = self.config.cache_refresh_epochs
@@ -280,7 +290,7 @@ class Experiment:
             "eval_samples": evaluator.count if evaluator else 0,
             "heldout_z": "heldout_z.npy",
             "export": self._export(generators, entries),
-            "teacher_cache": self.cache_record,
+            "teacher_cache": self.cache_record(),
             "config": dataclasses.asdict(config),
             "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},
         }

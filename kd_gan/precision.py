@@ -124,9 +124,16 @@ def _is_graph_network(model):
 
 
 def _policy_names(model):
-    """Policies of the layers that compute (the model's last layer may be float32 by design)."""
-    layers = [layer for layer in model._flatten_layers(include_self=False) if not isinstance(layer, keras.layers.InputLayer)]
-    names = {layer.dtype_policy.name for layer in layers} or {model.dtype_policy.name}
-    # A mixed model keeps its output layer in float32 (`output_dtype`).
-    return {model.dtype_policy.name} if names <= {model.dtype_policy.name, "float32"} else names
+    """Policies the layers compute under, as one name when they agree.
 
+    Under a mixed policy only the last layer may be float32 (`output_dtype`);
+    anything else is reported as found, e.g. layers that ignored `dtype`.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not layers:
+        return {model.dtype_policy.name}
+    names = [layer.dtype_policy.name for layer in layers]
+    wanted = model.dtype_policy.name
+    if all(name == wanted for name in names[:-1]) and names[-1] in (wanted, output_dtype(wanted)):
+        return {wanted}
+    return set(names)

@@ -250,6 +250,13 @@ def markdown(results):
             if config.get("scratch", True)
             else f" ({config['student_epochs']} epochs; no scratch baselines)."
         )
+        + f" Trained in {config.get('precision', 'float32')}"
+        + (
+            f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool"
+            + (f", a fresh pool every {config['cache_refresh_epochs']} epochs." if config.get("cache_refresh_epochs") else ".")
+            if config.get("teacher_cache")
+            else "; students saw fresh z every step."
+        )
         + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",

@@ -22,6 +22,7 @@ Files, under `directory`:
   Each shard is written to a temporary name and renamed when complete, and
   its z are seeded by (seed, pool, shard): an interrupted fill resumes with
   the same pairs it would have written.
+* `fill.json`: shards, pairs and seconds spent filling, summed over fills.
 
 NumPy `.npz` shards rather than `tf.data.Dataset.save`: a shard is written
 atomically and resumed by name, and a user can read it anywhere.
@@ -33,6 +34,8 @@ import json
 import math
 import os
 import shutil
+import tempfile
+import time
 
 import keras
 import numpy as np
@@ -50,22 +53,27 @@ _SEED_STREAM = 3 * 2**20
 
 
 def teacher_identity(teacher):
-    """A fingerprint of the teacher's function: file digest or weights and config.
+    """A fingerprint of the teacher's function: file digest, or class, config and weights.
 
-    A `.tflite` teacher (`export.TFLiteGenerator`) is fingerprinted by its
-    file; a Keras model or layer by its class, config and weights (float32
-    values: a mixed-precision copy of a model has the same identity).
+    A `.tflite` teacher (`export.TFLiteGenerator`) and a SavedModel behind a
+    `keras.layers.TFSMLayer` are fingerprinted by their files (wherever they
+    sit); any other Keras model or layer by its class, its config without
+    names and dtype policies (at any depth), and its weights as float32 (so a
+    model's mixed-precision copy has the model's identity).
     """
     path = getattr(teacher, "path", None)
     if isinstance(path, str) and os.path.isfile(path):
         return "file-" + classifiers.file_digest(path)
+    saved_model = getattr(teacher, "filepath", None)
+    if isinstance(teacher, keras.layers.TFSMLayer) and isinstance(saved_model, str) and os.path.isdir(saved_model):
+        files = [os.path.join(saved_model, name) for name in ("saved_model.pb", "variables") if os.path.exists(os.path.join(saved_model, name))]
+        return "file-" + classifiers.file_digest(*files)
     if isinstance(teacher, keras.layers.Layer):
         digest = hashlib.sha256(type(teacher).__name__.encode())
-        config = {}
         try:
-            config = {k: v for k, v in teacher.get_config().items() if k not in ("name", "dtype", "trainable")}
+            config = _without_names(teacher.get_config())
         except NotImplementedError:
-            pass
+            config = {}
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         for weight in teacher.weights:
             digest.update(np.ascontiguousarray(np.asarray(weight, dtype=np.float32)).tobytes())
@@ -74,6 +82,15 @@ def teacher_identity(teacher):
         f"Cannot fingerprint a teacher of type {type(teacher).__name__}: pass identity= (e.g. the digest "
         "of the file it comes from) so that a changed teacher invalidates the cache."
     )
+
+
+def _without_names(config):
+    """A config without the entries that do not change the function: names, dtype policies, trainable."""
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k not in ("name", "dtype", "trainable")}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
 
 
 def encode_images(images, storage):
@@ -125,8 +142,7 @@ class TeacherCache:
             raise InputError(f"The teacher cache size must be an integer >= 1 (pairs per pool). Received: {size!r}")
         if storage not in STORAGES:
             raise InputError(f"Unknown cache storage {storage!r}; choose one of {STORAGES}.")
-        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-            raise InputError(f"shard_size must be an integer >= 1. Received: {shard_size!r}")
+        _check_count("shard_size", shard_size, 1)
         self.directory = os.fspath(directory)
         self.teacher = teacher
         self.size = int(size)
@@ -153,17 +169,25 @@ class TeacherCache:
         return math.ceil(self.size / self.shard_size)
 
     def _open(self):
-        """Keeps pairs made under the same metadata; deletes any others."""
+        """Keeps pairs made under the same metadata; deletes any others (and
+        pairs whose metadata is missing), and temporary files of an interrupted fill."""
         path = os.path.join(self.directory, "cache.json")
+        previous = None
         if os.path.isfile(path):
             with open(path) as file:
                 previous = json.load(file)
-            if previous == self.metadata:
-                return
-            changed = sorted(key for key in self.metadata if previous.get(key) != self.metadata[key])
+        for temporary in glob.glob(os.path.join(self.directory, "pool_*", "*.tmp*")):
+            os.remove(temporary)
+        if previous == self.metadata:
+            return
+        pools = glob.glob(os.path.join(self.directory, "pool_*"))
+        if pools:
+            changed = sorted(key for key in self.metadata if (previous or {}).get(key) != self.metadata[key])
             logging.warning("Teacher cache %s was made with another %s: filling it anew.", self.directory, changed)
-            for pool in glob.glob(os.path.join(self.directory, "pool_*")):
+            for pool in pools:
                 shutil.rmtree(pool)
+        if os.path.isfile(self.fill_log_path):
+            os.remove(self.fill_log_path)
         os.makedirs(self.directory, exist_ok=True)
         temporary = f"{path}.tmp"
         with open(temporary, "w") as file:
@@ -186,15 +210,32 @@ class TeacherCache:
     def missing_shards(self, pools):
         return [(p, s) for p in range(pools) for s in range(self.num_shards) if not os.path.isfile(self.shard_path(p, s))]
 
+    @property
+    def fill_log_path(self):
+        return os.path.join(self.directory, "fill.json")
+
+    def fill_log(self):
+        """What filling cost so far: `{"shards": written, "pairs": ..., "seconds": ...}` (all fills summed)."""
+        if not os.path.isfile(self.fill_log_path):
+            return {"shards": 0, "pairs": 0, "seconds": 0.0}
+        with open(self.fill_log_path) as file:
+            return json.load(file)
+
     def fill(self, pools=1, batch_size=256, verbose=1):
         """Writes the shards of pools 0 .. `pools` - 1 that are not on disk yet.
+
+        One process fills a cache at a time (the experiment fills it once,
+        before its students train); `fill.json` sums what every fill cost.
 
         Returns:
             Number of shards written (0 when the cache was complete).
         """
+        _check_count("pools", pools, 1)
+        _check_count("batch_size", batch_size, 1)
         missing = self.missing_shards(pools)
         if not missing:
             return 0
+        start = time.time()
         logging.info(
             "Teacher cache %s: %d of %d shards to write (%d pools of %d pairs, %s).",
             self.directory, len(missing), pools * self.num_shards, pools, self.size, self.storage,
@@ -207,10 +248,20 @@ class TeacherCache:
             )
             path = self.shard_path(pool, shard)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            temporary = f"{path}.tmp.npz"
-            np.savez(temporary, z=z.astype(np.float32), images=encode_images(images, self.storage))
+            descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
+            with os.fdopen(descriptor, "wb") as file:
+                np.savez(file, z=z.astype(np.float32), images=encode_images(images, self.storage))
             os.replace(temporary, path)  # A shard is on disk whole, or not at all.
             progress.add(len(z))
+        log = self.fill_log()
+        log = {
+            "shards": log["shards"] + len(missing),
+            "pairs": log["pairs"] + sum(self.shard_count(s) for _, s in missing),
+            "seconds": round(log["seconds"] + time.time() - start, 2),
+        }
+        with open(f"{self.fill_log_path}.tmp", "w") as file:
+            json.dump(log, file)
+        os.replace(f"{self.fill_log_path}.tmp", self.fill_log_path)
         return len(missing)
 
     def dataset(self, batch_size, pools=1, steps_per_pool=None, skip_batches=0):
@@ -224,6 +275,9 @@ class TeacherCache:
             skip_batches: batches already trained: a resumed run continues with
                 the batches it would have seen (they are read and skipped).
         """
+        _check_count("batch_size", batch_size, 1)
+        _check_count("pools", pools, 1)
+        _check_count("skip_batches", skip_batches, 0)
         missing = self.missing_shards(pools)
         if missing:
             raise InputError(
@@ -266,3 +320,8 @@ class TeacherCache:
             .batch(batch_size, drop_remainder=True)
             .map(lambda z, stored: {"z": z, "teacher_images": decode_images(stored)})
         )
+
+
+def _check_count(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")

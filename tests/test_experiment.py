@@ -448,3 +448,4 @@ def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_pat
     assert not (tmp_path / "run" / "scratch").exists()
     text = (tmp_path / "run" / "report.md").read_text()
     assert "no scratch baselines" in text and "d=1 (" in text
+    assert "Trained in float32; students saw fresh z every step." in text

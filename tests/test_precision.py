@@ -85,16 +85,25 @@ def test_float16_gradients_underflow_without_loss_scaling():
     assert all(not np.any(np.asarray(g)) for g in gradients)
 
 
-def test_float16_distiller_scales_the_loss_and_learns():
+def test_float16_distiller_scales_the_loss_once_and_unscales_the_update():
     teacher, student = _underflowing_pair()
+    z = tf.random.normal((2, LATENT), seed=1)
+    # The update SGD must make: the gradient of the loss scaled by the
+    # optimizer's first scale (2**15), then divided by it, in float32; a large
+    # learning rate makes the step resolvable next to the weights in float32.
+    learning_rate = 1e4
+    scale = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()).initial_scale
+    with tf.GradientTape() as tape:
+        loss = gan.average_loss(gan.pixel_mse(teacher(z), student(z, training=True))) * scale
+    expected = [np.asarray(g) / scale for g in tape.gradient(loss, student.trainable_variables)]
+    assert any(np.any(g) for g in expected)
     distiller = Distiller(teacher, student, loss="mse")
-    distiller.compile(student_optimizer=keras.optimizers.SGD(1.0))
+    distiller.compile(student_optimizer=keras.optimizers.SGD(learning_rate))
     assert isinstance(distiller.student_optimizer, keras.optimizers.LossScaleOptimizer)
-    trainable_before = [np.array(w) for w in student.trainable_weights]
-    distiller.fit(tf.data.Dataset.from_tensors(tf.random.normal((2, LATENT), seed=1)).repeat(), epochs=1,
-                  steps_per_epoch=1, verbose=0)
-    moved = [not np.array_equal(old, new.numpy()) for old, new in zip(trainable_before, student.trainable_weights)]
-    assert any(moved), "with loss scaling the float16 gradients survive and the student moves"
+    before = [np.array(w) for w in student.trainable_weights]
+    distiller.fit(tf.data.Dataset.from_tensors(z).repeat(), epochs=1, steps_per_epoch=1, verbose=0)
+    for old, new, gradient in zip(before, student.trainable_weights, expected):
+        np.testing.assert_allclose(old - new.numpy(), learning_rate * gradient, rtol=1e-2, atol=1e-6)
 
 
 def test_float16_gan_wraps_both_optimizers_once():
@@ -125,6 +134,28 @@ def test_float32_copy_keeps_weights_and_saves_as_float32(tmp_path):
     # Functional models are rebuilt layer by layer.
     functional = keras.Sequential([keras.Input((LATENT,)), keras.layers.Dense(3, dtype="mixed_bfloat16")])
     assert [layer.dtype_policy.name for layer in precision.float32_copy(functional).layers] == ["float32"]
+
+
+class _IgnoresDtype(keras.Model):
+    """A model that builds its layer without passing its dtype policy on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2, dtype="float32")
+        self.head = keras.layers.Dense(2, dtype="float32")
+        self.build((None, 3))
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.head.build((None, 2))
+
+    def call(self, x):
+        return self.head(self.dense(x))
+
+
+def test_with_policy_refuses_a_model_that_ignores_its_dtype():
+    with pytest.raises(InputError, match=r"does not pass its dtype policy.*mixed_bfloat16"):
+        precision.with_policy(_IgnoresDtype(), "mixed_bfloat16")
 
 
 def test_with_policy_leaves_non_keras_teachers_alone():

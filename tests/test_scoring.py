@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, classifiers, data, metrics, scoring
+from kd_gan import Generator, classifiers, data, metrics, precision, scoring
 from kd_gan.errors import InputError
 
 from test_metrics import reference_fid, reference_inception_score
@@ -476,8 +476,14 @@ def test_inception_loads_once_and_bfloat16_is_named_apart(fake_inception_path):
     assert monitoring.name == f"{first.name}-bfloat16" != first.name
     with pytest.raises(InputError, match="precision 'float16'"):
         classifiers.InceptionClassifier(fake_inception_path, precision="float16")
+    with pytest.raises(InputError, match="MNIST.*'bfloat16'"):
+        classifiers.classifier_for("mnist", precision="bfloat16")
 
 
+@pytest.mark.skipif(
+    bool(tf.config.list_physical_devices("GPU")) or not precision.cpu_flags() & set(precision.BF16_CPU_FLAGS),
+    reason="the oneDNN bfloat16 rewrite needs a CPU with AVX512-BF16 or AMX (and no GPU)",
+)
 def test_shared_inception_in_bfloat16_is_close_to_float32_and_leaves_it_alone(shared_inception_path):
     images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     standard = classifiers.InceptionClassifier(shared_inception_path)

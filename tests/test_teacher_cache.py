@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import Distiller, Generator, teacher_cache
+from kd_gan import Discriminator, Distiller, Generator, teacher_cache
 from kd_gan.errors import InputError
 from kd_gan.teacher_cache import TeacherCache
 
@@ -124,6 +124,21 @@ def test_distiller_learns_from_the_pairs_not_the_teacher(tmp_path):
     np.testing.assert_allclose(float(logs["mse"]), expected, rtol=1e-5)
 
 
+def test_malformed_cached_batches_are_refused_by_name():
+    keras.utils.set_random_seed(0)
+    joint = Distiller(teacher(), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1))
+    joint.compile()
+    pairs = {"z": tf.zeros((2, LATENT)), "teacher_images": tf.zeros((2, *SHAPE))}
+    with pytest.raises(ValueError, match=r"'image' entry.*\['teacher_images', 'z'\]"):
+        joint.train_step(pairs)
+    mse = Distiller(teacher(), Generator(LATENT, SHAPE, 1), loss="mse")
+    mse.compile()
+    with pytest.raises(ValueError, match=r"shape \(batch, 4\).*\(2, 5\)"):
+        mse.train_step({"z": tf.zeros((2, LATENT + 1)), "teacher_images": tf.zeros((2, *SHAPE))})
+    with pytest.raises(ValueError, match="needs 'z'"):
+        mse.train_step({"teacher_images": tf.zeros((2, *SHAPE))})
+
+
 def test_students_fit_on_a_cache(tmp_path):
     model = teacher()
     cache = TeacherCache(tmp_path / "cache", model, size=8)
@@ -149,7 +164,8 @@ def test_experiment_students_share_one_cache_and_reruns_reuse_it(tiny_mnist, tmp
     )
     results = experiment.run(config)
     record = results["teacher_cache"]
-    assert record["pools"] == 2 and record["shards_written"] == 2 and record["pairs_per_pool"] == 12
+    assert record["pools"] == 2 and record["pairs_per_pool"] == 12
+    assert record["fill"]["shards"] == 2 and record["fill"]["pairs"] == 24 and record["fill"]["seconds"] > 0
     assert len(glob.glob(str(tmp_path / "run" / "teacher_cache" / "pool_*" / "*.npz"))) == 2
     students = [entry for entry in results["models"] if entry["method"].startswith("student")]
     assert [entry["name"] for entry in students] == ["student_mse_d1", "student_joint_d1"]
@@ -160,8 +176,13 @@ def test_experiment_students_share_one_cache_and_reruns_reuse_it(tiny_mnist, tmp
     student = keras.saving.load_model(str(tmp_path / "run" / students[0]["path"]))
     assert {layer.dtype_policy.name for layer in student.network} == {"float32"}
     assert load_generator(str(tmp_path / "run" / students[0]["path"])).depth == 1
-    # A rerun with the same settings finds every stage and every pair on disk.
-    assert experiment.run(config)["teacher_cache"] is None
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "Trained in bfloat16; students learned from 12 cached teacher outputs per pool, a fresh pool every 1 epochs." in text
+    # A rerun retrains a deleted student from the pairs on disk: nothing is filled again.
+    os.remove(tmp_path / "run" / students[1]["path"])
+    rerun = experiment.run(config)
+    assert rerun["teacher_cache"]["fill"] == record["fill"]
+    assert os.path.isfile(tmp_path / "run" / students[1]["path"])
     # Another cache size is another training: the folder refuses it.
     with pytest.raises(ValueError, match="teacher_cache: 12 -> 16"):
         experiment.run(experiment.ExperimentConfig(**{**config.__dict__, "teacher_cache": 16}))
