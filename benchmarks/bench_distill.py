@@ -11,7 +11,6 @@ Keras counterpart.
     python benchmarks/bench_distill.py --steps=300 --rounds=5 --output=benchmarks/results/distill.json
 """
 
-import json
 import os
 import statistics
 
@@ -105,20 +104,9 @@ def main(argv):
     print(f"|{'-' * 42}|---------|---------------|")
     for row in rows:
         print(f"| {row['method']:<40} | {row['steps_per_s']:7.1f} | {row['ratio_to_plain_loop']:13.2f} |")
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as file:
-        json.dump(
-            {
-                "settings": {k: FLAGS[k].value for k in ("steps", "rounds", "batch_size", "teacher_depth", "student_depth")},
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "cpu_count": os.cpu_count(),
-                "results": rows,
-            },
-            file,
-            indent=2,
-        )
-    print(f"Wrote {FLAGS.output}")
+    timing.write_results(
+        FLAGS.output, {k: FLAGS[k].value for k in ("steps", "rounds", "batch_size", "teacher_depth", "student_depth")}, rows
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ float32 twin and against the plain loop.
     python benchmarks/bench_train.py --inception_path=../shared/data/inception/fid_inception_v3
 """
 
-import json
 import os
 import platform
 import tempfile
@@ -179,22 +178,13 @@ def main(argv):
         cells = [row.get(key) for key in ("vs_float32", "vs_plain_loop", "vs_fresh_z_float32")]
         cells = [f"{value:.2f}" if value is not None else "" for value in cells]
         print(f"| {row['row']:<55} | {row['per_s']:5.1f} | {cells[0]:>10} | {cells[1]:>13} | {cells[2]:>19} |")
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as file:
-        json.dump(
-            {
-                "settings": {k: FLAGS[k].value for k in ("rounds", "batch_size", "seconds", "cache_pairs", "inception_images")},
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "cpu_count": os.cpu_count(),
-                "cpu_flags": cpu,
-                "cache_fill_pairs_per_s": round(fill_rate, 1),
-                "results": rows,
-            },
-            file,
-            indent=2,
-        )
-    print(f"Wrote {FLAGS.output}")
+    timing.write_results(
+        FLAGS.output,
+        {k: FLAGS[k].value for k in ("rounds", "batch_size", "seconds", "cache_pairs", "inception_images")},
+        rows,
+        cpu_flags=cpu,
+        cache_fill_pairs_per_s=round(fill_rate, 1),
+    )
 
 
 if __name__ == "__main__":

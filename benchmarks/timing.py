@@ -90,3 +90,15 @@ def interleaved_rates(runners, steps, rounds, warmup=5):
 
 def median(values):
     return statistics.median(values)
+
+
+def write_results(path, settings, rows, **extra):
+    """Writes the benchmark's JSON: settings, library versions, CPU count, extras, rows."""
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    record = {"settings": settings, "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count()}
+    with open(path, "w") as file:
+        json.dump({**record, **extra, "results": rows}, file, indent=2)
+    print(f"Wrote {path}")
