@@ -18,7 +18,9 @@ The protocol (the standard one for FID):
 import hashlib
 import json
 import os
+import queue
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -102,6 +104,46 @@ class ImageStatistics:
         )
 
 
+def prefetched(iterable, depth=2):
+    """`iterable`'s items, the next `depth` produced in a background thread.
+
+    Overlaps making batches (a generator's forward pass, decoding files) with
+    the classifier's pass on the previous one. An exception raised while
+    producing is raised here, at the item it stopped on.
+    """
+    items = queue.Queue(maxsize=depth)
+    finished = threading.Event()
+    end = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not finished.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if finished.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as error:  # Handed to the consumer, raised there.
+            items.put((end, error))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        finished.set()  # A consumer that stops early lets the producer go.
+
+
 def run_classifier(classifier, batches, num_samples, description="images", keep=KEPT_ACTIVATIONS, seed=0):
     """Runs every batch through `classifier` with a progress bar; returns `ImageStatistics` fields.
 
@@ -117,7 +159,7 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
         kept_rows[:] = False
         kept_rows[np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)] = True
     moments, kept, logits, sharpness, count = None, [], [], 0.0, 0
-    for batch in batches:
+    for batch in prefetched(batches):
         batch_activations, batch_logits = classifier(batch)
         if moments is None:
             moments = metrics.Moments(batch_activations.shape[-1])

@@ -492,3 +492,21 @@ def test_shared_inception_in_bfloat16_is_close_to_float32_and_leaves_it_alone(sh
     relative = np.mean(np.abs(fast - before)) / np.mean(np.abs(before))
     assert 1e-4 < relative < 0.1, relative  # Rewritten (not identical), and close.
     np.testing.assert_array_equal(standard(images)[0], before)  # The float32 pass is untouched.
+
+
+def test_prefetched_batches_keep_order_and_raise_where_production_failed():
+    assert list(scoring.prefetched(iter(range(7)))) == list(range(7))
+
+    def failing():
+        yield 1
+        yield 2
+        raise InputError("corrupt file b.png")
+
+    seen = []
+    with pytest.raises(InputError, match="corrupt file b.png"):
+        for item in scoring.prefetched(failing()):
+            seen.append(item)
+    assert seen == [1, 2]
+    # A consumer that stops early does not hang the producer.
+    first = next(iter(scoring.prefetched(iter(range(1000)))))
+    assert first == 0
