@@ -112,7 +112,9 @@ class Generator(_LayerStack):
         latent_dim: size of the latent vector z.
         image_shape: `(size, size, channels)` of the generated images.
         depth: depth scale factor d (>= 1); widths are multiples of it.
-        **kwargs: passed to `keras.Model` (e.g. `name`).
+        **kwargs: passed to `keras.Model`, e.g. `name`, or `dtype`: a Keras
+            policy such as "mixed_bfloat16" (`kd_gan.precision.policy`), which
+            every layer computes under (the tanh output stays float32).
 
     Example:
 
