@@ -202,7 +202,8 @@ class Discriminator(_LayerStack):
     Args:
         image_shape: `(size, size, channels)` of the input images.
         depth: depth scale factor d (>= 1).
-        **kwargs: passed to `keras.Model`.
+        **kwargs: passed to `keras.Model`, e.g. `dtype` (a Keras policy, as for
+            `Generator`; the logit stays float32).
 
     Example:
 
