@@ -51,7 +51,7 @@ class Evaluator:
     def __init__(self, config):
         self.config = config
         self.count = eval_sample_count(config)
-        self.classifier = classifiers.classifier_for(config.dataset, config.inception_path)
+        self.classifier = classifiers.classifier_for(config.dataset, config.inception_path, config.inception_precision)
         split = REFERENCE_SPLITS[config.dataset]
         self.reference = scoring.dataset_statistics(
             self.classifier, config.dataset, split, config.reference_samples, config.data_dir,

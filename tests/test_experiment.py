@@ -449,3 +449,12 @@ def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_pat
     text = (tmp_path / "run" / "report.md").read_text()
     assert "no scratch baselines" in text and "d=1 (" in text
     assert "Trained in float32; students saw fresh z every step." in text
+
+
+def test_bfloat16_inception_is_refused_for_mnist_and_accepted_for_colour_data(tiny_mnist, tmp_path):
+    with pytest.raises(ValueError, match="inception_precision='bfloat16'.*MNIST"):
+        tiny_config(tiny_mnist, tmp_path / "run", inception_precision="bfloat16")
+    with pytest.raises(ValueError, match="inception_precision 'float16'"):
+        tiny_config(tiny_mnist, tmp_path / "run", inception_precision="float16")
+    config = experiment.ExperimentConfig(dataset="cifar10", inception_precision="bfloat16")
+    assert config.inception_precision == "bfloat16"
