@@ -287,36 +287,55 @@ class TeacherCache:
         if pools > 1 and not steps_per_pool:
             raise InputError(f"Reading {pools} pools needs steps_per_pool (batches per pool). Received: {steps_per_pool!r}")
         if pools == 1:
-            return self._batches(0, batch_size).skip(skip_batches).prefetch(2)
-        # One cycle: steps_per_pool batches of each pool in turn; then again.
-        cycle = self._batches(0, batch_size).take(steps_per_pool)
-        for pool in range(1, pools):
-            cycle = cycle.concatenate(self._batches(pool, batch_size).take(steps_per_pool))
-        return cycle.repeat().skip(skip_batches).prefetch(2)
+            return _skip_by_reading(self._batches(0, batch_size), skip_batches).prefetch(2)
+        # steps_per_pool batches of each pool in turn, then again; each visit of
+        # a pool (its `visit`) reads it in new orders.
+        visits = tf.data.Dataset.range(2**62).flat_map(
+            lambda index: self._batches(index % pools, batch_size, visit=index // pools).take(steps_per_pool)
+        )
+        return _skip_by_reading(visits, skip_batches).prefetch(2)
 
-    def _batches(self, pool, batch_size):
-        """The pool's pairs, endlessly, reshuffled every pass (seeded by seed and pool), batched."""
-        paths = [self.shard_path(pool, shard) for shard in range(self.num_shards)]
+    def _batches(self, pool, batch_size, visit=0):
+        """The pool's pairs, endlessly, in a new order every pass, batched.
+
+        Each pass permutes the shards and the pairs inside each shard with
+        stateless draws keyed on (seed, pool, visit, pass, shard), and reads four
+        shards round-robin: the same order in every process and every rerun
+        (a `shuffle` that reshuffles each pass keeps hidden state, which two
+        pipelines over the same seeds can share).
+        """
+        pool = tf.cast(pool, tf.int64)  # A tensor inside `dataset`'s rotation.
+        shard_names = tf.constant([os.path.basename(self.shard_path(0, shard)) for shard in range(self.num_shards)])
+        folder = tf.strings.join([os.path.join(self.directory, "pool_"), tf.strings.as_string(pool)])
+        paths = tf.strings.join([folder, shard_names], separator=os.sep)
         stored_dtype = tf.uint8 if self.storage == "uint8" else tf.float16
-        seed = (self.seed * 1_000_003 + pool) % 2**31
+        base = tf.stack([tf.constant(self.seed, tf.int64), pool * 2**32 + tf.cast(visit, tf.int64)])
 
         def read(path):
             with np.load(path.decode()) as shard:
                 return shard["z"], shard["images"]
 
-        def shard_pairs(path):
+        def shard_pairs(path, shard_seed):
             z, stored = tf.numpy_function(read, [path], (tf.float32, stored_dtype), stateful=False)
             z.set_shape((None, self.latent_dim))
             stored.set_shape((None,) + self.image_shape)
-            return tf.data.Dataset.from_tensor_slices((z, stored))
+            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(z)[0]), seed=shard_seed)
+            return tf.data.Dataset.from_tensor_slices((tf.gather(z, order), tf.gather(stored, order)))
 
-        # Each pass reads every pair once, in a new order (shards, then pairs).
+        def one_pass(pass_index):
+            pass_seed = tf.random.experimental.stateless_fold_in(base, pass_index)
+            shard_order = tf.random.experimental.stateless_shuffle(tf.range(self.num_shards), seed=pass_seed)
+            shard_seeds = tf.map_fn(
+                lambda shard: tf.random.experimental.stateless_fold_in(pass_seed, tf.cast(shard, tf.int64)),
+                shard_order, fn_output_signature=tf.TensorSpec([2], pass_seed.dtype),
+            )
+            return tf.data.Dataset.from_tensor_slices((tf.gather(paths, shard_order), shard_seeds)).interleave(
+                shard_pairs, cycle_length=min(4, self.num_shards)
+            )
+
         return (
-            tf.data.Dataset.from_tensor_slices(paths)
-            .shuffle(self.num_shards, seed=seed)
-            .interleave(shard_pairs, cycle_length=min(4, self.num_shards))
-            .shuffle(min(self.size, 4 * self.shard_size), seed=seed + 1)
-            .repeat()
+            tf.data.Dataset.range(2**62)
+            .flat_map(one_pass)
             .batch(batch_size, drop_remainder=True)
             .map(lambda z, stored: {"z": z, "teacher_images": decode_images(stored)})
         )
@@ -325,3 +344,15 @@ class TeacherCache:
 def _check_count(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def _skip_by_reading(dataset, count):
+    """`dataset` without its first `count` elements, which are produced and dropped.
+
+    Not `Dataset.skip`, which may jump over a repetition without producing
+    it: reading keeps the resumed stream identical to the uninterrupted one
+    whatever the pipeline holds.
+    """
+    if not count:
+        return dataset
+    return dataset.enumerate().filter(lambda index, _: index >= count).map(lambda _, element: element)
