@@ -177,8 +177,7 @@ class ExperimentConfig:
             )
         if self.dataset == data.IMAGES and not self.data_dir:
             raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
-        if self.loss not in LOSS_CHOICES:
-            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}.")
+        _check_choice("loss", self.loss, LOSS_CHOICES)
         _check_at_least("teacher_cache", self.teacher_cache, 0)
         if self.cache_refresh_epochs is not None:
             _check_at_least("cache_refresh_epochs", self.cache_refresh_epochs, 1)
@@ -187,21 +186,15 @@ class ExperimentConfig:
                     f"cache_refresh_epochs={self.cache_refresh_epochs} refreshes the teacher cache: set "
                     "teacher_cache to its size (pairs per pool)."
                 )
-        if self.cache_storage not in teacher_cache_lib.STORAGES:
-            raise ValueError(f"Unknown cache_storage {self.cache_storage!r}; choose one of {teacher_cache_lib.STORAGES}.")
-        if self.inception_precision not in INCEPTION_PRECISIONS:
-            raise ValueError(
-                f"Unknown inception_precision {self.inception_precision!r}; choose one of {INCEPTION_PRECISIONS}."
-            )
+        _check_choice("cache_storage", self.cache_storage, teacher_cache_lib.STORAGES)
+        _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
         if self.dataset == "mnist" and self.inception_precision != "float32":
             raise ValueError(
                 f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the "
                 "float32 MNIST network."
             )
-        if self.precision not in precision_lib.PRECISIONS:
-            raise ValueError(f"Unknown precision {self.precision!r}; choose one of {precision_lib.PRECISIONS}.")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {STRATEGIES}.")
+        _check_choice("precision", self.precision, precision_lib.PRECISIONS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
         for name in ("teacher_depths", "student_depths"):
@@ -258,6 +251,11 @@ def build_config(preset=None, **values):
     merged = preset_values(preset, values.get("dataset", ExperimentConfig.dataset)) if preset else {}
     merged.update(values)
     return ExperimentConfig(**merged)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {tuple(allowed)}.")
 
 
 def _check_at_least(name, value, minimum):
