@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, classifiers, data, metrics, precision, scoring
+from kd_gan import Generator, classifiers, data, metrics, monitoring, precision, scoring
 from kd_gan.errors import InputError
 
 from test_metrics import reference_fid, reference_inception_score
@@ -356,7 +356,7 @@ def test_evaluation_callback_logs_every_n_epochs(tmp_path):
     classifier = _CountingClassifier()
     rows = np.random.default_rng(0).normal(size=(16, 4))
     reference = scoring.ImageStatistics(rows.mean(0), np.cov(rows, rowvar=False), 16, rows, "counting", "rows")
-    callback = scoring.EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
+    callback = monitoring.EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
     model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=2, epochs=4, verbose=0, callbacks=[callback])
     assert [record["epoch"] for record in callback.history] == [2, 4]
     assert all(record["num_samples"] == 16 and record["fid"] > 0 for record in callback.history)
@@ -471,9 +471,9 @@ def test_int8_tflite_scores_like_its_keras_model_on_mnist(shared_data_dir, tmp_p
 def test_inception_loads_once_and_bfloat16_is_named_apart(fake_inception_path):
     first = classifiers.InceptionClassifier(fake_inception_path)
     again = classifiers.InceptionClassifier(fake_inception_path)
-    monitoring = classifiers.InceptionClassifier(fake_inception_path, precision="bfloat16")
-    assert first.network is again.network is monitoring.network
-    assert monitoring.name == f"{first.name}-bfloat16" != first.name
+    fast = classifiers.InceptionClassifier(fake_inception_path, precision="bfloat16")
+    assert first.network is again.network is fast.network
+    assert fast.name == f"{first.name}-bfloat16" != first.name
     with pytest.raises(InputError, match="precision 'float16'"):
         classifiers.InceptionClassifier(fake_inception_path, precision="float16")
     with pytest.raises(InputError, match="MNIST.*'bfloat16'"):
