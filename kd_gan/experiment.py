@@ -179,11 +179,9 @@ class Experiment:
         config = self.config
         if not config.teacher_cache:
             return None
-        log_path = os.path.join(self.cache_dir(), "fill.json")
-        fill = read_json(log_path) if os.path.isfile(log_path) else None
         return {
             "pairs_per_pool": config.teacher_cache, "pools": self.cache_pools(), "storage": config.cache_storage,
-            "refresh_epochs": config.cache_refresh_epochs, "fill": fill,
+            "refresh_epochs": config.cache_refresh_epochs, "fill": teacher_cache_lib.read_fill_log(self.cache_dir()),
         }
 
     def cache_pools(self):

@@ -43,6 +43,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import classifiers, distill
+from kd_gan.stages import read_json, write_json
 from kd_gan.errors import InputError
 
 CACHE_VERSION = 1
@@ -138,8 +139,7 @@ class TeacherCache:
         self, directory, teacher, size, latent_dim=None, seed=0, storage="uint8",
         shard_size=DEFAULT_SHARD_SIZE, identity=None,
     ):
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise InputError(f"The teacher cache size must be an integer >= 1 (pairs per pool). Received: {size!r}")
+        _check_count("size", size, 1)  # Pairs per pool.
         if storage not in STORAGES:
             raise InputError(f"Unknown cache storage {storage!r}; choose one of {STORAGES}.")
         _check_count("shard_size", shard_size, 1)
@@ -172,10 +172,7 @@ class TeacherCache:
         """Keeps pairs made under the same metadata; deletes any others (and
         pairs whose metadata is missing), and temporary files of an interrupted fill."""
         path = os.path.join(self.directory, "cache.json")
-        previous = None
-        if os.path.isfile(path):
-            with open(path) as file:
-                previous = json.load(file)
+        previous = read_json(path) if os.path.isfile(path) else None
         for temporary in glob.glob(os.path.join(self.directory, "pool_*", "*.tmp*")):
             os.remove(temporary)
         if previous == self.metadata:
@@ -186,13 +183,10 @@ class TeacherCache:
             logging.warning("Teacher cache %s was made with another %s: filling it anew.", self.directory, changed)
             for pool in pools:
                 shutil.rmtree(pool)
-        if os.path.isfile(self.fill_log_path):
-            os.remove(self.fill_log_path)
+        if os.path.isfile(fill_log_path(self.directory)):
+            os.remove(fill_log_path(self.directory))
         os.makedirs(self.directory, exist_ok=True)
-        temporary = f"{path}.tmp"
-        with open(temporary, "w") as file:
-            json.dump(self.metadata, file, indent=2)
-        os.replace(temporary, path)
+        write_json(path, self.metadata)
 
     def shard_path(self, pool, shard):
         return os.path.join(self.directory, f"pool_{pool}", f"shard_{shard:05d}.npz")
@@ -209,17 +203,6 @@ class TeacherCache:
 
     def missing_shards(self, pools):
         return [(p, s) for p in range(pools) for s in range(self.num_shards) if not os.path.isfile(self.shard_path(p, s))]
-
-    @property
-    def fill_log_path(self):
-        return os.path.join(self.directory, "fill.json")
-
-    def fill_log(self):
-        """What filling cost so far: `{"shards": written, "pairs": ..., "seconds": ...}` (all fills summed)."""
-        if not os.path.isfile(self.fill_log_path):
-            return {"shards": 0, "pairs": 0, "seconds": 0.0}
-        with open(self.fill_log_path) as file:
-            return json.load(file)
 
     def fill(self, pools=1, batch_size=256, verbose=1):
         """Writes the shards of pools 0 .. `pools` - 1 that are not on disk yet.
@@ -253,15 +236,12 @@ class TeacherCache:
                 np.savez(file, z=z.astype(np.float32), images=encode_images(images, self.storage))
             os.replace(temporary, path)  # A shard is on disk whole, or not at all.
             progress.add(len(z))
-        log = self.fill_log()
-        log = {
+        log = read_fill_log(self.directory) or {"shards": 0, "pairs": 0, "seconds": 0.0}
+        write_json(fill_log_path(self.directory), {
             "shards": log["shards"] + len(missing),
             "pairs": log["pairs"] + sum(self.shard_count(s) for _, s in missing),
             "seconds": round(log["seconds"] + time.time() - start, 2),
-        }
-        with open(f"{self.fill_log_path}.tmp", "w") as file:
-            json.dump(log, file)
-        os.replace(f"{self.fill_log_path}.tmp", self.fill_log_path)
+        })
         return len(missing)
 
     def dataset(self, batch_size, pools=1, steps_per_pool=None, skip_batches=0):
@@ -339,6 +319,17 @@ class TeacherCache:
             .batch(batch_size, drop_remainder=True)
             .map(lambda z, stored: {"z": z, "teacher_images": decode_images(stored)})
         )
+
+
+def fill_log_path(directory):
+    return os.path.join(directory, "fill.json")
+
+
+def read_fill_log(directory):
+    """What filling the cache in `directory` cost, all fills summed: `{"shards",
+    "pairs", "seconds"}`; None before the first fill."""
+    path = fill_log_path(directory)
+    return read_json(path) if os.path.isfile(path) else None
 
 
 def _check_count(name, value, minimum):
