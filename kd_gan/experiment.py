@@ -117,8 +117,7 @@ class Experiment:
                 g_optimizer=gan.default_optimizer(config.learning_rate),
                 d_optimizer=gan.default_optimizer(config.learning_rate),
             )
-        record = stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
-        return precision.float32_copy(generator), record  # As saved: scored and exported in float32.
+        return stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
 
     def _generator(self, stage):
         return models.Generator(
@@ -150,8 +149,7 @@ class Experiment:
         else:
             # The MSE scheme needs no real data: it learns from fresh latent vectors.
             stream = self.real_stream if joint else self.latent_stream
-        record = stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
-        return precision.float32_copy(student), record
+        return stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
 
     def teacher_cache(self, teacher):
         """The run's cache of the teacher's outputs, filled for every pool the students read.

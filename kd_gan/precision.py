@@ -105,8 +105,6 @@ def with_policy(model, dtype_policy):
         )
     else:
         copy = model.__class__.from_config({**model.get_config(), "dtype": name})
-    if not copy.built:
-        copy.build(model.input_shape if _is_graph_network(model) else None)
     copy.set_weights(model.get_weights())
     if _policy_names(copy) != {name}:
         raise InputError(

@@ -89,7 +89,11 @@ class Stage:
         return read_json(path)["epoch"] if os.path.isfile(path) else 0
 
     def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z):
-        """Fits `trainer` on `stream(first_epoch)`, saves `generator` and the record."""
+        """Fits `trainer` on `stream(first_epoch)`, saves `generator` (in float32) and the record.
+
+        Returns:
+            `(generator as saved, record)`.
+        """
         first_epoch = self.resume_epoch() if epochs > 0 else 0
         logging.info(
             "Stage %s: %d epochs of %d steps%s; files in %s", self.name, epochs, steps_per_epoch,
@@ -123,10 +127,11 @@ class Stage:
             "history": {key: [float(v) for v in values] for key, values in history.items()},
             "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
         }
-        precision.float32_copy(generator).save(self.model_path)  # Ships in float32 whatever it trained in.
+        shipped = precision.float32_copy(generator)  # Saved, scored and exported in float32 whatever it trained in.
+        shipped.save(self.model_path)
         write_json(self.record_path, record)
         logging.info("Stage %s finished in %.0f s: %s", self.name, record["wall_time_s"], self.model_path)
-        return record
+        return shipped, record
 
 
 def read_epoch_log(path):
