@@ -16,7 +16,6 @@ it sits in).
   example does. Every machine scores MNIST with the same network, offline.
 """
 
-import hashlib
 import json
 import os
 
@@ -25,26 +24,12 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan.errors import InputError
+from kd_gan.local_data import file_digest  # noqa: F401 (re-exported: model files are keyed by it)
 
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INCEPTION_SIZE = 299
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 MNIST_CLASSIFIER_PATH = os.path.join(ASSETS, "mnist_classifier.keras")
-
-
-def file_digest(*paths):
-    """sha256 of the files' bytes, in order (folders: every file under them, sorted by path)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        files = [path] if os.path.isfile(path) else sorted(
-            os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-        )
-        for file_path in files:
-            digest.update(os.path.relpath(file_path, path).encode() if file_path != path else b"")
-            with open(file_path, "rb") as file:
-                for block in iter(lambda: file.read(1 << 22), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def preprocess_for_inception(images):

@@ -6,7 +6,7 @@ files are often sorted: CIFAR-10's archive by class), so everything after
 loading is the same tfds pipeline online and offline, and any slice or "first
 N" of a split mixes every class. Conversions live under the cache folder
 (`cache_dir`, `KD_GAN_CACHE_DIR`, default `~/.cache/kd_gan`), named by a
-fingerprint of their sources and of the conversion's version.
+digest of their source files' bytes and of the conversion's version.
 """
 
 import gzip
@@ -155,12 +155,33 @@ def local_files_present(data_dir, name):
     return not missing
 
 
+def file_digest(*paths):
+    """sha256 of the files' bytes, in order (folders: every file under them, sorted by path)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+        )
+        for file_path in files:
+            digest.update(os.path.relpath(file_path, path).encode() if file_path != path else b"")
+            with open(file_path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+_SOURCE_DIGESTS = {}  # (path, size, mtime) of the sources -> their digest.
+
+
 def convert_local(data_dir, name, cache_dir):
     """Converts the original files once into a tfds data dir; returns its version dir."""
-    sources = sorted(os.path.realpath(os.path.join(data_dir, p)) for f in LOCAL_FILES[name].values() for p in f)
-    fingerprint = hashlib.sha256(
-        "\n".join([LOCAL_VERSION, str(CONVERSION_SEED)] + [f"{p}:{os.path.getsize(p)}:{os.path.getmtime(p)}" for p in sources]).encode()
-    ).hexdigest()[:12]
+    sources = sorted(os.path.join(data_dir, p) for f in LOCAL_FILES[name].values() for p in f)
+    # Keyed on the files' bytes, not their paths or times: the same data copied
+    # elsewhere (or provisioned again) keeps its conversion and cached statistics.
+    stamp = tuple((os.path.realpath(p), os.path.getsize(p), os.path.getmtime(p)) for p in sources)
+    if stamp not in _SOURCE_DIGESTS:  # Read once per process while the files are unchanged.
+        _SOURCE_DIGESTS[stamp] = file_digest(*sources)
+    fingerprint = hashlib.sha256("\n".join([LOCAL_VERSION, str(CONVERSION_SEED), _SOURCE_DIGESTS[stamp]]).encode()).hexdigest()[:12]
     tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
     prepared = prepared_dir(tfds_dir, name)
     if prepared:
