@@ -93,12 +93,12 @@ def median(values):
 
 
 def write_results(path, settings, rows, **extra):
-    """Writes the benchmark's JSON: settings, library versions, CPU count, extras, rows."""
-    import json
+    """Writes the benchmark's JSON: settings, library versions, CPU count, extras, rows (NaN as null)."""
     import os
+
+    from kd_gan.jsonio import write_json
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     record = {"settings": settings, "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count()}
-    with open(path, "w") as file:
-        json.dump({**record, **extra, "results": rows}, file, indent=2)
+    write_json(path, {**record, **extra, "results": rows})
     print(f"Wrote {path}")

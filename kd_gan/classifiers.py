@@ -24,6 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan.errors import InputError
+from kd_gan.jsonio import write_json
 from kd_gan.local_data import file_digest  # noqa: F401 (re-exported: model files are keyed by it)
 
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
@@ -249,8 +250,7 @@ def train_mnist_classifier(data_dir=None, output=MNIST_CLASSIFIER_PATH, cache_di
         "training": settings,
         "data": "MNIST train (60,000), accuracy on MNIST test (10,000)",
     }
-    with open(os.path.splitext(output)[0] + ".json", "w") as file:
-        json.dump(record, file, indent=2)
+    write_json(os.path.splitext(output)[0] + ".json", record)
     return record
 
 

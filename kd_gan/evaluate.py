@@ -23,7 +23,6 @@ images); images of any size go through its resize to 299x299; grey is tiled to
 RGB. Prints a table and writes JSON (`--output`).
 """
 
-import json
 import os
 
 from absl import app, flags
@@ -31,6 +30,7 @@ from absl import app, flags
 from kd_gan import data
 from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.errors import InputError
+from kd_gan.jsonio import write_json
 
 flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set of the generator / real split (and of the reference split).")
 flags.DEFINE_string("generator", None, "A generator to score: .keras, SavedModel folder, or .tflite.")
@@ -144,8 +144,7 @@ def main(argv):
         shown = f"{value:.6g}" if isinstance(value, float) else value
         print(f"{key:<28} {shown}")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as file:
-        json.dump(record, file, indent=2)
+    write_json(FLAGS.output, record)
     print(f"Wrote {FLAGS.output}")
 
 

@@ -18,7 +18,6 @@ Command line, for a generator saved as `.keras`:
         --output_dir=export --formats=tflite,saved_model --quantizations=none,float16,int8
 """
 
-import json
 import os
 import tempfile
 
@@ -29,6 +28,7 @@ from absl import logging
 from kd_gan import images as images_lib
 from kd_gan import precision
 from kd_gan.distill import latent_size
+from kd_gan.jsonio import write_json
 
 SIGNATURE = "generate"
 UINT8_SIGNATURE = "generate_uint8"
@@ -282,8 +282,7 @@ def verify_tflite(generator, path, quantization="none", num_samples=32, seed=0):
     result["passed"] = not failures
     # Identical outputs give an infinite PSNR, constant ones an undefined correlation: null in JSON.
     result.update({key: None for key in ("psnr_db", "correlation") if not np.isfinite(result[key])})
-    with open(f"{path}.verification.json", "w") as file:
-        json.dump(result, file, indent=2)
+    write_json(f"{path}.verification.json", result)
     if failures:
         raise VerificationError(
             f"{path} ({quantization}) does not reproduce the Keras generator on held-out z: {'; '.join(failures)}."
@@ -349,8 +348,7 @@ def main(argv):
         name=os.path.splitext(os.path.basename(flag_values.generator))[0],
     )
     summary_path = os.path.join(flag_values.output_dir, "export.json")
-    with open(summary_path, "w") as file:
-        json.dump(records, file, indent=2)
+    write_json(summary_path, records)
     for key, record in records.items():
         error = record.get("verification", {}).get("max_abs_error")
         print(f"{key:<20} {record['bytes']:>10,} bytes" + (f"  max abs error {error:.3g}" if error is not None else ""))

@@ -2,7 +2,6 @@
 checkpoints and logs, and the callbacks that guard and record it."""
 
 import csv
-import json
 import math
 import os
 import time
@@ -13,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import distill, models, precision
+from kd_gan.jsonio import read_json, write_json  # noqa: F401 (the stages' record files; re-exported)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -145,15 +145,3 @@ def read_epoch_log(path):
     epochs = sorted(rows)
     keys = [k for k in next(iter(rows.values()), {}) if k != "epoch" and rows[epochs[-1]][k] != "NA"]
     return {key: [float(rows[epoch][key]) for epoch in epochs] for key in keys}
-
-
-def read_json(path):
-    with open(path) as file:
-        return json.load(file)
-
-
-def write_json(path, value):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(temporary, path)  # Never leave a half-written file behind.

@@ -1,0 +1,41 @@
+"""JSON records on disk: written atomically, NaN and infinities as null.
+
+Python's `json` writes NaN and Infinity by default, which no strict JSON
+reader accepts; a metric that is undefined (a FID of a diverged model, the
+PSNR of identical images) is `null` in every file the package writes.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+
+def json_safe(value):
+    """`value` with every non-finite float (Python or numpy) replaced by None and
+    numpy scalars and arrays as Python numbers and lists."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path, value):
+    """Writes `value` to `path` as strict JSON (non-finite numbers as null), atomically."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(json_safe(value), file, indent=2, allow_nan=False)
+    os.replace(temporary, path)  # Never leave a half-written file behind.
+
+
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)
