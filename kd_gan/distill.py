@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import gan
+from kd_gan import gan, objectives
 
 LOSSES = ("mse", "joint")
 
@@ -98,6 +98,13 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         mse_weight: weight of the MSE term in the joint loss (the MSE scheme
             minimises the MSE alone).
         seed: integer seed of the latent draws.
+        objective: adversarial objective of the joint loss: "ns" (the
+            paper's), "hinge" or "wgan-gp" (`kd_gan.objectives`).
+        critic_steps: discriminator steps per student step of the joint loss
+            (the extra ones on fresh z); None: the objective's.
+
+    A student optimizer with `use_ema` keeps a moving average of the
+    student's weights, written into the student when `fit` ends.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -113,7 +120,8 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
     """
 
     def __init__(
-        self, teacher, student, loss="mse", discriminator=None, mse_weight=1.0, seed=0, **kwargs
+        self, teacher, student, loss="mse", discriminator=None, mse_weight=1.0, seed=0,
+        objective=objectives.NON_SATURATING, critic_steps=None, **kwargs
     ):
         super().__init__(**kwargs)
         if loss not in LOSSES:
@@ -153,6 +161,8 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         self.loss_name = loss
         self.mse_weight = mse_weight
         self.seed = int(seed)
+        self.objective = objectives.check_objective(objective)
+        self.critic_steps = gan.check_critic_steps(critic_steps, objective)
         self._check_shapes()
 
         self.mse_tracker = keras.metrics.Mean(name="mse")
@@ -215,8 +225,9 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only: never the teacher.
         self.student_optimizer.build(self.student.trainable_variables)
         if self.loss_name == "joint":
-            self.d_optimizer = gan.loss_scaled(d_optimizer or gan.default_optimizer(), self.discriminator)
+            self.d_optimizer = gan.loss_scaled(d_optimizer or gan.objective_optimizer(self.objective), self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
+        gan.check_moving_average(self, self.student, getattr(self, "d_optimizer", None))
 
     def get_compile_config(self):
         return gan.optimizers_config(self, ("student_optimizer", "d_optimizer"))
@@ -304,6 +315,12 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
                 f"loss='joint' needs batches of real images (batch, height, width, channels); "
                 f"got a batch of shape {tuple(real_images.shape)}."
             )
+        # The discriminator's extra steps (WGAN-GP's critic), each on fresh z.
+        for _ in range(self.critic_steps - 1):
+            gan.critic_update(
+                self.student, self.discriminator, self.d_optimizer, real_images, self.latent_dim, self.seed,
+                self.objective,
+            )
         # z and the frozen teacher's images: cached pairs, or drawn and run now.
         z, teacher_images = self._pairs(data)
         # Simultaneous step of student and discriminator; the student's loss adds the MSE term.
@@ -316,6 +333,8 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
             z,
             target_images=teacher_images,
             mse_weight=self.mse_weight,
+            objective=self.objective,
+            seed=self.seed,
         )
         for tracker in self.metrics:
             tracker.update_state(losses[tracker.name])
@@ -352,6 +371,8 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
             loss=self.loss_name,
             mse_weight=self.mse_weight,
             seed=self.seed,
+            objective=self.objective,
+            critic_steps=self.critic_steps,
         )
         return config
 

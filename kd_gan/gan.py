@@ -1,4 +1,5 @@
-"""Adversarial training: the non-saturating GAN loss and the `GAN` model.
+"""Adversarial training: the update steps and the `GAN` model (the losses
+are in `kd_gan.objectives`).
 
 `GAN` trains teachers and the equal-size scratch baselines; the same update
 (`adversarial_update`) serves the Distiller's joint loss, which adds a
@@ -9,6 +10,8 @@ import math
 
 import keras
 import tensorflow as tf
+
+from kd_gan import objectives
 
 DEFAULT_LEARNING_RATE = 2e-4  # DCGAN (Radford et al., 2016): Adam, lr 2e-4, beta_1 0.5.
 DEFAULT_BETA_1 = 0.5
@@ -59,20 +62,34 @@ def step_logs(model, metrics=None):
     return results
 
 
-def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE):
-    """Adam with the DCGAN settings (beta_1 = 0.5)."""
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=DEFAULT_BETA_1)
+def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE, beta_1=DEFAULT_BETA_1, beta_2=0.999, ema_decay=0.0):
+    """Adam with the DCGAN settings (beta_1 = 0.5) unless told otherwise.
+
+    Args:
+        learning_rate, beta_1, beta_2: Adam's settings.
+        ema_decay: > 0 keeps an exponential moving average of the weights
+            (Keras' `use_ema`, momentum `ema_decay`, e.g. 0.999). `fit` ends by
+            writing the averages into the model (`finalize_variable_values`):
+            the network then holds the averaged weights, while a checkpoint
+            written during training (`BackupAndRestore`) holds the raw ones
+            and the averages beside them.
+    """
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average). Received: ema_decay={ema_decay}")
+    if ema_decay:
+        return keras.optimizers.Adam(
+            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, use_ema=True, ema_momentum=ema_decay
+        )
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
 
 
-def discriminator_loss(real_logits, fake_logits):
-    """Per-example discriminator loss -log D(x) - log(1 - D(G(z))), in float32."""
-    real_logits, fake_logits = tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32)
-    return tf.reshape(tf.nn.softplus(-real_logits) + tf.nn.softplus(fake_logits), [-1])
-
-
-def generator_loss(fake_logits):
-    """Per-example non-saturating generator loss -log D(G(z)) (Goodfellow et al., 2014), in float32."""
-    return tf.reshape(tf.nn.softplus(-tf.cast(fake_logits, tf.float32)), [-1])
+def objective_optimizer(objective, learning_rate=None, ema_decay=0.0):
+    """`default_optimizer` with `objective`'s Adam settings (`OBJECTIVE_DEFAULTS`);
+    `learning_rate` replaces the objective's when given."""
+    settings = objectives.OBJECTIVE_DEFAULTS[objectives.check_objective(objective)]
+    return default_optimizer(
+        learning_rate or settings["learning_rate"], settings["beta_1"], settings["beta_2"], ema_decay
+    )
 
 
 def pixel_mse(target_images, images):
@@ -144,6 +161,44 @@ def average_loss(per_example_loss):
     return tf.nn.compute_average_loss(per_example_loss)
 
 
+def _penalty_seed(seed, step):
+    """Stateless seed of the gradient penalty's interpolation at `step` (apart from z's)."""
+    return tf.stack([tf.cast(seed, tf.int64) + 0x5EED, tf.cast(step, tf.int64)])
+
+
+def _critic_loss(discriminator, real_images, fake_images, objective, seed, step):
+    """Per-example loss of the discriminator on a real and a generated batch.
+
+    Real and generated images go through it as one batch (it has no batch
+    norm, so this equals two calls); WGAN-GP adds its penalty.
+
+    Returns:
+        `(critic loss, generator's adversarial loss)`, per example, float32.
+    """
+    logits = discriminator(
+        tf.concat([tf.cast(real_images, fake_images.dtype), fake_images], axis=0), training=True
+    )
+    real_logits, fake_logits = tf.split(logits, 2, axis=0)
+    d_loss = objectives.discriminator_loss(real_logits, fake_logits, objective)
+    if objective == objectives.WGAN_GP:
+        penalty = objectives.gradient_penalty(discriminator, real_images, fake_images, _penalty_seed(seed, step))
+        d_loss += objectives.GRADIENT_PENALTY_WEIGHT * penalty
+    return d_loss, objectives.generator_loss(fake_logits, objective)
+
+
+def critic_update(generator, discriminator, d_optimizer, real_images, latent_dim, seed, objective):
+    """One step of the discriminator alone, on fresh z drawn at its step count
+    (the extra critic steps of WGAN-GP). Returns its per-example loss."""
+    step = d_optimizer.iterations
+    z = sample_latents(tf.shape(real_images)[0], latent_dim, seed, step)
+    fake_images = tf.stop_gradient(generator(z, training=True))
+    with tf.GradientTape() as tape:
+        d_loss, _ = _critic_loss(discriminator, real_images, fake_images, objective, seed, step)
+        d_total = d_optimizer.scale_loss(average_loss(d_loss))
+    minimize(tape, d_total, d_optimizer, discriminator)
+    return d_loss
+
+
 def adversarial_update(
     generator,
     discriminator,
@@ -153,30 +208,30 @@ def adversarial_update(
     z,
     target_images=None,
     mse_weight=0.0,
+    objective=objectives.NON_SATURATING,
+    seed=0,
 ):
     """One simultaneous gradient step of generator and discriminator.
 
-    One generator pass feeds both losses (as in TensorFlow's DCGAN example),
-    and real and generated images go through the discriminator as one batch
-    (it has no batch norm, so this equals two calls). With `target_images`,
-    the generator minimises `adversarial + mse_weight * MSE(G(z), target)`:
-    the paper's joint distillation loss (Sec. 3.2).
+    One generator pass feeds both losses (as in TensorFlow's DCGAN example).
+    With `target_images`, the generator minimises `adversarial + mse_weight *
+    MSE(G(z), target)`: the paper's joint distillation loss (Sec. 3.2).
+
+    Args:
+        objective: "ns", "hinge" or "wgan-gp" (`kd_gan.objectives`).
+        seed: integer seed of the run (WGAN-GP's interpolation draws).
 
     Returns:
-        Dict of per-example losses: `d_loss`, `g_loss` (adversarial part),
-        and with `target_images` also `mse` and `student_loss` (the total).
+        Dict of per-example losses: `d_loss` (with WGAN-GP's penalty),
+        `g_loss` (adversarial part), and with `target_images` also `mse` and
+        `student_loss` (the total).
     """
     with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
         fake_images = generator(z, training=True)
-        logits = discriminator(
-            tf.concat([tf.cast(real_images, fake_images.dtype), fake_images], axis=0),
-            training=True,
+        d_loss, g_loss = _critic_loss(
+            discriminator, real_images, fake_images, objective, seed, d_optimizer.iterations
         )
-        real_logits, fake_logits = tf.split(logits, 2, axis=0)
-        losses = {
-            "d_loss": discriminator_loss(real_logits, fake_logits),
-            "g_loss": generator_loss(fake_logits),
-        }
+        losses = {"d_loss": d_loss, "g_loss": g_loss}
         g_objective = losses["g_loss"]
         if target_images is not None:
             losses["mse"] = pixel_mse(target_images, fake_images)
@@ -187,6 +242,32 @@ def adversarial_update(
     minimize(g_tape, g_total, g_optimizer, generator)
     minimize(d_tape, d_total, d_optimizer, discriminator)
     return losses
+
+
+def check_critic_steps(critic_steps, objective):
+    """`critic_steps`, or `objective`'s default when None; a ValueError unless an integer >= 1."""
+    if critic_steps is None:
+        return objectives.OBJECTIVE_DEFAULTS[objectives.check_objective(objective)]["critic_steps"]
+    if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
+        raise ValueError(f"critic_steps must be an integer >= 1. Received: critic_steps={critic_steps!r}")
+    return critic_steps
+
+
+def check_moving_average(model, generator, d_optimizer):
+    """Refuses what Keras' end-of-`fit` EMA write (`finalize_variable_values`) would get wrong.
+
+    Keras writes the model optimizer's averages over `model.trainable_weights`
+    in order: right when the generator's weights come first (they do in `GAN`
+    and `Distiller`); the discriminator's optimizer must not average.
+    """
+    if d_optimizer is not None and getattr(getattr(d_optimizer, "inner_optimizer", d_optimizer), "use_ema", False):
+        raise ValueError(
+            "d_optimizer has use_ema=True: only the generator's weights can be averaged (pass ema to g_optimizer "
+            "/ student_optimizer)."
+        )
+    leading = model.trainable_weights[: len(generator.trainable_weights)]
+    if [id(v) for v in leading] != [id(v) for v in generator.trainable_weights]:
+        raise ValueError(f"{type(model).__name__}'s trainable weights must list the generator's first.")
 
 
 def optimizers_config(model, names):
@@ -215,15 +296,26 @@ def _check_is_model(value, argument):
 class GAN(ExactStepsMixin, keras.Model):
     """A generator and a discriminator trained adversarially with `fit`.
 
-    The generator learns with the non-saturating loss; both networks take one
-    simultaneous Adam step per batch of real images. Used for teachers and for
-    the equal-size scratch baselines.
+    Each batch of real images gives `critic_steps - 1` steps of the
+    discriminator alone (each on fresh z), then one simultaneous step of both
+    networks. Used for teachers and for the equal-size scratch baselines.
+
+    A generator optimizer with `use_ema` (`default_optimizer(ema_decay=...)`)
+    keeps a moving average of the generator's weights; `fit` ends with the
+    averages written into the generator (Keras' `finalize_variable_values`),
+    the discriminator keeping its own.
 
     Args:
         generator: maps `(batch, latent_dim)` to images; must expose
             `latent_dim` (as `kd_gan.Generator` does).
-        discriminator: maps images to one logit per image.
+        discriminator: maps images to one logit (critic value) per image; no
+            batch norm (examples must not interact: WGAN-GP's penalty is per
+            example).
         seed: integer seed of the latent draws.
+        objective: "ns" (non-saturating, the paper's), "hinge" or "wgan-gp"
+            (`kd_gan.objectives`).
+        critic_steps: discriminator steps per generator step; None: the
+            objective's (5 for "wgan-gp", else 1).
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -235,7 +327,7 @@ class GAN(ExactStepsMixin, keras.Model):
     ```
     """
 
-    def __init__(self, generator, discriminator, seed=0, **kwargs):
+    def __init__(self, generator, discriminator, seed=0, objective=objectives.NON_SATURATING, critic_steps=None, **kwargs):
         super().__init__(**kwargs)
         _check_is_model(generator, "generator")
         _check_is_model(discriminator, "discriminator")
@@ -247,23 +339,26 @@ class GAN(ExactStepsMixin, keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.seed = int(seed)
+        self.objective = objectives.check_objective(objective)
+        self.critic_steps = check_critic_steps(critic_steps, objective)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.built = True  # Sub-models are built; nothing to infer from data.
 
     def compile(self, g_optimizer=None, d_optimizer=None, steps_per_execution=None, **kwargs):
-        """Sets the optimizers (DCGAN Adam when not given).
+        """Sets the optimizers (Adam with the objective's settings when not given).
 
         Args:
-            g_optimizer: optimizer of the generator.
+            g_optimizer: optimizer of the generator (`default_optimizer(ema_decay=0.999)`
+                for a moving average of its weights).
             d_optimizer: optimizer of the discriminator. Each is wrapped in a
                 `LossScaleOptimizer` when its network computes in float16.
             steps_per_execution: train steps per call of the compiled function;
                 default 10 on one device, 1 under a multi-replica strategy.
             **kwargs: passed to `keras.Model.compile`.
         """
-        self.g_optimizer = loss_scaled(g_optimizer or default_optimizer(), self.generator)
-        self.d_optimizer = loss_scaled(d_optimizer or default_optimizer(), self.discriminator)
+        self.g_optimizer = loss_scaled(g_optimizer or objective_optimizer(self.objective), self.generator)
+        self.d_optimizer = loss_scaled(d_optimizer or objective_optimizer(self.objective), self.discriminator)
         super().compile(
             optimizer=self.g_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution),
@@ -272,6 +367,7 @@ class GAN(ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
+        check_moving_average(self, self.generator, self.d_optimizer)
 
     def get_compile_config(self):
         return optimizers_config(self, ("g_optimizer", "d_optimizer"))
@@ -288,13 +384,18 @@ class GAN(ExactStepsMixin, keras.Model):
 
     def train_step(self, data):
         real_images = images_from_batch(data)
+        latent_dim = self.generator.latent_dim
+        # The discriminator's extra steps (WGAN-GP's critic), each on fresh z.
+        for _ in range(self.critic_steps - 1):
+            critic_update(
+                self.generator, self.discriminator, self.d_optimizer, real_images, latent_dim, self.seed, self.objective
+            )
         # Draw this step's latent vectors.
-        z = sample_latents(
-            tf.shape(real_images)[0], self.generator.latent_dim, self.seed, self.d_optimizer.iterations
-        )
+        z = sample_latents(tf.shape(real_images)[0], latent_dim, self.seed, self.d_optimizer.iterations)
         # Update discriminator and generator together.
         losses = adversarial_update(
-            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, real_images, z
+            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, real_images, z,
+            objective=self.objective, seed=self.seed,
         )
         # Track the per-example losses.
         self.d_loss_tracker.update_state(losses["d_loss"])
@@ -307,6 +408,8 @@ class GAN(ExactStepsMixin, keras.Model):
             generator=keras.saving.serialize_keras_object(self.generator),
             discriminator=keras.saving.serialize_keras_object(self.discriminator),
             seed=self.seed,
+            objective=self.objective,
+            critic_steps=self.critic_steps,
         )
         return config
 
