@@ -11,7 +11,7 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from kd_gan import data, experiment
+from kd_gan import data, experiment, objectives
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
 
@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set; 'images': your folder or tar of PNG/JPEG given as --data_dir, at --image_size.")
 flags.DEFINE_enum("image_size", None, [str(size) for size in data.IMAGE_SIZES], "Image size for --dataset=images (centre crop and resize, RGB).")
 flags.DEFINE_enum("loss", _DEFAULTS.loss, list(experiment.LOSS_CHOICES), "Student loss: pixel MSE to the teacher, GAN loss + MSE (joint), or both.")
-flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (~10 min for MNIST on a 2-core CPU) or paper (the paper's scale, for a GPU).")
+flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (the smoke run, ~10 min for MNIST on a 2-core CPU), cpu (a teacher worth distilling in about an hour of a 2-core CPU, then the students; see README) or paper (the paper's scale, for a GPU).")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing run with another configuration in output_dir and start again.")
 flags.DEFINE_string("data_dir", None, "Local data: a prepared tfds data dir or the original files (default: $KD_GAN_DATA_DIR, else tfds download).")
@@ -34,7 +34,11 @@ flags.DEFINE_boolean("scratch", _DEFAULTS.scratch, "Also train every student siz
 flags.DEFINE_integer("teacher_epochs", _DEFAULTS.teacher_epochs, "Epochs of each teacher candidate.", lower_bound=0)
 flags.DEFINE_integer("student_epochs", _DEFAULTS.student_epochs, "Epochs of each student and scratch GAN.", lower_bound=0)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", lower_bound=1)
-flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate of the GAN generators and all discriminators.")
+flags.DEFINE_enum("objective", _DEFAULTS.objective, list(objectives.OBJECTIVES), "Adversarial objective of teachers, scratch GANs and joint students: ns (non-saturating, the paper's), hinge, or wgan-gp (5 critic steps, gradient penalty 10, Adam 1e-4 betas 0.5/0.9).")
+flags.DEFINE_integer("critic_steps", None, "Discriminator steps per generator step (default: the objective's: 5 for wgan-gp, else 1).", lower_bound=1)
+flags.DEFINE_float("learning_rate", None, "Adam learning rate of the GAN generators (default: the objective's: 2e-4, 1e-4 for wgan-gp).")
+flags.DEFINE_float("d_learning_rate", None, "Adam learning rate of the discriminators (default: --learning_rate).")
+flags.DEFINE_float("ema_decay", _DEFAULTS.ema_decay, "Moving average of every generator's weights with this momentum (e.g. 0.999): what is saved, scored and distilled; 0: none.")
 flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled students.")
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term in the joint loss.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")

@@ -50,6 +50,11 @@ def worker_output_dir(strategy, output_dir):
     return os.path.join(output_dir, "workers", f"{task_type}_{task_id}")
 
 
+def is_chief(strategy):
+    """Whether this process writes the run's results (always, outside multi_worker)."""
+    return worker_output_dir(strategy, "run") == "run"
+
+
 def shard_by_data(dataset):
     """Multi-worker: split each global batch between workers (the local data sets
     are single files, which tf.data's default file sharding refuses)."""

@@ -37,7 +37,7 @@ from absl import logging
 from kd_gan import classifiers, data, distill, gan, models, precision, report
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
-from kd_gan.distribute import STRATEGIES, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
+from kd_gan.distribute import STRATEGIES, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
     LOSS_CHOICES,
     PRESETS,
@@ -112,10 +112,13 @@ class Experiment:
         self.seed_stage(stage)
         with self.strategy.scope():
             generator = self._generator(stage)
-            trainer = gan.GAN(generator, models.Discriminator(self.image_shape, stage.depth, dtype=self.policy), seed=config.seed)
+            trainer = gan.GAN(
+                generator, models.Discriminator(self.image_shape, stage.depth, dtype=self.policy), seed=config.seed,
+                objective=config.objective, critic_steps=config.critic_steps,
+            )
             trainer.compile(
-                g_optimizer=gan.default_optimizer(config.learning_rate),
-                d_optimizer=gan.default_optimizer(config.learning_rate),
+                g_optimizer=gan.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
+                d_optimizer=gan.objective_optimizer(config.objective, config.d_learning_rate),
             )
         return stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
 
@@ -139,10 +142,12 @@ class Experiment:
                 discriminator=models.Discriminator(self.image_shape, stage.depth, dtype=self.policy) if joint else None,
                 mse_weight=config.mse_weight,
                 seed=config.seed,
+                objective=config.objective,
+                critic_steps=config.critic_steps,
             )
             trainer.compile(
-                student_optimizer=gan.default_optimizer(config.student_learning_rate),
-                d_optimizer=gan.default_optimizer(config.learning_rate) if joint else None,
+                student_optimizer=gan.default_optimizer(config.student_learning_rate, ema_decay=config.ema_decay),
+                d_optimizer=gan.objective_optimizer(config.objective, config.d_learning_rate) if joint else None,
             )
         if config.teacher_cache:
             stream = self._cached_stream(teacher, joint)
@@ -207,8 +212,11 @@ class Experiment:
         return self.heldout_z[: self.config.grid_columns]
 
     def load_teacher(self):
+        """The given teacher, checked against the data set (latent size, image shape, range)."""
         with self.strategy.scope():
-            return models.load_generator(self.config.teacher_path)
+            teacher = models.load_generator(self.config.teacher_path)
+        models.check_generator(teacher, self.config.latent_dim, self.image_shape, f"teacher_path={self.config.teacher_path!r}")
+        return teacher
 
     # The run --------------------------------------------------------------
 
@@ -220,15 +228,16 @@ class Experiment:
         np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         keras.utils.set_random_seed(config.seed)
         precision.check_hardware(config.precision)
-        # Read the data first: missing or corrupt files and a batch larger than
-        # the split stop the run here, before anything trains.
+        # A given teacher and the data first: a teacher that does not fit the data,
+        # missing or corrupt files and a batch larger than the split stop the run
+        # here, before anything trains or is scored.
+        teacher = self.load_teacher() if config.teacher_path else None
         self.steps_per_epoch()
         evaluator = report.Evaluator(config) if report.eval_sample_count(config) else None
 
         entries = []  # One per model, in report order.
         candidates = []
         if config.teacher_path:
-            teacher = self.load_teacher()
             entries.append(self._entry("teacher", "teacher", teacher, {"path": os.path.abspath(config.teacher_path)}, None))
             if evaluator:
                 # Keyed on the file's content: another teacher at the same path is scored anew.
@@ -356,7 +365,18 @@ def heldout_latents(config, count=1000):
     return tf.random.stateless_normal((count, config.latent_dim), seed=(config.seed, 2**20)).numpy()
 
 
+def prepare_output_dir(config, overwrite, strategy):
+    """`check_output_dir` (refuse another run's folder, or clear it with
+    `overwrite`) on the chief. Under multi_worker the other workers never
+    delete: the chief clears the shared folder once, theirs included."""
+    if is_chief(strategy):
+        check_output_dir(config, overwrite)
+    elif not overwrite:
+        check_output_dir(config)
+
+
 def run(config, overwrite=False, strategy=None):
     """Runs (or resumes) the experiment; returns the results written to results.json."""
-    check_output_dir(config, overwrite)
+    strategy = strategy or make_strategy(config.strategy)
+    prepare_output_dir(config, overwrite, strategy)
     return Experiment(config, strategy).run()

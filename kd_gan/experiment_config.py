@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from kd_gan import data, distill, gan
+from kd_gan import data, distill, objectives
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
 from kd_gan import teacher_cache as teacher_cache_lib
@@ -32,6 +32,22 @@ PRESETS = {
     "quick": dict(
         teacher_depths=(16, 32), student_depths=(1, 2, 4), teacher_epochs=3, student_epochs=3,
         eval_samples={"mnist": 10_000, "cifar10": 500, "celeb_a": 500},
+    ),
+    # A teacher worth distilling in about an hour of a 2-core CPU (with AVX512-BF16)
+    # per colour data set, then students at the paper's ratio and two milder ones,
+    # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
+    # (README, "Colour results"): the objective from benchmarks/bench_objectives.py,
+    # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
+    # bfloat16 training and Inception, students on cached teacher outputs.
+    "cpu": dict(
+        objective="hinge", ema_decay=0.999, precision="bfloat16",
+        teacher_depths={"mnist": (128,), "cifar10": (32,), "celeb_a": (32,), "images": (32,)},
+        student_depths=(1, 2, 4),
+        teacher_epochs={"mnist": 5, "cifar10": 100, "celeb_a": 100, "images": 100},
+        student_epochs={"mnist": 50, "cifar10": 20, "celeb_a": 100, "images": 100},
+        teacher_cache={"mnist": 60_000, "cifar10": 50_000, "celeb_a": 10_000, "images": 10_000},
+        inception_precision={"mnist": "float32", "cifar10": "bfloat16", "celeb_a": "bfloat16", "images": "bfloat16"},
+        eval_samples=10_000,
     ),
     # The paper's scale, for a GPU: several teachers, a wide sweep of student
     # sizes, 10,000 samples per FID (the paper's epochs are not known to us).
@@ -88,8 +104,20 @@ class ExperimentConfig:
             budgets, so the comparison is fair).
         steps_per_epoch: steps per epoch; None means one pass over the data
             (rounded down to a multiple of 10, the steps run per execution).
-        learning_rate: Adam learning rate of the GANs' generators and of every
-            discriminator (beta_1 = 0.5, DCGAN).
+        objective: adversarial objective of teachers, scratch GANs and the
+            joint students' GAN term: "ns" (non-saturating, the paper's),
+            "hinge" or "wgan-gp" (`kd_gan.objectives`; each brings its
+            authors' Adam betas and critic steps).
+        critic_steps: discriminator steps per generator step; None: the
+            objective's (5 for wgan-gp, else 1).
+        learning_rate: Adam learning rate of the GANs' generators; None: the
+            objective's (2e-4 for ns and hinge, 1e-4 for wgan-gp).
+        d_learning_rate: Adam learning rate of every discriminator; None: the
+            same as `learning_rate`.
+        ema_decay: > 0 averages every generator's weights (teachers, students,
+            scratch GANs) with this momentum, e.g. 0.999; the averages are what
+            is saved, scored, distilled from and exported (checkpoints keep
+            the raw weights beside them). 0: no average.
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
         mse_weight: weight of the MSE term in the joint loss.
@@ -147,7 +175,11 @@ class ExperimentConfig:
     teacher_epochs: int = 3
     student_epochs: int = 3
     steps_per_epoch: Optional[int] = None
-    learning_rate: float = gan.DEFAULT_LEARNING_RATE
+    objective: str = objectives.NON_SATURATING
+    critic_steps: Optional[int] = None
+    learning_rate: Optional[float] = None
+    d_learning_rate: Optional[float] = None
+    ema_decay: float = 0.0
     student_learning_rate: float = 1e-3
     mse_weight: float = 1.0
     seed: int = 0
@@ -178,6 +210,18 @@ class ExperimentConfig:
         if self.dataset == data.IMAGES and not self.data_dir:
             raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
         _check_choice("loss", self.loss, LOSS_CHOICES)
+        _check_choice("objective", self.objective, objectives.OBJECTIVES)
+        # Unset optimizer settings take the objective's; config.json records the values used.
+        settings = objectives.OBJECTIVE_DEFAULTS[self.objective]
+        if self.critic_steps is None:
+            object.__setattr__(self, "critic_steps", settings["critic_steps"])
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", settings["learning_rate"])
+        if self.d_learning_rate is None:
+            object.__setattr__(self, "d_learning_rate", self.learning_rate)
+        _check_at_least("critic_steps", self.critic_steps, 1)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average). Received: ema_decay={self.ema_decay}")
         _check_at_least("teacher_cache", self.teacher_cache, 0)
         if self.cache_refresh_epochs is not None:
             _check_at_least("cache_refresh_epochs", self.cache_refresh_epochs, 1)
@@ -218,7 +262,7 @@ class ExperimentConfig:
                 f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
                 "be > 0 (or give a single teacher depth)."
             )
-        for name in ("learning_rate", "student_learning_rate"):
+        for name in ("learning_rate", "d_learning_rate", "student_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
         if not self.mse_weight >= 0:
@@ -241,9 +285,8 @@ def preset_values(name, dataset):
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
     values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
-    if isinstance(values["eval_samples"], dict):
-        values["eval_samples"] = values["eval_samples"][dataset]
-    return values
+    # A value given per data set (a dict) is that data set's.
+    return {key: value[dataset] if isinstance(value, dict) else value for key, value in values.items()}
 
 
 def build_config(preset=None, **values):
@@ -281,7 +324,13 @@ def check_output_dir(config, overwrite=False):
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
     # A field newer than the folder's run had its default value there.
     defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
-    previous = {**defaults, **previous}
+    # Settings that default to another's value: derived from the folder's own.
+    objective = previous.get("objective", objectives.NON_SATURATING)
+    derived = {
+        "critic_steps": objectives.OBJECTIVE_DEFAULTS.get(objective, {}).get("critic_steps"),
+        "d_learning_rate": previous.get("learning_rate"),
+    }
+    previous = {**defaults, **derived, **previous}
     changed = {
         key: (previous.get(key), value)
         for key, value in current.items()

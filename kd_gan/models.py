@@ -24,13 +24,16 @@ import math
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from kd_gan import precision
+from kd_gan.errors import InputError
 
 KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
 BASE_SIZE = 4  # Spatial size of the first generator feature map.
+RANGE_TOLERANCE = 1e-3  # Slack on [-1, 1] for a given generator's outputs (float rounding).
 
 
 def _validate_image_shape(image_shape):
@@ -290,3 +293,37 @@ def load_generator(path, call_endpoint="serving_default"):
         f"directory containing 'saved_model.pb'."
     )
 
+
+
+def check_generator(generator, latent_dim, image_shape, source="generator", samples=64, seed=0):
+    """Checks that `generator` maps z of size `latent_dim` to images of
+    `image_shape` in [-1, 1] (the data's range), before anything trains on it.
+
+    Raises:
+        InputError: naming `source` and what does not fit: the latent size, a
+            call that fails, the image shape, or values outside [-1, 1] or not finite.
+    """
+    known = getattr(generator, "latent_dim", None)
+    if known is not None and int(known) != latent_dim:
+        raise InputError(f"{source} takes z of size {known}; this run's latent_dim is {latent_dim} (--latent_dim).")
+    z = tf.random.stateless_normal((samples, latent_dim), seed=(seed, 0))
+    try:
+        images = generator(z, training=False) if isinstance(generator, keras.layers.Layer) else generator(z)
+    except Exception as error:  # Any failure of a foreign model's call is the user's to fix; its message says why.
+        raise InputError(f"{source} could not be called on z of shape {tuple(z.shape)}: {error}") from error
+    if isinstance(images, dict):  # A SavedModel signature returns its outputs by name.
+        if len(images) != 1:
+            raise InputError(f"{source} returns several outputs {sorted(images)}; a generator returns one image tensor.")
+        images = next(iter(images.values()))
+    shape = tuple(getattr(images, "shape", ()))
+    if shape != (samples, *image_shape):
+        raise InputError(f"{source} makes images of shape {shape[1:]}; this data set needs {tuple(image_shape)}.")
+    images = np.asarray(tf.cast(images, tf.float32))
+    if not np.all(np.isfinite(images)):
+        raise InputError(f"{source} makes images with NaN or infinite values.")
+    low, high = float(images.min()), float(images.max())
+    if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        raise InputError(
+            f"{source} makes values in [{low:.3g}, {high:.3g}]; generators here output [-1, 1] (tanh), the range "
+            "the real images are scaled to. Rescale its output (e.g. x / 127.5 - 1 for [0, 255])."
+        )

@@ -24,7 +24,7 @@ METHOD_LABELS = {
 }
 CSV_COLUMNS = (
     "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
-    "reference_count", "kid", "kid_std", "precision", "recall", "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "train_wall_time_s",
+    "reference_count", "kid", "kid_std", "precision", "recall", "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "generator_steps", "train_wall_time_s",
 )
 
 
@@ -146,6 +146,8 @@ def csv_rows(results):
             "mse_to_teacher": fidelity.get("mse"), "psnr_db": fidelity.get("psnr_db"),
             "interpolation_psnr_db": (fidelity.get("interpolation") or {}).get("psnr_db"),
             "epochs": training.get("epochs"), "train_wall_time_s": training.get("wall_time_s"),
+            # Generator (student) steps: equal for a student and its scratch GAN, so the comparison is fair.
+            "generator_steps": training["epochs"] * training["steps_per_epoch"] if "steps_per_epoch" in training else None,
         })
     return rows
 
@@ -168,12 +170,12 @@ def results_table(results):
     reference = f" vs {real['num_samples']:,} real" if real else ""
     lines = [
         f"| model | d | parameters | compression | {name} | FID (n={count}{reference}) | KID x1000 | precision | recall "
-        "| VoL | MSE to teacher | PSNR dB | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| VoL | MSE to teacher | PSNR dB | generator steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if real:
         lines.append(
-            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | | | | {_number(real['vol'], 0)} | | | |"
+            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | | | | {_number(real['vol'], 0)} | | | | |"
         )
     for row in rows:
         kid = _number(None if row["kid"] is None else 1000 * row["kid"], 1)
@@ -184,7 +186,7 @@ def results_table(results):
             f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
             f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
             f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
-            f"{_number(row['train_wall_time_s'], 0)} |"
+            f"{_number(row['generator_steps'], 0)} | {_number(row['train_wall_time_s'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -227,6 +229,21 @@ def findings(results):
     return lines
 
 
+def _objective_sentence(config):
+    """How the GANs trained: objective, critic steps, learning rates, weight average."""
+    objective = config.get("objective", "ns")
+    label = {"ns": "the non-saturating GAN loss", "hinge": "the hinge loss", "wgan-gp": "WGAN-GP (gradient penalty 10)"}
+    critic = config.get("critic_steps") or 1
+    text = (
+        f"GANs trained with {label.get(objective, objective)}"
+        + (f", {critic} discriminator steps per generator step" if critic > 1 else "")
+        + f", Adam learning rates {config.get('learning_rate')} (generators) and "
+        f"{config.get('d_learning_rate', config.get('learning_rate'))} (discriminators)"
+    )
+    decay = config.get("ema_decay") or 0
+    return text + (f"; every generator is the moving average of its weights (decay {decay})." if decay else ".")
+
+
 def markdown(results):
     """report.md: what ran, the table, findings, candidates, grids, plots, settings."""
     config = results["config"]
@@ -257,6 +274,7 @@ def markdown(results):
             if config.get("teacher_cache")
             else "; students saw fresh z every step."
         )
+        + f" {_objective_sentence(config)}"
         + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",

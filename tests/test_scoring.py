@@ -1,6 +1,5 @@
 """Scoring plumbing: classifiers, statistics files and their cache, folders, the evaluate command."""
 
-import io
 import json
 import os
 import subprocess
