@@ -56,7 +56,8 @@ def test_a_fitting_generator_passes():
     check_generator(constant_generator(-1.0), 8, MNIST)
 
 
-def test_a_teacher_in_another_range_stops_the_run_before_anything_trains_or_is_scored(tiny_mnist, tmp_path):
+def test_a_teacher_in_another_range_stops_the_run_before_anything_trains_or_is_scored(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path / "cache"))  # Empty: no statistics from other tests.
     constant_generator(127.0).save(tmp_path / "teacher.keras")
     config = tiny_config(tiny_mnist, tmp_path / "run", teacher_path=str(tmp_path / "teacher.keras"), eval_samples=8)
     with pytest.raises(InputError, match="teacher_path=.*teacher.keras.*values in"):
