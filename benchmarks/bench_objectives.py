@@ -3,8 +3,9 @@ the generator's weight average (EMA) adds.
 
 Each objective trains the same DCGAN pair for the same wall-clock budget, in
 one process, one after another (the same data order and seed); then its
-averaged generator (what the experiment saves with `--ema_decay`) and its raw
-generator (the weights the optimizer steps) are scored on the same z against
+averaged generator (what the experiment saves with `--ema_decay`, batch-norm
+statistics recomputed for it) and its raw generator (the weights the
+optimizer steps, their own statistics) are scored on the same z against
 the full training split's statistics. FIDs are comparable only at equal
 sample counts: the table is a ranking, not the 10,000-sample protocol.
 
@@ -21,7 +22,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
@@ -62,6 +62,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.epochs, self.logs = epoch + 1, dict(logs or {})
         if time.time() - self.start >= self.seconds:
             self.model.stop_training = True
+        if self.model.stop_training:
             self.raw_weights = self.generator.get_weights()
 
 
@@ -80,7 +81,7 @@ def train(objective, policy):
     model.fit(images.repeat(), epochs=10**6, steps_per_epoch=STEPS_PER_EPOCH, verbose=0, callbacks=[budget])
     seconds = time.time() - start
     averaged = precision.float32_copy(generator)
-    raw = precision.float32_copy(generator)
+    raw = type(averaged).from_config(averaged.get_config())  # A copy of its own, whatever the precision.
     raw.set_weights(budget.raw_weights)
     steps = budget.epochs * STEPS_PER_EPOCH
     logging.info("%s: %d generator steps in %.0f s, losses %s", objective, steps, seconds, budget.logs)

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import gan, objectives
+from kd_gan import gan, objectives, weight_average
 
 LOSSES = ("mse", "joint")
 
@@ -162,7 +162,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         self.mse_weight = mse_weight
         self.seed = int(seed)
         self.objective = objectives.check_objective(objective)
-        self.critic_steps = gan.check_critic_steps(critic_steps, objective)
+        self.critic_steps = objectives.check_critic_steps(critic_steps, objective)
         self._check_shapes()
 
         self.mse_tracker = keras.metrics.Mean(name="mse")
@@ -227,10 +227,13 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         if self.loss_name == "joint":
             self.d_optimizer = gan.loss_scaled(d_optimizer or gan.objective_optimizer(self.objective), self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
-        gan.check_moving_average(self, self.student, getattr(self, "d_optimizer", None))
+        weight_average.check(self, self.student, getattr(self, "d_optimizer", None))
 
     def get_compile_config(self):
         return gan.optimizers_config(self, ("student_optimizer", "d_optimizer"))
+
+    def _averaged_generator(self):
+        return self.student, self.student_optimizer
 
     def compile_from_config(self, config):
         self.compile(**gan.deserialize_optimizers(config))

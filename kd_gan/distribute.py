@@ -55,6 +55,12 @@ def is_chief(strategy):
     return worker_output_dir(strategy, "run") == "run"
 
 
+def barrier(strategy):
+    """Waits for every worker of a multi-worker strategy (a no-op otherwise)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
 def shard_by_data(dataset):
     """Multi-worker: split each global batch between workers (the local data sets
     are single files, which tf.data's default file sharding refuses)."""

@@ -34,10 +34,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, data, distill, gan, models, precision, report
+from kd_gan import classifiers, data, distill, gan, models, objectives, precision, report
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
-from kd_gan.distribute import STRATEGIES, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
+from kd_gan.distribute import STRATEGIES, barrier, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
     LOSS_CHOICES,
     PRESETS,
@@ -146,7 +146,10 @@ class Experiment:
                 critic_steps=config.critic_steps,
             )
             trainer.compile(
-                student_optimizer=gan.default_optimizer(config.student_learning_rate, ema_decay=config.ema_decay),
+                # A joint student is a GAN generator too: the objective's Adam betas.
+                student_optimizer=gan.objective_optimizer(
+                    config.objective if joint else objectives.NON_SATURATING, config.student_learning_rate, config.ema_decay
+                ),
                 d_optimizer=gan.objective_optimizer(config.objective, config.d_learning_rate) if joint else None,
             )
         if config.teacher_cache:
@@ -366,13 +369,23 @@ def heldout_latents(config, count=1000):
 
 
 def prepare_output_dir(config, overwrite, strategy):
-    """`check_output_dir` (refuse another run's folder, or clear it with
-    `overwrite`) on the chief. Under multi_worker the other workers never
-    delete: the chief clears the shared folder once, theirs included."""
+    """Refuses another run's folder, or clears it with `overwrite`, then waits
+    for every worker.
+
+    Each process clears only what it writes: the chief `output_dir` (its
+    workers' folders left to them), another multi-worker process its own
+    `workers/<task>` folder, so no process deletes files another is writing,
+    on a shared file system or not. All wait for each other before a stage
+    starts.
+    """
     if is_chief(strategy):
-        check_output_dir(config, overwrite)
-    elif not overwrite:
+        check_output_dir(config, overwrite, keep=("workers",) if strategy.num_replicas_in_sync > 1 else ())
+    elif overwrite:
+        own = worker_output_dir(strategy, config.output_dir)
+        check_output_dir(dataclasses.replace(config, output_dir=own), overwrite=True)
+    else:
         check_output_dir(config)
+    barrier(strategy)
 
 
 def run(config, overwrite=False, strategy=None):

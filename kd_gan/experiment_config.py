@@ -19,6 +19,7 @@ from kd_gan import precision as precision_lib
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.distribute import STRATEGIES
+from kd_gan.errors import InputError
 
 LOSS_CHOICES = ("mse", "joint", "both")
 
@@ -286,7 +287,12 @@ def preset_values(name, dataset):
         raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
     values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
     # A value given per data set (a dict) is that data set's.
-    return {key: value[dataset] if isinstance(value, dict) else value for key, value in values.items()}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            if dataset not in value:
+                raise InputError(f"Preset {name!r} has no {key} for dataset {dataset!r}; give --{key}.")
+            values[key] = value[dataset]
+    return values
 
 
 def build_config(preset=None, **values):
@@ -306,11 +312,12 @@ def _check_at_least(name, value, minimum):
         raise ValueError(f"{name} must be integers >= {minimum}. Received: {name} with {value!r}")
 
 
-def check_output_dir(config, overwrite=False):
-    """Refuses a folder holding a run with another configuration; `overwrite` clears it."""
+def check_output_dir(config, overwrite=False, keep=()):
+    """Refuses a folder holding a run with another configuration; `overwrite`
+    clears it (what a run writes, except the outputs named in `keep`)."""
     path = os.path.join(config.output_dir, "config.json")
     if overwrite:
-        for name in OUTPUTS:
+        for name in (name for name in OUTPUTS if name not in keep):
             target = os.path.join(config.output_dir, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)

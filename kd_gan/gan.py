@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from kd_gan import objectives
+from kd_gan import objectives, weight_average
 
 DEFAULT_LEARNING_RATE = 2e-4  # DCGAN (Radford et al., 2016): Adam, lr 2e-4, beta_1 0.5.
 DEFAULT_BETA_1 = 0.5
@@ -45,7 +45,11 @@ class ExactStepsMixin:
         if wanted != self.steps_per_execution:
             self.steps_per_execution = wanted
             self.train_function = None  # Rebuilt for the new step count.
-        return super().fit(*args, **kwargs)
+        history = super().fit(*args, **kwargs)
+        generator, optimizer = self._averaged_generator()
+        if kwargs.get("epochs", 1) > 0:
+            weight_average.finalize(generator, optimizer, seed=getattr(self, "seed", 0))
+        return history
 
 
 def step_logs(model, metrics=None):
@@ -130,6 +134,16 @@ def images_from_batch(data):
     return data
 
 
+def replica_share(draw, batch_size):
+    """This replica's slice of a global batch made by `draw(global_batch_size)`:
+    the same global batch for any number of replicas."""
+    context = tf.distribute.get_replica_context()
+    num_replicas = context.num_replicas_in_sync if context is not None else 1
+    replica_id = context.replica_id_in_sync_group if context is not None else 0
+    start = tf.cast(replica_id, tf.int32) * batch_size
+    return draw(batch_size * num_replicas)[start : start + batch_size]
+
+
 def sample_latents(batch_size, latent_dim, seed, step):
     """This replica's share of a global batch of z ~ N(0, I).
 
@@ -145,15 +159,10 @@ def sample_latents(batch_size, latent_dim, seed, step):
         seed: integer seed of the run.
         step: integer step counter (e.g. `optimizer.iterations`).
     """
-    context = tf.distribute.get_replica_context()
-    num_replicas = context.num_replicas_in_sync if context is not None else 1
-    replica_id = context.replica_id_in_sync_group if context is not None else 0
     stateless_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    global_z = tf.random.stateless_normal(
-        tf.stack([batch_size * num_replicas, latent_dim]), seed=stateless_seed
+    return replica_share(
+        lambda size: tf.random.stateless_normal(tf.stack([size, latent_dim]), seed=stateless_seed), batch_size
     )
-    start = tf.cast(replica_id, tf.int32) * batch_size
-    return global_z[start : start + batch_size]
 
 
 def average_loss(per_example_loss):
@@ -161,9 +170,12 @@ def average_loss(per_example_loss):
     return tf.nn.compute_average_loss(per_example_loss)
 
 
-def _penalty_seed(seed, step):
-    """Stateless seed of the gradient penalty's interpolation at `step` (apart from z's)."""
-    return tf.stack([tf.cast(seed, tf.int64) + 0x5EED, tf.cast(step, tf.int64)])
+def _interpolation_weights(batch_size, seed, step):
+    """This replica's share of WGAN-GP's U[0, 1] interpolation weights at `step`
+    (keyed apart from z's draws), shaped to broadcast over images."""
+    stateless_seed = tf.stack([tf.cast(seed, tf.int64) + 0x5EED, tf.cast(step, tf.int64)])
+    weights = replica_share(lambda size: tf.random.stateless_uniform(tf.stack([size]), seed=stateless_seed), batch_size)
+    return tf.reshape(weights, [-1, 1, 1, 1])
 
 
 def _critic_loss(discriminator, real_images, fake_images, objective, seed, step):
@@ -181,7 +193,8 @@ def _critic_loss(discriminator, real_images, fake_images, objective, seed, step)
     real_logits, fake_logits = tf.split(logits, 2, axis=0)
     d_loss = objectives.discriminator_loss(real_logits, fake_logits, objective)
     if objective == objectives.WGAN_GP:
-        penalty = objectives.gradient_penalty(discriminator, real_images, fake_images, _penalty_seed(seed, step))
+        weights = _interpolation_weights(tf.shape(real_images)[0], seed, step)
+        penalty = objectives.gradient_penalty(discriminator, real_images, fake_images, weights)
         d_loss += objectives.GRADIENT_PENALTY_WEIGHT * penalty
     return d_loss, objectives.generator_loss(fake_logits, objective)
 
@@ -244,32 +257,6 @@ def adversarial_update(
     return losses
 
 
-def check_critic_steps(critic_steps, objective):
-    """`critic_steps`, or `objective`'s default when None; a ValueError unless an integer >= 1."""
-    if critic_steps is None:
-        return objectives.OBJECTIVE_DEFAULTS[objectives.check_objective(objective)]["critic_steps"]
-    if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
-        raise ValueError(f"critic_steps must be an integer >= 1. Received: critic_steps={critic_steps!r}")
-    return critic_steps
-
-
-def check_moving_average(model, generator, d_optimizer):
-    """Refuses what Keras' end-of-`fit` EMA write (`finalize_variable_values`) would get wrong.
-
-    Keras writes the model optimizer's averages over `model.trainable_weights`
-    in order: right when the generator's weights come first (they do in `GAN`
-    and `Distiller`); the discriminator's optimizer must not average.
-    """
-    if d_optimizer is not None and getattr(getattr(d_optimizer, "inner_optimizer", d_optimizer), "use_ema", False):
-        raise ValueError(
-            "d_optimizer has use_ema=True: only the generator's weights can be averaged (pass ema to g_optimizer "
-            "/ student_optimizer)."
-        )
-    leading = model.trainable_weights[: len(generator.trainable_weights)]
-    if [id(v) for v in leading] != [id(v) for v in generator.trainable_weights]:
-        raise ValueError(f"{type(model).__name__}'s trainable weights must list the generator's first.")
-
-
 def optimizers_config(model, names):
     """`get_compile_config` of a model whose `compile` takes the optimizers `names`."""
     return {
@@ -298,12 +285,14 @@ class GAN(ExactStepsMixin, keras.Model):
 
     Each batch of real images gives `critic_steps - 1` steps of the
     discriminator alone (each on fresh z), then one simultaneous step of both
-    networks. Used for teachers and for the equal-size scratch baselines.
+    networks. Every critic step sees the same real batch (as Keras' WGAN-GP
+    example does; Gulrajani et al.'s Alg. 1 draws a new one per critic step). Used for teachers and for the equal-size scratch baselines.
 
     A generator optimizer with `use_ema` (`default_optimizer(ema_decay=...)`)
     keeps a moving average of the generator's weights; `fit` ends with the
-    averages written into the generator (Keras' `finalize_variable_values`),
-    the discriminator keeping its own.
+    averages written into the generator and its batch-norm statistics
+    recomputed for them (`kd_gan.weight_average`), the discriminator keeping
+    its own weights.
 
     Args:
         generator: maps `(batch, latent_dim)` to images; must expose
@@ -340,7 +329,7 @@ class GAN(ExactStepsMixin, keras.Model):
         self.discriminator = discriminator
         self.seed = int(seed)
         self.objective = objectives.check_objective(objective)
-        self.critic_steps = check_critic_steps(critic_steps, objective)
+        self.critic_steps = objectives.check_critic_steps(critic_steps, objective)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.built = True  # Sub-models are built; nothing to infer from data.
@@ -367,10 +356,13 @@ class GAN(ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
-        check_moving_average(self, self.generator, self.d_optimizer)
+        weight_average.check(self, self.generator, self.d_optimizer)
 
     def get_compile_config(self):
         return optimizers_config(self, ("g_optimizer", "d_optimizer"))
+
+    def _averaged_generator(self):
+        return self.generator, self.g_optimizer
 
     def compile_from_config(self, config):
         self.compile(**deserialize_optimizers(config))

@@ -309,7 +309,7 @@ def check_generator(generator, latent_dim, image_shape, source="generator", samp
     z = tf.random.stateless_normal((samples, latent_dim), seed=(seed, 0))
     try:
         images = generator(z, training=False) if isinstance(generator, keras.layers.Layer) else generator(z)
-    except Exception as error:  # Any failure of a foreign model's call is the user's to fix; its message says why.
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:  # Wrong input for this model.
         raise InputError(f"{source} could not be called on z of shape {tuple(z.shape)}: {error}") from error
     if isinstance(images, dict):  # A SavedModel signature returns its outputs by name.
         if len(images) != 1:

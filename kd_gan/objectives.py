@@ -21,6 +21,8 @@ with Adam(1e-4, beta_1 = 0.5, beta_2 = 0.9).
 
 import tensorflow as tf
 
+from kd_gan.errors import InputError
+
 NON_SATURATING, HINGE, WGAN_GP = "ns", "hinge", "wgan-gp"
 OBJECTIVES = (NON_SATURATING, HINGE, WGAN_GP)
 GRADIENT_PENALTY_WEIGHT = 10.0  # lambda of WGAN-GP (Gulrajani et al., 2017, Alg. 1).
@@ -38,7 +40,7 @@ OBJECTIVE_DEFAULTS = {
 def check_objective(objective):
     """`objective` if it is one of `OBJECTIVES`, else a ValueError naming it."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r}; choose one of {OBJECTIVES}.")
+        raise InputError(f"Unknown objective {objective!r}; choose one of {OBJECTIVES}.")
     return objective
 
 
@@ -66,22 +68,22 @@ def generator_loss(fake_outputs, objective=NON_SATURATING):
     return -fake  # Hinge and WGAN-GP: raise the critic's value of the fakes.
 
 
-def gradient_penalty(discriminator, real_images, fake_images, seed):
+def gradient_penalty(discriminator, real_images, fake_images, weights):
     """Per-example WGAN-GP penalty (||grad_x D(x_hat)||_2 - 1)^2, unweighted.
 
-    x_hat = e * real + (1 - e) * fake with e ~ U[0, 1] per example (stateless,
-    keyed on `seed`, a pair of integers). The discriminator must treat examples
-    independently (no batch norm), as `kd_gan.Discriminator` does; gradients
-    flow into its weights, not into the generator (the fakes are constants).
+    x_hat = e * real + (1 - e) * fake with e ~ U[0, 1] per example, given as
+    `weights` (shape `(batch, 1, 1, 1)`; `gan` draws them statelessly). The
+    discriminator must treat examples independently (no batch norm), as
+    `kd_gan.Discriminator` does; gradients flow into its weights, not into the
+    generator (the fakes are constants).
 
     Args:
         discriminator: the critic, called with `training=True`.
         real_images, fake_images: `(batch, height, width, channels)` batches.
-        seed: stateless seed of the interpolation weights, shape (2,).
+        weights: the interpolation weights e, `(batch, 1, 1, 1)`.
     """
     real_images = tf.cast(real_images, tf.float32)
     fake_images = tf.stop_gradient(tf.cast(fake_images, tf.float32))
-    weights = tf.random.stateless_uniform([tf.shape(real_images)[0], 1, 1, 1], seed=seed)
     mixed = weights * real_images + (1.0 - weights) * fake_images
     with tf.GradientTape() as tape:
         tape.watch(mixed)
@@ -89,3 +91,12 @@ def gradient_penalty(discriminator, real_images, fake_images, seed):
     gradients = tf.cast(tape.gradient(outputs, mixed), tf.float32)
     norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
     return tf.square(norms - 1.0)
+
+
+def check_critic_steps(critic_steps, objective):
+    """`critic_steps`, or `objective`'s default when None; a ValueError unless an integer >= 1."""
+    if critic_steps is None:
+        return OBJECTIVE_DEFAULTS[check_objective(objective)]["critic_steps"]
+    if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
+        raise InputError(f"critic_steps must be an integer >= 1. Received: critic_steps={critic_steps!r}")
+    return critic_steps

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import keras
 from conftest import changed, weights_of
-from kd_gan import GAN, Discriminator, Distiller, Generator, objectives
+from kd_gan import GAN, Discriminator, Distiller, Generator, objectives, weight_average
 from kd_gan import gan as gan_lib
 
 SHAPE = (28, 28, 1)
@@ -30,8 +30,22 @@ def test_gradient_penalty_of_a_linear_critic_is_known():
     critic.layers[-1].set_weights([w, np.array([0.7], "float32")])
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=(5, 2, 2, 1)), rng.normal(size=(5, 2, 2, 1))
-    penalty = objectives.gradient_penalty(critic, real, fake, seed=tf.constant([1, 2], tf.int64))
+    penalty = objectives.gradient_penalty(critic, real, fake, rng.uniform(size=(5, 1, 1, 1)).astype("float32"))
     np.testing.assert_allclose(penalty, np.full(5, (5.0 - 1.0) ** 2), rtol=1e-5)
+
+
+def test_gradient_penalty_is_taken_at_the_interpolates():
+    # D(x) = |x|^2 / 2 has gradient x: the penalty is (|x_hat| - 1)^2 at x_hat = e real + (1 - e) fake.
+    def critic(x, training):
+        return 0.5 * tf.reduce_sum(tf.square(x), axis=[1, 2, 3])
+
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(4, 3, 3, 2)), rng.normal(size=(4, 3, 3, 2))
+    weights = rng.uniform(size=(4, 1, 1, 1))
+    mixed = weights * real + (1 - weights) * fake
+    expected = (np.sqrt(np.sum(mixed**2, axis=(1, 2, 3))) - 1.0) ** 2
+    penalty = objectives.gradient_penalty(critic, real, fake, weights.astype("float32"))
+    np.testing.assert_allclose(penalty, expected, rtol=1e-4)
 
 
 def test_gradient_penalty_is_zero_for_a_unit_gradient_and_moves_only_the_critic():
@@ -39,9 +53,22 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_and_moves_only_the_critic(
     critic.layers[-1].set_weights([np.array([[1.0]], "float32"), np.zeros(1, "float32")])
     fake = tf.Variable(np.ones((3, 1, 1, 1), "float32"))
     with tf.GradientTape() as tape:
-        penalty = objectives.gradient_penalty(critic, np.zeros((3, 1, 1, 1)), fake, seed=tf.constant([0, 0], tf.int64))
+        penalty = objectives.gradient_penalty(critic, np.zeros((3, 1, 1, 1)), fake, np.full((3, 1, 1, 1), 0.5, "float32"))
     np.testing.assert_allclose(penalty, 0.0, atol=1e-6)
     assert tape.gradient(penalty, fake) is None  # The fakes are constants: no gradient to the generator.
+
+
+def test_critic_loss_of_wgan_gp_adds_ten_times_the_penalty():
+    critic = Discriminator(SHAPE, 1)
+    rng = np.random.default_rng(2)
+    real, fake = (rng.uniform(-1, 1, (4, *SHAPE)).astype("float32") for _ in range(2))
+    with_penalty, _ = gan_lib._critic_loss(critic, real, tf.constant(fake), "wgan-gp", seed=0, step=3)
+    without, _ = gan_lib._critic_loss(critic, real, tf.constant(fake), "hinge", seed=0, step=3)
+    weights = gan_lib._interpolation_weights(4, 0, 3)
+    penalty = objectives.gradient_penalty(critic, real, fake, weights)
+    logits = critic(np.concatenate([real, fake]), training=True).numpy().ravel()
+    np.testing.assert_allclose(with_penalty, logits[4:] - logits[:4] + 10.0 * penalty.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(with_penalty, without)
 
 
 def test_unknown_objective_names_the_choices():
@@ -117,6 +144,29 @@ def test_moving_average_is_what_the_generator_holds_after_fit_and_the_discrimina
         np.testing.assert_array_equal(held, raw)
 
 
+class _StepWeights(keras.callbacks.Callback):
+    def __init__(self, generator):
+        super().__init__()
+        self.generator, self.steps = generator, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy() for v in self.generator.trainable_variables])
+
+
+def test_the_average_is_the_exponential_moving_average_of_the_steps_weights():
+    images = np.random.default_rng(3).uniform(-1, 1, (8, *SHAPE)).astype("float32")
+    model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
+    model.compile(g_optimizer=gan_lib.default_optimizer(ema_decay=0.9), steps_per_execution=1)
+    record = _StepWeights(model.generator)
+    model.fit(images, batch_size=2, epochs=1, verbose=0, callbacks=[record])
+    expected = record.steps[0]  # The first step starts the average at its weights.
+    for weights in record.steps[1:]:
+        expected = [0.9 * average + 0.1 * w for average, w in zip(expected, weights)]
+    for held, average, raw in zip(model.generator.trainable_variables, expected, record.steps[-1]):
+        np.testing.assert_allclose(held.numpy(), average, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, r) for a, r in zip(expected, record.steps[-1]))
+
+
 def test_student_moving_average_is_what_the_student_holds_after_fit():
     teacher, student = Generator(8, SHAPE, 4), Generator(8, SHAPE, 1)
     distiller = Distiller(teacher, student, loss="joint", discriminator=Discriminator(SHAPE, 1))
@@ -134,3 +184,28 @@ def test_discriminator_average_and_bad_decay_are_refused():
         model.compile(d_optimizer=gan_lib.default_optimizer(ema_decay=0.9))
     with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\).*1.0"):
         gan_lib.default_optimizer(ema_decay=1.0)
+
+
+def test_standing_statistics_are_the_average_of_the_batches_statistics():
+    generator = Generator(8, SHAPE, 2)
+    weight_average.standing_statistics(generator, 8, seed=3, batches=4, batch_size=5)
+    norm = generator.get_layer("project_norm")
+    # The first batch norm normalises z @ W: its moving mean is the mean of the batches' means.
+    (kernel,) = generator.get_layer("project").get_weights()
+    means = [
+        np.mean(tf.random.stateless_normal((5, 8), seed=(3, -(2**20) - index)).numpy() @ kernel, axis=0)
+        for index in range(4)
+    ]
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-6)
+    assert norm.momentum == 0.99  # Restored.
+
+
+def test_fit_with_an_average_recomputes_the_batch_norm_statistics_and_without_one_does_not(monkeypatch):
+    calls = []
+    monkeypatch.setattr(weight_average, "standing_statistics", lambda generator, *args, **kwargs: calls.append(generator))
+    images = np.zeros((4, *SHAPE), "float32")
+    for decay in (0.0, 0.9):
+        model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
+        model.compile(g_optimizer=gan_lib.default_optimizer(ema_decay=decay))
+        model.fit(images, batch_size=2, epochs=1, verbose=0)
+    assert calls == [model.generator]
