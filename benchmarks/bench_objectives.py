@@ -25,7 +25,7 @@ import keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
-from kd_gan import GAN, Discriminator, Generator, classifiers, data, gan, objectives, precision, scoring  # noqa: E402
+from kd_gan import GAN, Discriminator, Generator, classifiers, data, objectives, optimizers, precision, scoring  # noqa: E402
 from kd_gan.report import REFERENCE_SPLITS  # noqa: E402
 
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "celeb_a"], "Colour data set.")
@@ -72,8 +72,8 @@ def train(objective, policy):
     generator = Generator(LATENT_DIM, shape, FLAGS.depth, dtype=policy)
     model = GAN(generator, Discriminator(shape, FLAGS.depth, dtype=policy), seed=FLAGS.seed, objective=objective)
     model.compile(
-        g_optimizer=gan.objective_optimizer(objective, ema_decay=FLAGS.ema_decay),
-        d_optimizer=gan.objective_optimizer(objective),
+        g_optimizer=optimizers.objective_optimizer(objective, ema_decay=FLAGS.ema_decay),
+        d_optimizer=optimizers.objective_optimizer(objective),
     )
     images = data.load_dataset(FLAGS.dataset, "train", FLAGS.batch_size, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
     budget = TimeBudget(FLAGS.minutes * 60, generator)

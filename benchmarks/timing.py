@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from kd_gan import gan
+from kd_gan import optimizers
 
 
 class StepClock(keras.callbacks.Callback):
@@ -38,7 +38,7 @@ def fit_runner(model, dataset):
 
 def plain_loop(teacher, student, batch_size, latent_dim):
     """The baseline: a hand-written tf.function MSE step on fresh z."""
-    optimizer = gan.default_optimizer()
+    optimizer = optimizers.default_optimizer()
     optimizer.build(student.trainable_variables)
 
     @tf.function
@@ -73,7 +73,7 @@ def keras_distiller(teacher, student, dataset, latent_dim, steps_per_execution=1
         distillation_losses=keras.distillation.FeatureDistillation(loss="mse"),
         student_loss_weight=0.0,
     )
-    distiller.compile(optimizer=gan.default_optimizer(), loss="mse", steps_per_execution=steps_per_execution)
+    distiller.compile(optimizer=optimizers.default_optimizer(), loss="mse", steps_per_execution=steps_per_execution)
     return fit_runner(distiller, dataset)
 
 

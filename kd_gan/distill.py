@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import gan, objectives, weight_average
+from kd_gan import gan, objectives, optimizers, weight_average
 
 LOSSES = ("mse", "joint")
 
@@ -216,7 +216,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
                 default 10 on one device, 1 under a multi-replica strategy.
             **kwargs: passed to `keras.Model.compile`.
         """
-        self.student_optimizer = gan.loss_scaled(student_optimizer or gan.default_optimizer(), self.student)
+        self.student_optimizer = optimizers.loss_scaled(student_optimizer or optimizers.default_optimizer(), self.student)
         super().compile(
             optimizer=self.student_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution),
@@ -225,18 +225,18 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only: never the teacher.
         self.student_optimizer.build(self.student.trainable_variables)
         if self.loss_name == "joint":
-            self.d_optimizer = gan.loss_scaled(d_optimizer or gan.objective_optimizer(self.objective), self.discriminator)
+            self.d_optimizer = optimizers.loss_scaled(d_optimizer or optimizers.objective_optimizer(self.objective), self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
         weight_average.check(self, self.student, getattr(self, "d_optimizer", None))
 
     def get_compile_config(self):
-        return gan.optimizers_config(self, ("student_optimizer", "d_optimizer"))
+        return optimizers.optimizers_config(self, ("student_optimizer", "d_optimizer"))
 
     def _averaged_generator(self):
-        return self.student, self.student_optimizer
+        return self.student, self.student_optimizer, self.latent_dim
 
     def compile_from_config(self, config):
-        self.compile(**gan.deserialize_optimizers(config))
+        self.compile(**optimizers.deserialize_optimizers(config))
 
     @property
     def metrics(self):
@@ -302,7 +302,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         with tf.GradientTape() as tape:
             mse = gan.pixel_mse(teacher_images, self.student(z, training=True))
             loss = self.student_optimizer.scale_loss(gan.average_loss(mse))
-        gan.minimize(tape, loss, self.student_optimizer, self.student)
+        optimizers.minimize(tape, loss, self.student_optimizer, self.student)
         self.mse_tracker.update_state(mse)
         return gan.step_logs(self)
 

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, data, distill, gan, models, objectives, precision, report
+from kd_gan import classifiers, data, distill, gan, models, objectives, optimizers, precision, report
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
 from kd_gan.distribute import STRATEGIES, barrier, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
@@ -46,7 +46,8 @@ from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experimen
     check_output_dir,
     preset_values,
 )
-from kd_gan.stages import Stage, read_json, write_json
+from kd_gan.jsonio import read_json, write_json
+from kd_gan.stages import Stage
 
 class Experiment:
     """Runs the stages of one configuration; see the module docstring."""
@@ -117,8 +118,8 @@ class Experiment:
                 objective=config.objective, critic_steps=config.critic_steps,
             )
             trainer.compile(
-                g_optimizer=gan.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
-                d_optimizer=gan.objective_optimizer(config.objective, config.d_learning_rate),
+                g_optimizer=optimizers.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
+                d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate),
             )
         return stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
 
@@ -147,10 +148,10 @@ class Experiment:
             )
             trainer.compile(
                 # A joint student is a GAN generator too: the objective's Adam betas.
-                student_optimizer=gan.objective_optimizer(
+                student_optimizer=optimizers.objective_optimizer(
                     config.objective if joint else objectives.NON_SATURATING, config.student_learning_rate, config.ema_decay
                 ),
-                d_optimizer=gan.objective_optimizer(config.objective, config.d_learning_rate) if joint else None,
+                d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate) if joint else None,
             )
         if config.teacher_cache:
             stream = self._cached_stream(teacher, joint)

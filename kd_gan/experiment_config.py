@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from kd_gan import data, distill, objectives
+from kd_gan import data, distill, objectives, optimizers
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
 from kd_gan import teacher_cache as teacher_cache_lib
@@ -221,8 +221,7 @@ class ExperimentConfig:
         if self.d_learning_rate is None:
             object.__setattr__(self, "d_learning_rate", self.learning_rate)
         _check_at_least("critic_steps", self.critic_steps, 1)
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average). Received: ema_decay={self.ema_decay}")
+        optimizers.check_ema_decay(self.ema_decay)
         _check_at_least("teacher_cache", self.teacher_cache, 0)
         if self.cache_refresh_epochs is not None:
             _check_at_least("cache_refresh_epochs", self.cache_refresh_epochs, 1)

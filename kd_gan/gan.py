@@ -11,10 +11,8 @@ import math
 import keras
 import tensorflow as tf
 
-from kd_gan import objectives, weight_average
+from kd_gan import objectives, optimizers, weight_average
 
-DEFAULT_LEARNING_RATE = 2e-4  # DCGAN (Radford et al., 2016): Adam, lr 2e-4, beta_1 0.5.
-DEFAULT_BETA_1 = 0.5
 # Steps run per call of the compiled train function: amortises fit's per-step
 # Python overhead (benchmarks/bench_distill.py: 0.89x the speed of a plain
 # tf.function loop at 1 step per call, 1.06x at 10).
@@ -46,9 +44,9 @@ class ExactStepsMixin:
             self.steps_per_execution = wanted
             self.train_function = None  # Rebuilt for the new step count.
         history = super().fit(*args, **kwargs)
-        generator, optimizer = self._averaged_generator()
+        generator, optimizer, latent_dim = self._averaged_generator()
         if kwargs.get("epochs", 1) > 0:
-            weight_average.finalize(generator, optimizer, seed=getattr(self, "seed", 0))
+            weight_average.finalize(generator, optimizer, latent_dim, seed=getattr(self, "seed", 0))
         return history
 
 
@@ -66,63 +64,11 @@ def step_logs(model, metrics=None):
     return results
 
 
-def default_optimizer(learning_rate=DEFAULT_LEARNING_RATE, beta_1=DEFAULT_BETA_1, beta_2=0.999, ema_decay=0.0):
-    """Adam with the DCGAN settings (beta_1 = 0.5) unless told otherwise.
-
-    Args:
-        learning_rate, beta_1, beta_2: Adam's settings.
-        ema_decay: > 0 keeps an exponential moving average of the weights
-            (Keras' `use_ema`, momentum `ema_decay`, e.g. 0.999). `fit` ends by
-            writing the averages into the model (`finalize_variable_values`):
-            the network then holds the averaged weights, while a checkpoint
-            written during training (`BackupAndRestore`) holds the raw ones
-            and the averages beside them.
-    """
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average). Received: ema_decay={ema_decay}")
-    if ema_decay:
-        return keras.optimizers.Adam(
-            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, use_ema=True, ema_momentum=ema_decay
-        )
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
-
-
-def objective_optimizer(objective, learning_rate=None, ema_decay=0.0):
-    """`default_optimizer` with `objective`'s Adam settings (`OBJECTIVE_DEFAULTS`);
-    `learning_rate` replaces the objective's when given."""
-    settings = objectives.OBJECTIVE_DEFAULTS[objectives.check_objective(objective)]
-    return default_optimizer(
-        learning_rate or settings["learning_rate"], settings["beta_1"], settings["beta_2"], ema_decay
-    )
-
-
 def pixel_mse(target_images, images):
     """Per-example mean squared pixel error (the paper's MSE distillation term), in float32
     whatever precision the images come in."""
     target_images, images = tf.cast(target_images, tf.float32), tf.cast(images, tf.float32)
     return tf.reduce_mean(tf.square(images - target_images), axis=[1, 2, 3])
-
-
-def loss_scaled(optimizer, network):
-    """`optimizer`, wrapped in a `LossScaleOptimizer` when `network` computes in float16.
-
-    What `keras.Model.compile` does for its one optimizer under "mixed_float16":
-    float16 gradients of small losses underflow to zero without loss scaling.
-    The train steps scale each loss with `optimizer.scale_loss`; the wrapper
-    unscales the gradients (and skips steps whose gradients are not finite).
-    """
-    if network.dtype_policy.compute_dtype == "float16" and not isinstance(
-        optimizer, keras.optimizers.LossScaleOptimizer
-    ):
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def minimize(tape, loss, optimizer, network):
-    """One optimizer step of `network` on `loss`, whose scaling (`scale_loss`)
-    was recorded on `tape`: the float16 path of Keras' own `train_step`."""
-    weights = network.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
 
 
 def images_from_batch(data):
@@ -208,7 +154,7 @@ def critic_update(generator, discriminator, d_optimizer, real_images, latent_dim
     with tf.GradientTape() as tape:
         d_loss, _ = _critic_loss(discriminator, real_images, fake_images, objective, seed, step)
         d_total = d_optimizer.scale_loss(average_loss(d_loss))
-    minimize(tape, d_total, d_optimizer, discriminator)
+    optimizers.minimize(tape, d_total, d_optimizer, discriminator)
     return d_loss
 
 
@@ -252,23 +198,9 @@ def adversarial_update(
         # Scaled for float16 (a no-op otherwise); the optimizers unscale.
         d_total = d_optimizer.scale_loss(average_loss(losses["d_loss"]))
         g_total = g_optimizer.scale_loss(average_loss(g_objective))
-    minimize(g_tape, g_total, g_optimizer, generator)
-    minimize(d_tape, d_total, d_optimizer, discriminator)
+    optimizers.minimize(g_tape, g_total, g_optimizer, generator)
+    optimizers.minimize(d_tape, d_total, d_optimizer, discriminator)
     return losses
-
-
-def optimizers_config(model, names):
-    """`get_compile_config` of a model whose `compile` takes the optimizers `names`."""
-    return {
-        name: keras.saving.serialize_keras_object(getattr(model, name))
-        for name in names
-        if getattr(model, name, None) is not None
-    }
-
-
-def deserialize_optimizers(config):
-    """Inverse of `optimizers_config`: keyword arguments for `compile`."""
-    return {name: keras.saving.deserialize_keras_object(value) for name, value in config.items()}
 
 
 def _check_is_model(value, argument):
@@ -288,7 +220,7 @@ class GAN(ExactStepsMixin, keras.Model):
     networks. Every critic step sees the same real batch (as Keras' WGAN-GP
     example does; Gulrajani et al.'s Alg. 1 draws a new one per critic step). Used for teachers and for the equal-size scratch baselines.
 
-    A generator optimizer with `use_ema` (`default_optimizer(ema_decay=...)`)
+    A generator optimizer with `use_ema` (`optimizers.default_optimizer(ema_decay=...)`)
     keeps a moving average of the generator's weights; `fit` ends with the
     averages written into the generator and its batch-norm statistics
     recomputed for them (`kd_gan.weight_average`), the discriminator keeping
@@ -338,7 +270,7 @@ class GAN(ExactStepsMixin, keras.Model):
         """Sets the optimizers (Adam with the objective's settings when not given).
 
         Args:
-            g_optimizer: optimizer of the generator (`default_optimizer(ema_decay=0.999)`
+            g_optimizer: optimizer of the generator (`optimizers.default_optimizer(ema_decay=0.999)`
                 for a moving average of its weights).
             d_optimizer: optimizer of the discriminator. Each is wrapped in a
                 `LossScaleOptimizer` when its network computes in float16.
@@ -346,8 +278,9 @@ class GAN(ExactStepsMixin, keras.Model):
                 default 10 on one device, 1 under a multi-replica strategy.
             **kwargs: passed to `keras.Model.compile`.
         """
-        self.g_optimizer = loss_scaled(g_optimizer or objective_optimizer(self.objective), self.generator)
-        self.d_optimizer = loss_scaled(d_optimizer or objective_optimizer(self.objective), self.discriminator)
+        default = optimizers.objective_optimizer
+        self.g_optimizer = optimizers.loss_scaled(g_optimizer or default(self.objective), self.generator)
+        self.d_optimizer = optimizers.loss_scaled(d_optimizer or default(self.objective), self.discriminator)
         super().compile(
             optimizer=self.g_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution),
@@ -359,13 +292,13 @@ class GAN(ExactStepsMixin, keras.Model):
         weight_average.check(self, self.generator, self.d_optimizer)
 
     def get_compile_config(self):
-        return optimizers_config(self, ("g_optimizer", "d_optimizer"))
+        return optimizers.optimizers_config(self, ("g_optimizer", "d_optimizer"))
 
     def _averaged_generator(self):
-        return self.generator, self.g_optimizer
+        return self.generator, self.g_optimizer, self.generator.latent_dim
 
     def compile_from_config(self, config):
-        self.compile(**deserialize_optimizers(config))
+        self.compile(**optimizers.deserialize_optimizers(config))
 
     @property
     def metrics(self):

@@ -8,7 +8,7 @@ import numpy as np
 from absl import logging
 
 from kd_gan import classifiers, distill, images, plots, scoring
-from kd_gan.stages import read_json, write_json
+from kd_gan.jsonio import read_json, write_json
 
 # Real images the FID is measured against: MNIST's test split; CIFAR-10 and
 # CelebA train (the shared local files hold no other split of them).

@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import distill, models, precision
-from kd_gan.jsonio import read_json, write_json  # noqa: F401 (the stages' record files; re-exported)
+from kd_gan.jsonio import read_json, write_json
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -43,7 +43,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import classifiers, distill
-from kd_gan.stages import read_json, write_json
+from kd_gan.jsonio import read_json, write_json
 from kd_gan.errors import InputError
 
 CACHE_VERSION = 1

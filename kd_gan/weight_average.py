@@ -1,6 +1,6 @@
 """The generator's weight average (EMA): checks, and what `fit` ends with.
 
-The average is Keras' optimizer `use_ema` (`gan.default_optimizer(ema_decay=...)`).
+The average is Keras' optimizer `use_ema` (`optimizers.default_optimizer(ema_decay=...)`).
 Keras ends `fit` by writing the model optimizer's averages over the model's
 trainable weights in order (`finalize_variable_values`); `GAN` and `Distiller`
 list the generator's first and refuse an averaging discriminator optimizer,
@@ -73,11 +73,11 @@ def standing_statistics(generator, latent_dim, seed=0, batches=STATISTICS_BATCHE
             norm.momentum = momentum
 
 
-def finalize(generator, optimizer, seed=0):
+def finalize(generator, optimizer, latent_dim, seed=0):
     """After `fit`: the averages into `generator` (when `optimizer` keeps them),
-    then batch-norm statistics that fit them. A no-op without an average."""
+    then batch-norm statistics that fit them, over z of size `latent_dim`. A
+    no-op without an average."""
     if not uses_average(optimizer):
         return
     optimizer.finalize_variable_values(generator.trainable_variables)
-    latent_dim = getattr(generator, "latent_dim", None) or int(generator.input_shape[-1])
     standing_statistics(generator, latent_dim, seed)

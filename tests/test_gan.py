@@ -8,6 +8,7 @@ import keras
 from conftest import changed, weights_of
 from kd_gan import GAN, Discriminator, Generator
 from kd_gan import gan as gan_lib
+from kd_gan import optimizers
 from kd_gan import objectives
 
 
@@ -60,7 +61,7 @@ def test_save_and_load_keeps_weights_and_optimizer_state(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "gan.keras")
     assert loaded.seed == 7
     assert int(loaded.d_optimizer.iterations) == int(loaded.g_optimizer.iterations) == 2
-    assert float(loaded.g_optimizer.learning_rate) == pytest.approx(gan_lib.DEFAULT_LEARNING_RATE)
+    assert float(loaded.g_optimizer.learning_rate) == pytest.approx(optimizers.DEFAULT_LEARNING_RATE)
     for saved, restored in zip(model.d_optimizer.variables, loaded.d_optimizer.variables):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy())
     z = np.random.normal(size=(2, 8)).astype("float32")

@@ -8,6 +8,7 @@ import keras
 from conftest import changed, weights_of
 from kd_gan import GAN, Discriminator, Distiller, Generator, objectives, weight_average
 from kd_gan import gan as gan_lib
+from kd_gan import optimizers
 
 SHAPE = (28, 28, 1)
 
@@ -133,7 +134,7 @@ class _RawWeights(keras.callbacks.Callback):
 def test_moving_average_is_what_the_generator_holds_after_fit_and_the_discriminator_keeps_its_own():
     images = np.random.default_rng(1).uniform(-1, 1, (8, *SHAPE)).astype("float32")
     model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
-    model.compile(g_optimizer=gan_lib.default_optimizer(ema_decay=0.5))
+    model.compile(g_optimizer=optimizers.default_optimizer(ema_decay=0.5))
     record = _RawWeights(model.generator, model.discriminator, model.g_optimizer)
     model.fit(images, batch_size=2, epochs=2, verbose=0, callbacks=[record])
     after = [v.numpy() for v in model.generator.trainable_variables]
@@ -156,7 +157,7 @@ class _StepWeights(keras.callbacks.Callback):
 def test_the_average_is_the_exponential_moving_average_of_the_steps_weights():
     images = np.random.default_rng(3).uniform(-1, 1, (8, *SHAPE)).astype("float32")
     model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
-    model.compile(g_optimizer=gan_lib.default_optimizer(ema_decay=0.9), steps_per_execution=1)
+    model.compile(g_optimizer=optimizers.default_optimizer(ema_decay=0.9), steps_per_execution=1)
     record = _StepWeights(model.generator)
     model.fit(images, batch_size=2, epochs=1, verbose=0, callbacks=[record])
     expected = record.steps[0]  # The first step starts the average at its weights.
@@ -170,7 +171,7 @@ def test_the_average_is_the_exponential_moving_average_of_the_steps_weights():
 def test_student_moving_average_is_what_the_student_holds_after_fit():
     teacher, student = Generator(8, SHAPE, 4), Generator(8, SHAPE, 1)
     distiller = Distiller(teacher, student, loss="joint", discriminator=Discriminator(SHAPE, 1))
-    distiller.compile(student_optimizer=gan_lib.default_optimizer(1e-3, ema_decay=0.5))
+    distiller.compile(student_optimizer=optimizers.default_optimizer(1e-3, ema_decay=0.5))
     record = _RawWeights(student, distiller.discriminator, distiller.student_optimizer)
     distiller.fit(np.zeros((4, *SHAPE), "float32"), batch_size=2, epochs=1, verbose=0, callbacks=[record])
     for held, average in zip(student.trainable_variables, record.averages):
@@ -181,9 +182,9 @@ def test_student_moving_average_is_what_the_student_holds_after_fit():
 def test_discriminator_average_and_bad_decay_are_refused():
     model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
     with pytest.raises(ValueError, match="d_optimizer has use_ema=True"):
-        model.compile(d_optimizer=gan_lib.default_optimizer(ema_decay=0.9))
+        model.compile(d_optimizer=optimizers.default_optimizer(ema_decay=0.9))
     with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\).*1.0"):
-        gan_lib.default_optimizer(ema_decay=1.0)
+        optimizers.default_optimizer(ema_decay=1.0)
 
 
 def test_standing_statistics_are_the_average_of_the_batches_statistics():
@@ -206,6 +207,6 @@ def test_fit_with_an_average_recomputes_the_batch_norm_statistics_and_without_on
     images = np.zeros((4, *SHAPE), "float32")
     for decay in (0.0, 0.9):
         model = GAN(Generator(8, SHAPE, 2), Discriminator(SHAPE, 2))
-        model.compile(g_optimizer=gan_lib.default_optimizer(ema_decay=decay))
+        model.compile(g_optimizer=optimizers.default_optimizer(ema_decay=decay))
         model.fit(images, batch_size=2, epochs=1, verbose=0)
     assert calls == [model.generator]
