@@ -25,7 +25,7 @@ from absl import logging
 
 from kd_gan.errors import InputError
 from kd_gan.jsonio import write_json
-from kd_gan.local_data import file_digest  # noqa: F401 (re-exported: model files are keyed by it)
+from kd_gan.local_data import file_digest
 
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INCEPTION_SIZE = 299

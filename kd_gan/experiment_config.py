@@ -37,7 +37,7 @@ PRESETS = {
     # A teacher worth distilling in about an hour of a 2-core CPU (with AVX512-BF16)
     # per colour data set, then students at the paper's ratio and two milder ones,
     # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
-    # (README, "Colour results"): the objective from benchmarks/bench_objectives.py,
+    # (README, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
     # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
     # bfloat16 training and Inception, students on cached teacher outputs.
     "cpu": dict(

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from kd_gan import data
 from kd_gan.errors import InputError
+from kd_gan.local_data import file_digest
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -89,8 +90,6 @@ class ImageSource:
     def fingerprint(self):
         """sha256 of the images' names and bytes (of the archive file itself for a tar)."""
         if self.is_archive:
-            from kd_gan.classifiers import file_digest
-
             return file_digest(self.path)
         digest = hashlib.sha256()
         for name, encoded in self.read(self.names):
