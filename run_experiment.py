@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from kd_gan import data, experiment, objectives
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
+from kd_gan.errors import InputError
 
 _DEFAULTS = experiment.ExperimentConfig()
 
@@ -41,6 +42,9 @@ flags.DEFINE_float("d_learning_rate", None, "Adam learning rate of the discrimin
 flags.DEFINE_float("ema_decay", _DEFAULTS.ema_decay, "Moving average of every generator's weights with this momentum (e.g. 0.999): what is saved, scored and distilled; 0: none.")
 flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled students.")
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the MSE term in the joint loss.")
+flags.DEFINE_list("distillation", list(_DEFAULTS.distillation), "Student kinds, each a student of every size and loss: pixel (the paper's MSE), features (plus feature maps through adapters), perceptual (plus a frozen discriminator's features), features+perceptual.")
+flags.DEFINE_float("feature_weight", _DEFAULTS.feature_weight, "Weight of the feature term of 'features' students.")
+flags.DEFINE_float("perceptual_weight", _DEFAULTS.perceptual_weight, "Weight of the perceptual term of 'perceptual' students.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of the grids.", lower_bound=2)
 flags.DEFINE_integer("eval_samples", None, "Generated images per model for the metrics (default 10,000 for mnist, 1,000 otherwise; 0 skips).", lower_bound=0)
@@ -70,6 +74,7 @@ def config_from_flags():
         "teacher_depths": lambda v: _integers("teacher_depths", v),
         "student_depths": lambda v: _integers("student_depths", v),
         "export": tuple,
+        "distillation": tuple,
         "image_size": int,
         "quantization": tuple,
     }
@@ -84,7 +89,7 @@ def config_from_flags():
         values["output_dir"] = f"runs/{FLAGS.dataset}_{FLAGS.loss}{suffix}"
     try:
         return experiment.build_config(FLAGS.preset, **values)
-    except ValueError as error:
+    except InputError as error:
         raise app.UsageError(str(error)) from None
 
 
@@ -95,7 +100,8 @@ def main(argv):
     logging.info("Output folder: %s", config.output_dir)
     try:
         experiment.run(config, overwrite=FLAGS.overwrite)
-    except (ValueError, FileNotFoundError, FloatingPointError, export_lib.VerificationError) as error:  # InputError is a ValueError.
+    # A user's mistake or a run that cannot go on becomes one line; a bug keeps its traceback.
+    except (InputError, FileNotFoundError, FloatingPointError, export_lib.VerificationError) as error:
         logging.error("%s", error)
         raise SystemExit(f"Error: {error}") from None
 

@@ -26,7 +26,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
 from kd_gan import GAN, Discriminator, Generator, classifiers, data, objectives, optimizers, precision, scoring  # noqa: E402
-from kd_gan.report import REFERENCE_SPLITS  # noqa: E402
+from kd_gan.evaluation import REFERENCE_SPLITS  # noqa: E402
 
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "celeb_a"], "Colour data set.")
 flags.DEFINE_string("data_dir", None, "Local data (default $KD_GAN_DATA_DIR).")

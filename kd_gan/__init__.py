@@ -6,14 +6,15 @@ MSE and joint losses, and the experiment that compares students to equal-size
 GANs trained from scratch.
 """
 
-from kd_gan.distill import Distiller, latent_dataset
+from kd_gan.distill import Distiller
+from kd_gan.training import latent_dataset
 from kd_gan.gan import GAN
+from kd_gan.generators import load_generator
 from kd_gan.models import (
     Discriminator,
     Generator,
     compression_ratio,
     count_parameters,
-    load_generator,
 )
 
 __version__ = "0.1.0"

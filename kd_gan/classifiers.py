@@ -109,6 +109,7 @@ class InceptionClassifier:
             from kd_gan.precision import check_hardware
 
             check_hardware("bfloat16")  # Warns where the CPU lacks bfloat16 units (then it is slower).
+        self.score_name = score_name("cifar10")
         self.network, name = _load_inception(path or os.environ.get("KD_GAN_INCEPTION"))
         self.precision = precision
         self.name = name if precision == "float32" else f"{name}-{precision}"
@@ -198,6 +199,7 @@ class MnistClassifier:
         self.test_accuracy = record.get("test_accuracy")
         self.name = f"{MNIST_CLASSIFIER_VERSION}-{sha256[:12]}"
         self.has_logits = True
+        self.score_name = score_name("mnist")
         self.dimension = model.get_layer("activations").output.shape[-1]
         self._features = keras.Model(model.inputs, [model.get_layer("activations").output, model.output])
         self._run = tf.function(lambda images: self._features(images, training=False), reduce_retracing=True)
@@ -252,6 +254,11 @@ def train_mnist_classifier(data_dir=None, output=MNIST_CLASSIFIER_PATH, cache_di
     }
     write_json(os.path.splitext(output)[0] + ".json", record)
     return record
+
+
+def score_name(dataset):
+    """The name of the score a data set's classifier gives (the one helper that names it)."""
+    return "mnist_score" if dataset == "mnist" else "inception_score"
 
 
 def classifier_for(dataset, inception_path=None, precision="float32"):

@@ -1,89 +1,48 @@
 """The Distiller: a student generator learns to reproduce a frozen teacher.
 
-Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2):
+Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2) are presets:
 
 * `loss="mse"`: minimise E_z ||S(z) - T(z)||^2 over random z. No real data is
   needed: fit it on a dataset of latent vectors (`latent_dataset`) or on any
   dataset of images, whose batches then only set the batch size.
-* `loss="joint"`: the student's ordinary (non-saturating) GAN loss against its
-  own discriminator trained on real images, plus `mse_weight` times the MSE
-  term. The discriminator learns alongside.
+* `loss="joint"`: the student's GAN loss against its own discriminator
+  trained on real images, plus `mse_weight` times the MSE term. The
+  discriminator learns alongside.
+
+What is distilled is pluggable (`kd_gan.losses`): `distillation_losses`
+replaces the pixel MSE by any weighted set of losses (pixel, intermediate
+features through adapters, perceptual), with or without the adversarial term.
 
 Either scheme also trains on stored teacher outputs: batches
 `{"z": z, "teacher_images": teacher(z)}` (and `"image"`: real images, for
 the joint loss) from `kd_gan.teacher_cache.TeacherCache`, which skips the
-teacher's forward pass, the bulk of an MSE step.
+teacher's forward pass, the bulk of an MSE step (losses that read the
+teacher's feature maps still run it).
 """
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import gan, objectives, optimizers, weight_average
+from kd_gan import losses as losses_lib
+from kd_gan import objectives, optimizers, weight_average
+from kd_gan.adversarial import adversarial_update, critic_update
+from kd_gan.errors import InputError
+from kd_gan.generators import check_image_range, feature_extractor, freeze, generate, latent_size
+from kd_gan.training import ExactStepsMixin, images_from_batch, sample_latents, step_logs
 
 LOSSES = ("mse", "joint")
+IMAGES = None  # Key of the images among the tapped outputs (layer names are strings).
+PROBE_SAMPLES = 16
 
 
-def latent_dataset(batch_size, latent_dim, seed=0):
-    """An endless `tf.data.Dataset` of z ~ N(0, I) batches, deterministic in `seed`.
-
-    Fit an MSE Distiller on it with `steps_per_epoch`:
-
-    ```python
-    distiller.fit(latent_dataset(64, 128), epochs=10, steps_per_epoch=500)
-    ```
-    """
-    if batch_size < 1 or latent_dim < 1:
-        raise ValueError(
-            f"batch_size and latent_dim must be >= 1. Received: batch_size={batch_size}, "
-            f"latent_dim={latent_dim}"
-        )
-    return (
-        tf.data.Dataset.random(seed=seed)
-        .map(
-            lambda step: tf.random.stateless_normal(
-                [batch_size, latent_dim], seed=tf.stack([tf.constant(seed, tf.int64), step])
-            ),
-        )
-        # Drawing z is cheap: a serial map and a fixed prefetch keep up, and avoid
-        # the ~1 s stall that tf.data's autotuner added to some fit calls here.
-        .prefetch(2)
-    )
-
-
-def latent_size(generator):
-    """Size of z a generator takes: its `latent_dim`, or its input's last dimension."""
-    if hasattr(generator, "latent_dim"):
-        return int(generator.latent_dim)
-    try:
-        return int(generator.input_shape[-1])
-    except (AttributeError, ValueError, TypeError):
-        raise ValueError(
-            f"Cannot tell the latent size of {type(generator).__name__}: it has no "
-            "`latent_dim` attribute and no known input shape."
-        ) from None
-
-
-def generate(generator, z):
-    """Images of `generator` for `z`: a Keras model (inference mode) or any callable.
-
-    A SavedModel signature returns a dict; a generator has one output, taken from it.
-    """
-    if isinstance(generator, keras.layers.Layer):
-        outputs = generator(z, training=False)
-    else:
-        outputs = generator(z)
-    if isinstance(outputs, dict):
-        if len(outputs) != 1:
-            raise ValueError(
-                f"The teacher returns several outputs {sorted(outputs)}; expected one image tensor."
-            )
-        outputs = next(iter(outputs.values()))
-    return outputs
+def _layer_union(names_per_loss):
+    """Every layer name the losses read, once, in first-use order."""
+    return list(dict.fromkeys(name for names in names_per_loss for name in names))
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
-class Distiller(gan.ExactStepsMixin, keras.Model):
+class Distiller(ExactStepsMixin, keras.Model):
     """Trains a student generator to reproduce a frozen teacher generator.
 
     Args:
@@ -91,29 +50,37 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
             `trainable = False`, called with `training=False`), or any callable
             mapping z to images, e.g. a `keras.layers.TFSMLayer` over a SavedModel
             or `tf.saved_model.load(path).signatures[...]`. Only Keras teachers
-            can be saved with the Distiller.
+            can be saved with the Distiller, and feature losses need one.
         student: the small generator being trained (a Keras model).
-        loss: "mse" or "joint".
+        loss: "mse" (the distillation losses alone) or "joint" (plus the
+            adversarial term against `discriminator`).
         discriminator: the student-sized discriminator; required for "joint".
-        mse_weight: weight of the MSE term in the joint loss (the MSE scheme
-            minimises the MSE alone).
+        mse_weight: weight of the pixel MSE in the joint preset (with the
+            default `distillation_losses`).
         seed: integer seed of the latent draws.
         objective: adversarial objective of the joint loss: "ns" (the
             paper's), "hinge" or "wgan-gp" (`kd_gan.objectives`).
         critic_steps: discriminator steps per student step of the joint loss
             (the extra ones on fresh z); None: the objective's.
+        distillation_losses: what the student matches, a list of
+            `kd_gan.losses.DistillationLoss` (or `keras.distillation`
+            losses); None: `[PixelMSE()]`, the paper's.
+        distillation_loss_weights: one weight per loss; None: 1 each
+            (`mse_weight` for the joint preset's MSE).
+        adversarial_weight: weight of the adversarial term ("joint").
+        **kwargs: passed to `keras.Model`.
 
     A student optimizer with `use_ema` keeps a moving average of the
-    student's weights, written into the student when `fit` ends.
-        **kwargs: passed to `keras.Model`.
+    student's weights, written into the student when `fit` ends. Learned
+    parts of the losses (adapters) train with the student and stay out of it.
 
     Example:
 
     ```python
     teacher = Generator(128, (28, 28, 1), depth=64)   # trained, or load_generator(path)
     student = Generator(128, (28, 28, 1), depth=2)
-    distiller = Distiller(teacher, student, loss="mse")
-    distiller.compile(student_optimizer=keras.optimizers.Adam(1e-3))
+    distiller = Distiller(teacher, student, loss="mse")  # or distillation_losses=[PixelMSE(), FeatureLoss()]
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
     distiller.fit(latent_dataset(64, 128), epochs=5, steps_per_epoch=200)
     student.save("student.keras")
     ```
@@ -121,113 +88,184 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
 
     def __init__(
         self, teacher, student, loss="mse", discriminator=None, mse_weight=1.0, seed=0,
-        objective=objectives.NON_SATURATING, critic_steps=None, **kwargs
+        objective=objectives.NON_SATURATING, critic_steps=None, distillation_losses=None,
+        distillation_loss_weights=None, adversarial_weight=1.0, **kwargs
     ):
         super().__init__(**kwargs)
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}. Received: loss={loss!r}")
+            raise InputError(f"loss must be one of {LOSSES}. Received: loss={loss!r}")
         if not isinstance(student, keras.layers.Layer):
-            raise ValueError(
-                f"student must be a Keras model. Received: student of type {type(student).__name__}"
-            )
+            raise InputError(f"student must be a Keras model. Received: student of type {type(student).__name__}")
         if not callable(teacher):
-            raise ValueError(
+            raise InputError(
                 f"teacher must be a Keras model or a callable mapping z to images. "
                 f"Received: teacher of type {type(teacher).__name__}"
             )
-        mse_weight = float(mse_weight)
-        if not mse_weight >= 0:
-            raise ValueError(f"mse_weight must be >= 0. Received: mse_weight={mse_weight}")
+        mse_weight, adversarial_weight = float(mse_weight), float(adversarial_weight)
+        for name, value in (("mse_weight", mse_weight), ("adversarial_weight", adversarial_weight)):
+            if not value >= 0:
+                raise InputError(f"{name} must be >= 0. Received: {name}={value}")
         if loss == "joint" and discriminator is None:
-            raise ValueError(
+            raise InputError(
                 "loss='joint' trains the student against a discriminator on real images: pass "
                 "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
             )
         if loss == "mse" and discriminator is not None:
-            logging.warning("loss='mse' does not use the discriminator; it will not be trained.")
+            logging.warning("loss='mse' has no adversarial term: the discriminator is not trained.")
+        if distillation_losses is not None and mse_weight != 1.0:
+            raise InputError(
+                f"mse_weight={mse_weight} weights the default pixel MSE; with distillation_losses pass "
+                "distillation_loss_weights instead."
+            )
+        if loss == "mse" and mse_weight != 1.0:
+            logging.warning("mse_weight=%s is unused: loss='mse' minimises the MSE alone.", mse_weight)
 
         self.latent_dim = latent_size(student)
         teacher_latent_dim = getattr(teacher, "latent_dim", None)
         if teacher_latent_dim is not None and int(teacher_latent_dim) != self.latent_dim:
-            raise ValueError(
+            raise InputError(
                 f"Teacher and student must share the latent size: teacher latent_dim="
                 f"{teacher_latent_dim}, student latent_dim={self.latent_dim}."
             )
         if isinstance(teacher, keras.layers.Layer):
-            teacher.trainable = False  # Frozen: only the student (and its D) learn.
+            freeze(teacher)  # Frozen: only the student (and its D) learn.
+        # Attribute order sets the trainable weights' order: the student's come first.
         self.teacher = teacher
         self.student = student
         self.discriminator = discriminator
         self.loss_name = loss
         self.mse_weight = mse_weight
+        self.adversarial_weight = adversarial_weight
         self.seed = int(seed)
         self.objective = objectives.check_objective(objective)
         self.critic_steps = objectives.check_critic_steps(critic_steps, objective)
-        self._check_shapes()
-
-        self.mse_tracker = keras.metrics.Mean(name="mse")
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self._default_losses = distillation_losses is None  # The preset's pixel MSE (saved as mse_weight).
+        self.distillation_losses, self.distillation_loss_weights = self._resolve_losses(
+            distillation_losses, distillation_loss_weights
+        )
+        self._build_taps()
+        self._make_trackers()
         self.built = True  # Sub-models are built; nothing to infer from data.
 
-    def _check_shapes(self):
-        """Calls teacher, student (and D) on a probe z; rejects mismatches by name."""
-        z = tf.zeros((2, self.latent_dim))
+    def _resolve_losses(self, distillation_losses, weights):
+        if distillation_losses is None:
+            return [losses_lib.PixelMSE()], [self.mse_weight if self.loss_name == "joint" else 1.0]
+        distillation_losses = [losses_lib.as_distillation_loss(loss) for loss in distillation_losses]
+        weights = [1.0] * len(distillation_losses) if weights is None else [float(w) for w in weights]
+        if not distillation_losses or len(weights) != len(distillation_losses) or min(weights) < 0:
+            raise InputError(
+                f"distillation_losses needs at least one loss and one weight >= 0 per loss; got "
+                f"{len(distillation_losses)} losses and weights {weights}."
+            )
+        names = [loss.name for loss in distillation_losses]
+        if len(set(names)) != len(names) or {"student_loss", "g_loss", "d_loss"} & set(names):
+            raise InputError(f"Distillation losses need distinct names apart from student_loss, g_loss, d_loss; got {names}.")
+        return distillation_losses, weights
+
+    def _build_taps(self):
+        """Taps the layers the losses read, probes teacher and student, builds the losses."""
+        for loss in self.distillation_losses:
+            if hasattr(loss, "resolve_layers"):
+                loss.resolve_layers(self.teacher, self.student)
+        self._teacher_layers = _layer_union(loss.teacher_layers for loss in self.distillation_losses)
+        self._student_layers = _layer_union(loss.student_layers for loss in self.distillation_losses)
+        self._teacher_tap = feature_extractor(self.teacher, self._teacher_layers, "teacher")
+        self._student_tap = feature_extractor(self.student, self._student_layers, "student")
+        z = tf.random.stateless_normal((PROBE_SAMPLES, self.latent_dim), seed=(self.seed, -1))
         try:
-            teacher_images = self._teacher_images(z)
+            teacher_outputs = self._teacher_outputs_for(z)
+        except InputError:
+            raise
         except Exception as error:
-            raise ValueError(
+            raise InputError(
                 f"The teacher could not be called on latent vectors of shape {tuple(z.shape)} "
                 f"(the student's latent size is {self.latent_dim}): {error}"
             ) from error
-        student_images = self.student(z, training=False)
-        if tuple(teacher_images.shape) != tuple(student_images.shape):
-            raise ValueError(
-                f"Teacher and student must produce images of the same shape: teacher gives "
-                f"{tuple(teacher_images.shape[1:])}, student gives {tuple(student_images.shape[1:])}."
+        check_image_range(teacher_outputs[IMAGES], "The teacher")
+        student_outputs = self._student_outputs_for(z, training=False)
+        teacher_shape, student_shape = tuple(teacher_outputs[IMAGES].shape[1:]), tuple(student_outputs[IMAGES].shape[1:])
+        if teacher_shape != student_shape:
+            raise InputError(
+                f"Teacher and student must produce images of the same shape: teacher gives {teacher_shape}, "
+                f"student gives {student_shape}."
             )
         if self.discriminator is not None:
-            logits = self.discriminator(student_images, training=False)
+            logits = self.discriminator(student_outputs[IMAGES], training=False)
             if logits.shape.rank != 2 or logits.shape[-1] != 1:
-                raise ValueError(
-                    f"The discriminator must map the student's images {tuple(student_images.shape[1:])} "
-                    f"to one logit each; it returned shape {tuple(logits.shape)}."
+                raise InputError(
+                    f"The discriminator must map the student's images {student_shape} to one logit each; it "
+                    f"returned shape {tuple(logits.shape)}."
                 )
+        for loss in self.distillation_losses:
+            teacher_values, student_values = self._compared(loss, teacher_outputs, student_outputs)
+            loss.build_for([v.shape for v in teacher_values], [v.shape for v in student_values], self)
 
-    def _teacher_images(self, z):
-        return generate(self.teacher, z)
+    def _teacher_outputs_for(self, z):
+        images, maps = self._teacher_tap(z, training=False)
+        outputs = {IMAGES: images, **dict(zip(self._teacher_layers, maps))}
+        return {name: tf.stop_gradient(value) for name, value in outputs.items()}
 
-    def compile(
-        self,
-        student_optimizer=None,
-        d_optimizer=None,
-        steps_per_execution=None,
-        **kwargs,
-    ):
-        """Sets the optimizers (DCGAN Adam when not given).
+    def _student_outputs_for(self, z, training):
+        images, maps = self._student_tap(z, training=training)
+        return {IMAGES: images, **dict(zip(self._student_layers, maps))}
+
+    @staticmethod
+    def _compared(loss, teacher_outputs, student_outputs):
+        teacher_values = [teacher_outputs[name] for name in loss.teacher_layers or (IMAGES,)]
+        student_values = [student_outputs[name] for name in loss.student_layers or (IMAGES,)]
+        return teacher_values, student_values
+
+    def _make_trackers(self):
+        names = [loss.name for loss in self.distillation_losses]
+        if self.loss_name == "joint" or len(names) > 1:
+            names.insert(0, "student_loss")
+        if self.loss_name == "joint":
+            names += ["g_loss", "d_loss"]
+        self._train_metric_names = names
+        if "mse" not in names:  # Evaluation reports the pixel MSE to the teacher whatever is trained.
+            names = names + ["mse"]
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def adversarial(self):
+        return self.loss_name == "joint"
+
+    def compile(self, student_optimizer=None, d_optimizer=None, steps_per_execution=None, optimizer=None, **kwargs):
+        """Sets the optimizers (Adam with DCGAN's / the objective's settings when not given).
 
         Args:
-            student_optimizer: optimizer of the student.
+            student_optimizer: optimizer of the student (and the losses'
+                adapters). `optimizer=` is the same argument, Keras' name.
             d_optimizer: optimizer of the discriminator (joint loss only). Each
                 is wrapped in a `LossScaleOptimizer` when its network computes
                 in float16.
             steps_per_execution: train steps per call of the compiled function;
                 default 10 on one device, 1 under a multi-replica strategy.
-            **kwargs: passed to `keras.Model.compile`.
+            **kwargs: passed to `keras.Model.compile` (`loss=` and
+                `metrics=` are refused: the Distiller's losses are set when it
+                is built).
         """
+        if optimizer is not None and student_optimizer is not None:
+            raise InputError("Pass the student's optimizer once: optimizer= or student_optimizer=, not both.")
+        if d_optimizer is not None and not self.adversarial:
+            raise InputError("d_optimizer= is for loss='joint'; this Distiller has no adversarial term to train.")
+        student_optimizer = student_optimizer or optimizer
         self.student_optimizer = optimizers.loss_scaled(student_optimizer or optimizers.default_optimizer(), self.student)
         super().compile(
             optimizer=self.student_optimizer,
-            steps_per_execution=self._compile_steps_per_execution(steps_per_execution),
+            steps_per_execution=self._compile_steps_per_execution(steps_per_execution, kwargs),
             **kwargs,
         )
-        # Build each optimizer for its own network only: never the teacher.
-        self.student_optimizer.build(self.student.trainable_variables)
-        if self.loss_name == "joint":
+        # Build each optimizer for its own variables only: never the teacher.
+        self.student_optimizer.build(self._student_variables())
+        if self.adversarial:
             self.d_optimizer = optimizers.loss_scaled(d_optimizer or optimizers.objective_optimizer(self.objective), self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
         weight_average.check(self, self.student, getattr(self, "d_optimizer", None))
+
+    def _student_variables(self):
+        """The student's trainable variables, then the losses' (adapters)."""
+        return self.student.trainable_variables + [v for loss in self.distillation_losses for v in loss.trainable_variables]
 
     def get_compile_config(self):
         return optimizers.optimizers_config(self, ("student_optimizer", "d_optimizer"))
@@ -240,9 +278,7 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
 
     @property
     def metrics(self):
-        if self.loss_name == "joint":
-            return [self.student_loss_tracker, self.mse_tracker, self.g_loss_tracker, self.d_loss_tracker]
-        return [self.mse_tracker]
+        return list(self.loss_trackers.values())
 
     def call(self, z, training=False):
         return self.student(z, training=training)
@@ -264,84 +300,94 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
 
     def _latents(self, data, step=None):
         """z of the batch: given (rank 2) or drawn for a batch of images (rank 4) at `step`."""
-        data = tf.convert_to_tensor(gan.images_from_batch(data))
+        data = tf.convert_to_tensor(images_from_batch(data))
         if data.shape.rank == 2:
             if data.shape[-1] != self.latent_dim:
-                raise ValueError(
+                raise InputError(
                     f"Latent batches must have shape (batch, {self.latent_dim}); got {tuple(data.shape)}."
                 )
             return tf.cast(data, tf.float32)  # Layers cast z to their compute dtype.
         step = self.student_optimizer.iterations if step is None else step
-        return gan.sample_latents(tf.shape(data)[0], self.latent_dim, self.seed, step)
+        return sample_latents(tf.shape(data)[0], self.latent_dim, self.seed, step)
 
-    def _pairs(self, data):
-        """z and the teacher's images of a training batch.
+    def _teacher_outputs(self, data):
+        """z and what the losses read of the frozen teacher for a training batch.
 
         A batch with `teacher_images` (a dict from `TeacherCache.dataset`)
-        brings both; otherwise z is taken from the batch or drawn, and the
-        teacher runs on it.
+        brings z and the images; otherwise z is taken from the batch or drawn,
+        and the teacher runs on it (also when a loss reads its feature maps).
         """
         if isinstance(data, dict) and "teacher_images" in data:
             if "z" not in data:
-                raise ValueError(f"A batch of cached pairs needs 'z' beside 'teacher_images'; it has {sorted(data)}.")
-            z, teacher_images = tf.cast(data["z"], tf.float32), tf.cast(data["teacher_images"], tf.float32)
+                raise InputError(f"A batch of cached pairs needs 'z' beside 'teacher_images'; it has {sorted(data)}.")
+            z = tf.cast(data["z"], tf.float32)
             if z.shape.rank != 2 or z.shape[-1] != self.latent_dim:
-                raise ValueError(
+                raise InputError(
                     f"Cached z must have shape (batch, {self.latent_dim}) (the student's latent size); got {tuple(z.shape)}."
                 )
-            return z, teacher_images
+            if not self._teacher_layers:
+                return z, {IMAGES: tf.cast(data["teacher_images"], tf.float32)}
+            return z, self._teacher_outputs_for(z)
         z = self._latents(data)
-        return z, tf.stop_gradient(self._teacher_images(z))
+        return z, self._teacher_outputs_for(z)
+
+    def _distillation(self, z, teacher_outputs):
+        """The student's images on `z` (training mode), each loss's per-example
+        value and their weighted sum."""
+        student_outputs = self._student_outputs_for(z, training=True)
+        terms = {
+            loss.name: loss.compute_loss(*self._compared(loss, teacher_outputs, student_outputs))
+            for loss in self.distillation_losses
+        }
+        weighted = [weight * terms[loss.name] for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights)]
+        return student_outputs[IMAGES], terms, tf.add_n(weighted)
 
     def train_step(self, data):
-        if self.loss_name == "joint":
+        if self.adversarial:
             return self._joint_step(data)
-        # z and the frozen teacher's images: cached pairs, or drawn and run now.
-        z, teacher_images = self._pairs(data)
-        # Step the student towards the teacher's images.
+        # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
+        z, teacher_outputs = self._teacher_outputs(data)
+        # Step the student (and the losses' adapters) towards the teacher.
         with tf.GradientTape() as tape:
-            mse = gan.pixel_mse(teacher_images, self.student(z, training=True))
-            loss = self.student_optimizer.scale_loss(gan.average_loss(mse))
-        optimizers.minimize(tape, loss, self.student_optimizer, self.student)
-        self.mse_tracker.update_state(mse)
-        return gan.step_logs(self)
+            _, terms, total = self._distillation(z, teacher_outputs)
+            loss = self.student_optimizer.scale_loss(tf.nn.compute_average_loss(total))
+        optimizers.minimize(tape, loss, self.student_optimizer, self._student_variables())
+        terms["student_loss"] = total
+        return self._logs(terms)
+
+    def _logs(self, values):
+        trackers = [self.loss_trackers[name] for name in self._train_metric_names]
+        for tracker in trackers:
+            tracker.update_state(values[tracker.name])
+        return step_logs(self, trackers)
 
     def _joint_step(self, data):
         if isinstance(data, dict) and "image" not in data:
-            raise ValueError(
+            raise InputError(
                 f"loss='joint' needs real images beside the cached pairs: a batch with an 'image' entry "
                 f"(TeacherCache.dataset zipped with the real data); this batch has {sorted(data)}."
             )
-        real_images = gan.images_from_batch(data)
+        real_images = images_from_batch(data)
         if real_images.shape.rank != 4:
-            raise ValueError(
+            raise InputError(
                 f"loss='joint' needs batches of real images (batch, height, width, channels); "
                 f"got a batch of shape {tuple(real_images.shape)}."
             )
         # The discriminator's extra steps (WGAN-GP's critic), each on fresh z.
         for _ in range(self.critic_steps - 1):
-            gan.critic_update(
+            critic_update(
                 self.student, self.discriminator, self.d_optimizer, real_images, self.latent_dim, self.seed,
                 self.objective,
             )
-        # z and the frozen teacher's images: cached pairs, or drawn and run now.
-        z, teacher_images = self._pairs(data)
-        # Simultaneous step of student and discriminator; the student's loss adds the MSE term.
-        losses = gan.adversarial_update(
-            self.student,
-            self.discriminator,
-            self.student_optimizer,
-            self.d_optimizer,
-            real_images,
-            z,
-            target_images=teacher_images,
-            mse_weight=self.mse_weight,
-            objective=self.objective,
-            seed=self.seed,
+        # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
+        z, teacher_outputs = self._teacher_outputs(data)
+        # Simultaneous step of student and discriminator; the student's loss adds the distillation terms.
+        losses = adversarial_update(
+            self.student, self.discriminator, self.student_optimizer, self.d_optimizer, real_images, z,
+            objective=self.objective, seed=self.seed, distillation=lambda z: self._distillation(z, teacher_outputs),
+            adversarial_weight=self.adversarial_weight, g_variables=self._student_variables(),
         )
-        for tracker in self.metrics:
-            tracker.update_state(losses[tracker.name])
-        return gan.step_logs(self)
+        return self._logs(losses)
 
     def test_step(self, data):
         # z of image batches: keyed on -1 - batch index, a stream training's steps (>= 0) never draw.
@@ -351,10 +397,9 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
             counter.assign_add(1)
         z = self._latents(data, step=-1 - batch_index)
         # Student in inference mode against the teacher on the batch's z.
-        self.mse_tracker.update_state(
-            gan.pixel_mse(self._teacher_images(z), self.student(z, training=False))
-        )
-        return gan.step_logs(self, [self.mse_tracker])
+        tracker = self.loss_trackers["mse"]
+        tracker.update_state(losses_lib.pixel_mse(generate(self.teacher, z), self.student(z, training=False)))
+        return step_logs(self, [tracker])
 
     def get_config(self):
         if not isinstance(self.teacher, keras.layers.Layer):
@@ -363,20 +408,24 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
                 "save the student (`distiller.student.save(...)`) or use a Keras teacher."
             )
         config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
         config.update(
-            teacher=keras.saving.serialize_keras_object(self.teacher),
-            student=keras.saving.serialize_keras_object(self.student),
-            discriminator=(
-                None
-                if self.discriminator is None
-                else keras.saving.serialize_keras_object(self.discriminator)
-            ),
+            teacher=serialize(self.teacher),
+            student=serialize(self.student),
+            discriminator=None if self.discriminator is None else serialize(self.discriminator),
             loss=self.loss_name,
-            mse_weight=self.mse_weight,
             seed=self.seed,
             objective=self.objective,
             critic_steps=self.critic_steps,
+            adversarial_weight=self.adversarial_weight,
         )
+        if self._default_losses:
+            config.update(mse_weight=self.mse_weight)
+        else:
+            config.update(
+                distillation_losses=[serialize(loss) for loss in self.distillation_losses],
+                distillation_loss_weights=list(self.distillation_loss_weights),
+            )
         return config
 
     @classmethod
@@ -385,4 +434,6 @@ class Distiller(gan.ExactStepsMixin, keras.Model):
         for key in ("teacher", "student", "discriminator"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.get("distillation_losses") is not None:
+            config["distillation_losses"] = [keras.saving.deserialize_keras_object(c) for c in config["distillation_losses"]]
         return cls(**config)

@@ -6,6 +6,8 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from kd_gan.errors import InputError
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 _STRATEGIES = {}
@@ -20,7 +22,7 @@ def make_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+        raise InputError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
     if name not in _STRATEGIES:
         if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
             _STRATEGIES[name] = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])

@@ -55,7 +55,7 @@ DEFAULT_GENERATOR_SAMPLES = 10_000
 def reference_statistics(classifier, dataset=None, reference_images=None, reference_split=None,
                          reference_samples=None, data_dir=None, seed=0, image_size=None):
     """The reference's `ImageStatistics`: saved `.npz`, folder/tar, or a data set's split."""
-    from kd_gan import report, scoring
+    from kd_gan import evaluation, scoring
 
     if reference_images is not None:
         if reference_images.endswith(".npz"):
@@ -63,7 +63,7 @@ def reference_statistics(classifier, dataset=None, reference_images=None, refere
         return scoring.folder_statistics(classifier, reference_images, reference_samples, seed)
     if dataset is None:
         raise InputError("Give a reference: --reference_images (folder, tar or .npz) or --dataset (its reference split).")
-    split = reference_split or report.REFERENCE_SPLITS[dataset]
+    split = reference_split or evaluation.REFERENCE_SPLITS[dataset]
     return scoring.dataset_statistics(classifier, dataset, split, reference_samples, data_dir, seed=seed, image_size=image_size)
 
 
@@ -75,7 +75,7 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
     With no candidate (`generator_path`, `images`, `real_split` all None) and
     `save_stats`, computes and saves the reference's statistics only.
     """
-    from kd_gan import classifiers, models, report, scoring
+    from kd_gan import classifiers, evaluation, generators, scoring
 
     given = {"--generator": generator_path, "--images": images, "--real_split": real_split}
     candidates = [flag for flag, value in given.items() if value is not None]
@@ -86,7 +86,7 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
     if (generator_path or real_split) and dataset is None:
         raise InputError("--generator and --real_split need --dataset (it picks the classifier and the reference split).")
     if real_split is not None and reference_images is None:
-        reference = reference_split or report.REFERENCE_SPLITS[dataset]
+        reference = reference_split or evaluation.REFERENCE_SPLITS[dataset]
         same_split = reference.split("[")[0] == real_split.split("[")[0]
         # A whole split overlaps any slice of it; slices are the user's to keep disjoint.
         if same_split and (reference == real_split or "[" not in reference or "[" not in real_split):
@@ -107,10 +107,10 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
     record = {}
     if save_stats:
         record["saved_stats"] = reference.save(save_stats)
-    score_name = scoring.score_name_of(classifier)
+    score_name = classifier.score_name
     if generator_path is not None:
         count = num_samples or DEFAULT_GENERATOR_SAMPLES
-        generator = models.load_generator(generator_path)
+        generator = generators.load_generator(generator_path)
         record.update(scoring.evaluate_generator(generator, classifier, reference, count, seed))
         record["generator"] = os.path.abspath(generator_path)
     elif images is not None:

@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, data, distill, gan, models, objectives, optimizers, precision, report
+from kd_gan import classifiers, data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
+from kd_gan import generators as generators_lib
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
 from kd_gan.distribute import STRATEGIES, barrier, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
@@ -46,7 +47,11 @@ from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experimen
     check_output_dir,
     preset_values,
 )
+from kd_gan import losses as losses_lib
+from kd_gan.errors import InputError
+from kd_gan.experiment_config import PIXEL
 from kd_gan.jsonio import read_json, write_json
+from kd_gan.results import ModelResult, export_students, log_evaluation
 from kd_gan.stages import Stage
 
 class Experiment:
@@ -82,7 +87,7 @@ class Experiment:
         )
 
     def latent_stream(self, skip_batches=0):
-        stream = distill.latent_dataset(self.config.batch_size, self.config.latent_dim, self.config.seed)
+        stream = training.latent_dataset(self.config.batch_size, self.config.latent_dim, self.config.seed)
         return shard_by_data(stream.skip(skip_batches))
 
     def steps_per_epoch(self):
@@ -91,14 +96,14 @@ class Experiment:
         if self._steps is None:
             # One pass, rounded down to whole executions of the default 10 steps.
             batches = int(self._real_batches().cardinality())
-            multiple = gan.DEFAULT_STEPS_PER_EXECUTION
+            multiple = training.DEFAULT_STEPS_PER_EXECUTION
             self._steps = batches - batches % multiple if batches >= multiple else batches
         return self._steps
 
     # Stages ---------------------------------------------------------------
 
-    def stage(self, role, depth, loss=None):
-        return Stage(self.root, role, depth, loss)
+    def stage(self, role, depth, loss=None, kind=PIXEL):
+        return Stage(self.root, role, depth, loss, kind)
 
     def seed_stage(self, stage):
         """Seeds a stage's initial weights by run seed and stage name alone, so a
@@ -121,7 +126,10 @@ class Experiment:
                 g_optimizer=optimizers.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
                 d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate),
             )
-        return stage.train(trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z())
+        return stage.train(
+            trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z(),
+            discriminator=trainer.discriminator if stage.role == "teacher" else None,
+        )
 
     def _generator(self, stage):
         return models.Generator(
@@ -136,15 +144,19 @@ class Experiment:
         self.seed_stage(stage)
         with self.strategy.scope():
             student = self._generator(stage)
+            discriminator = models.Discriminator(self.image_shape, stage.depth, dtype=self.policy) if joint else None
+            distillation_losses, weights = self.distillation_losses(stage.kind, stage.loss)
             trainer = distill.Distiller(
                 precision.with_policy(teacher, self.policy),  # The frozen teacher computes in the run's precision too.
                 student,
                 loss=stage.loss,
-                discriminator=models.Discriminator(self.image_shape, stage.depth, dtype=self.policy) if joint else None,
-                mse_weight=config.mse_weight,
+                discriminator=discriminator,
+                mse_weight=config.mse_weight if distillation_losses is None else 1.0,
                 seed=config.seed,
                 objective=config.objective,
                 critic_steps=config.critic_steps,
+                distillation_losses=distillation_losses,
+                distillation_loss_weights=weights,
             )
             trainer.compile(
                 # A joint student is a GAN generator too: the objective's Adam betas.
@@ -159,6 +171,30 @@ class Experiment:
             # The MSE scheme needs no real data: it learns from fresh latent vectors.
             stream = self.real_stream if joint else self.latent_stream
         return stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
+
+    def distillation_losses(self, kind, loss):
+        """`(losses, weights)` of a student kind; `(None, None)` for the paper's pixel MSE.
+
+        The perceptual term reads the chosen teacher's discriminator, frozen
+        (saved by its stage); a given teacher has none, and its students
+        use their own discriminator (joint loss only).
+        """
+        if kind == PIXEL:
+            return None, None
+        config = self.config
+        terms = kind.split("+")
+        distillation_losses = [losses_lib.PixelMSE()]
+        weights = [config.mse_weight if loss == "joint" else 1.0]  # The pixel term, weighted as in the paper's presets.
+        if "features" in terms:
+            distillation_losses.append(losses_lib.FeatureLoss())
+            weights.append(config.feature_weight)
+        if "perceptual" in terms:
+            network = self.teacher_discriminator
+            distillation_losses.append(
+                losses_lib.PerceptualLoss(precision.with_policy(network, self.policy) if network else "discriminator")
+            )
+            weights.append(config.perceptual_weight)
+        return distillation_losses, weights
 
     def teacher_cache(self, teacher):
         """The run's cache of the teacher's outputs, filled for every pool the students read.
@@ -206,7 +242,7 @@ class Experiment:
             pairs = cache.dataset(config.batch_size, self.cache_pools(), steps_per_pool, skip_batches)
             if joint:
                 pairs = tf.data.Dataset.zip(self.real_stream(skip_batches), pairs).map(
-                    lambda real, pair: {**pair, "image": gan.images_from_batch(real)}
+                    lambda real, pair: {**pair, "image": training.images_from_batch(real)}
                 )
             return shard_by_data(pairs)
 
@@ -218,13 +254,14 @@ class Experiment:
     def load_teacher(self):
         """The given teacher, checked against the data set (latent size, image shape, range)."""
         with self.strategy.scope():
-            teacher = models.load_generator(self.config.teacher_path)
-        models.check_generator(teacher, self.config.latent_dim, self.image_shape, f"teacher_path={self.config.teacher_path!r}")
+            teacher = generators_lib.load_generator(self.config.teacher_path)
+        generators_lib.check_generator(teacher, self.config.latent_dim, self.image_shape, f"teacher_path={self.config.teacher_path!r}")
         return teacher
 
     # The run --------------------------------------------------------------
 
     def run(self):
+        """Teacher, students and scratch GANs, their evaluation, the report."""
         config = self.config
         start = time.time()
         os.makedirs(self.root, exist_ok=True)
@@ -235,129 +272,117 @@ class Experiment:
         # A given teacher and the data first: a teacher that does not fit the data,
         # missing or corrupt files and a batch larger than the split stop the run
         # here, before anything trains or is scored.
-        teacher = self.load_teacher() if config.teacher_path else None
+        given = self.load_teacher() if config.teacher_path else None
         self.steps_per_epoch()
-        evaluator = report.Evaluator(config) if report.eval_sample_count(config) else None
+        evaluator = evaluation.Evaluator(config) if evaluation.eval_sample_count(config) else None
+        teacher, candidates = self.teacher_step(given, evaluator)
+        generators, results = self.students_step(teacher, candidates)
+        self.evaluation_step(evaluator, teacher, generators, results, candidates)
+        return self.results_step(start, evaluator, generators, results, candidates)
 
-        entries = []  # One per model, in report order.
-        candidates = []
-        if config.teacher_path:
-            entries.append(self._entry("teacher", "teacher", teacher, {"path": os.path.abspath(config.teacher_path)}, None))
+    def teacher_step(self, given, evaluator):
+        """The teacher: the given one, or the best of the trained candidates.
+
+        Returns:
+            `(teacher generator, candidate ModelResults)`, the chosen one first
+            among the run's results.
+        """
+        config = self.config
+        if given is not None:
+            result = ModelResult.of("teacher", "teacher", given, {"path": os.path.abspath(config.teacher_path)})
             if evaluator:
                 # Keyed on the file's content: another teacher at the same path is scored anew.
-                entries[-1]["quality"] = evaluator.quality(
-                    teacher, os.path.join(self.root, "teacher_evaluation.json"),
+                result.quality = evaluator.quality(
+                    given, os.path.join(self.root, "teacher_evaluation.json"),
                     identity=classifiers.file_digest(config.teacher_path),
                 )
-            candidates = [entries[-1]]
-        else:
-            trained = {}
-            for depth in config.teacher_depths:
-                stage = self.stage("teacher", depth)
-                trained[stage.name] = self.train_gan(stage, config.teacher_epochs)[0]
-                entry = self._entry(stage.name, "teacher", trained[stage.name], read_json(stage.record_path), stage)
-                if evaluator:
-                    entry["quality"] = evaluator.quality(trained[stage.name], stage.evaluation_path)
-                candidates.append(entry)
-            best = report.select_teacher(candidates)
-            teacher = trained[best["name"]]
-            entries.append(best)
-            logging.info("Teacher: %s (chosen among %s)", best["name"], [c["name"] for c in candidates])
+            result.selected = True
+            return given, [result]
+        trained, candidates = {}, []
+        for depth in config.teacher_depths:
+            stage = self.stage("teacher", depth)
+            trained[stage.name] = self.train_gan(stage, config.teacher_epochs)[0]
+            result = ModelResult.of(stage.name, "teacher", trained[stage.name], read_json(stage.record_path), stage, self.root)
+            if evaluator:
+                result.quality = evaluator.quality(trained[stage.name], stage.evaluation_path)
+            candidates.append(result)
+        best = evaluation.select_teacher(candidates)
+        for candidate in candidates:
+            candidate.selected = candidate is best
+        logging.info("Teacher: %s (chosen among %s)", best.name, [c.name for c in candidates])
+        return trained[best.name], candidates
 
-        generators = {entries[0]["name"]: teacher}
+    def students_step(self, teacher, candidates):
+        """Every student (size x loss x kind) and scratch GAN; returns `(generators, results)` by name, teacher first."""
+        config = self.config
+        chosen = next(c for c in candidates if c.selected)
+        self.teacher_discriminator = self._teacher_discriminator(chosen)
+        generators, results = {chosen.name: teacher}, [chosen]
         for depth in config.student_depths:
-            for loss in config.losses:
-                stage = self.stage("student", depth, loss)
+            stages = [self.stage("student", depth, loss, kind) for loss in config.losses for kind in config.distillation]
+            for stage in stages:
                 generators[stage.name], record = self.distil(stage, teacher)
-                entries.append(self._entry(stage.name, stage.method, generators[stage.name], record, stage))
+                results.append(ModelResult.of(stage.name, stage.method, generators[stage.name], record, stage, self.root))
             if config.scratch:
                 stage = self.stage("scratch", depth)
                 generators[stage.name], record = self.train_gan(stage, config.student_epochs)
-                entries.append(self._entry(stage.name, "scratch", generators[stage.name], record, stage))
+                results.append(ModelResult.of(stage.name, "scratch", generators[stage.name], record, stage, self.root))
+        return generators, results
 
-        teacher_parameters = entries[0]["parameters"]
-        for entry in entries:
-            entry["compression_ratio"] = teacher_parameters / entry["parameters"]
-            if evaluator and entry is not entries[0]:
-                generator = generators[entry["name"]]
-                entry["quality"] = evaluator.quality(generator, entry.pop("_evaluation_path", None))
-                entry["fidelity"] = evaluator.fidelity(generator, teacher, self.heldout_z)
-            entry.pop("_evaluation_path", None)
-        for candidate in candidates:
-            candidate.pop("_evaluation_path", None)
-            candidate["selected"] = candidate["name"] == entries[0]["name"]
-        for entry in {e["name"]: e for e in candidates + entries}.values():
-            self._log_evaluation(entry)
+    def evaluation_step(self, evaluator, teacher, generators, results, candidates):
+        """Compression ratios, and the scores of every model (cached per stage)."""
+        for result in results:
+            result.compression_ratio = results[0].parameters / result.parameters
+            if evaluator and result is not results[0]:
+                result.quality = evaluator.quality(generators[result.name], result.evaluation_path)
+                result.fidelity = evaluator.fidelity(generators[result.name], teacher, self.heldout_z)
+        for result in {r.name: r for r in candidates + results}.values():
+            log_evaluation(self.root, result)
 
-        results = {
+    def results_step(self, start, evaluator, generators, results, candidates):
+        """results.json and the report; raises after them if an export failed verification."""
+        config = self.config
+        summary = {
             "dataset": config.dataset,
             "losses": list(config.losses),
-            "teacher": entries[0]["name"],
-            "teacher_candidates": candidates,
-            "models": entries,
+            "teacher": results[0].name,
+            "teacher_candidates": [c.record() for c in candidates],
+            "models": [r.record() for r in results],
             "real": evaluator.real if evaluator else None,
             "eval_samples": evaluator.count if evaluator else 0,
             "heldout_z": "heldout_z.npy",
-            "export": self._export(generators, entries),
+            "export": export_students(config, self.root, generators, results),
             "teacher_cache": self.cache_record(),
             "config": dataclasses.asdict(config),
             "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},
         }
-        results["wall_time_s"] = round(time.time() - start, 2)  # This invocation (reruns skip training).
-        results["training_time_s"] = round(
-            sum((e.get("training") or {}).get("wall_time_s", 0.0) for e in {e["name"]: e for e in candidates + entries}.values()), 2
+        summary["wall_time_s"] = round(time.time() - start, 2)  # This invocation (reruns skip training).
+        summary["training_time_s"] = round(
+            sum((r.training or {}).get("wall_time_s", 0.0) for r in {r.name: r for r in candidates + results}.values()), 2
         )
-        report.write(self.root, results, generators, self.heldout_z, config.grid_columns)
-        logging.info("Done in %.0f s. Report: %s", results["wall_time_s"], os.path.join(self.root, "report.md"))
-        failed = [name for name, record in results["export"].items() if "error" in record]
+        report.write(self.root, summary, generators, self.heldout_z, config.grid_columns)
+        logging.info("Done in %.0f s. Report: %s", summary["wall_time_s"], os.path.join(self.root, "report.md"))
+        failed = [name for name, record in summary["export"].items() if "error" in record]
         if failed:
             raise export_lib.VerificationError(
                 f"Exported files of {failed} do not reproduce their Keras models (see results.json, export); "
                 "the report is written."
             )
-        return results
+        return summary
 
-    def _log_evaluation(self, entry):
-        """The final scores of a stage, as TensorBoard scalars `eval/*` in its log folder."""
-        numbers = {**(entry.get("quality") or {}), **{f"{k}_to_teacher": v for k, v in (entry.get("fidelity") or {}).items()}}
-        numbers = {key: value for key, value in numbers.items() if isinstance(value, float)}
-        if not numbers or "path" not in entry:
-            return
-        writer = tf.summary.create_file_writer(os.path.join(self.root, "tensorboard", entry["name"], "eval"))
-        with writer.as_default():
-            for key, value in numbers.items():
-                tf.summary.scalar(f"eval/{key}", value, step=entry["training"].get("epochs", 0))
-        writer.close()
-
-    def _entry(self, name, method, generator, record, stage):
-        entry = {
-            "name": name,
-            "method": method,
-            "depth": getattr(generator, "depth", None),
-            "parameters": models.count_parameters(generator),
-            "training": record,
-        }
-        if stage is not None:
-            entry["path"] = os.path.relpath(stage.model_path, self.root)
-            entry["_evaluation_path"] = stage.evaluation_path
-        return entry
-
-    def _export(self, generators, entries):
-        if not self.config.export:
-            return {}
-        exported = {}
-        for entry in entries:
-            if entry["method"].startswith("student"):
-                try:
-                    exported[entry["name"]] = export_lib.export_generator(
-                        generators[entry["name"]], os.path.join(self.root, "export"), self.config.export,
-                        self.config.quantization, name=entry["name"],
-                    )
-                except export_lib.VerificationError as error:
-                    # Keep the run's results; the failure is recorded and raised after the report.
-                    logging.error("Export of %s failed verification: %s", entry["name"], error)
-                    exported[entry["name"]] = {"error": str(error)}
-        return exported
+    def _teacher_discriminator(self, teacher_result):
+        """The chosen teacher's discriminator (None for a given teacher), checked
+        up front when a perceptual student without a discriminator of its own needs it."""
+        path = None if self.config.teacher_path else self.stage("teacher", teacher_result.depth).discriminator_path
+        network = generators_lib.load_generator(path) if path and os.path.isfile(path) else None
+        needs = any("perceptual" in kind for kind in self.config.distillation) and "mse" in self.config.losses
+        if needs and network is None:
+            raise InputError(
+                "distillation 'perceptual' with loss 'mse' reads the teacher's discriminator, and "
+                + ("a given teacher (teacher_path) has none" if self.config.teacher_path else f"{path} does not exist (a teacher trained before discriminators were saved)")
+                + ": use loss 'joint' (the student's own discriminator) or drop 'perceptual'."
+            )
+        return network
 
 
 def heldout_latents(config, count=1000):

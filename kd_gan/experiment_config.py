@@ -20,53 +20,19 @@ from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.distribute import STRATEGIES
 from kd_gan.errors import InputError
+from kd_gan.presets import PRESETS, preset_values
 
 LOSS_CHOICES = ("mse", "joint", "both")
-
-# Presets fill config fields; explicit flags override them. Sample counts:
-# FID depends on them, so compare runs only at equal counts.
-PRESETS = {
-    # MNIST end to end in 10 min 14 s on a 2-core CPU (measured, README), 2 min 16 s
-    # of it training the MNIST classifier the package now ships; CIFAR-10 18.5 min,
-    # CelebA 14 min; 500 Inception samples per model for cifar10 / celeb_a (~20-30 s
-    # each here) against the whole training split (its statistics computed once).
-    "quick": dict(
-        teacher_depths=(16, 32), student_depths=(1, 2, 4), teacher_epochs=3, student_epochs=3,
-        eval_samples={"mnist": 10_000, "cifar10": 500, "celeb_a": 500},
-    ),
-    # A teacher worth distilling in about an hour of a 2-core CPU (with AVX512-BF16)
-    # per colour data set, then students at the paper's ratio and two milder ones,
-    # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
-    # (README, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
-    # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
-    # bfloat16 training and Inception, students on cached teacher outputs.
-    "cpu": dict(
-        objective="hinge", ema_decay=0.999, precision="bfloat16",
-        teacher_depths={"mnist": (128,), "cifar10": (32,), "celeb_a": (32,), "images": (32,)},
-        student_depths=(1, 2, 4),
-        teacher_epochs={"mnist": 5, "cifar10": 100, "celeb_a": 100, "images": 100},
-        student_epochs={"mnist": 50, "cifar10": 20, "celeb_a": 100, "images": 100},
-        teacher_cache={"mnist": 60_000, "cifar10": 50_000, "celeb_a": 10_000, "images": 10_000},
-        inception_precision={"mnist": "float32", "cifar10": "bfloat16", "celeb_a": "bfloat16", "images": "bfloat16"},
-        eval_samples=10_000,
-    ),
-    # The paper's scale, for a GPU: several teachers, a wide sweep of student
-    # sizes, 10,000 samples per FID (the paper's epochs are not known to us).
-    "paper": dict(
-        teacher_depths=(32, 64, 128), student_depths=(1, 2, 4, 8, 16), teacher_epochs=25, student_epochs=25,
-        eval_samples=10_000,
-    ),
-}
-# Latent size per data set in the presets: 32 lets MNIST reach the paper's
-# 1669:1 (teacher d=128 vs student d=1: 1,696:1); 128 for the colour sets.
-PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128, "images": 128}
+# What a student distils besides the paper's pixel MSE: each kind is a student of its own.
+DISTILLATION_TERMS = ("features", "perceptual")
+PIXEL = "pixel"
 
 # Fields that may change between runs in one output folder: they do not
 # change what the finished stages trained (evaluation and export are redone).
 RERUNNABLE_FIELDS = frozenset(
     {
         "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
-        "grid_columns", "verbose",
+        "grid_columns", "verbose", "distillation",
     }
 )
 # What `overwrite` deletes: only what a run writes.
@@ -122,6 +88,12 @@ class ExperimentConfig:
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
         mse_weight: weight of the MSE term in the joint loss.
+        distillation: the student kinds to train for every loss and size:
+            "pixel" (the paper's MSE alone), "features" (plus intermediate
+            feature maps through learned adapters), "perceptual" (plus a
+            frozen discriminator's features), "features+perceptual".
+        feature_weight: weight of the feature term (`kd_gan.losses.FeatureLoss`).
+        perceptual_weight: weight of the perceptual term (`kd_gan.losses.PerceptualLoss`).
         seed: seed of weights, data order and latent draws.
         grid_columns: samples per row in the grids.
         eval_samples: generated images per model for the metrics (FID depends
@@ -183,6 +155,9 @@ class ExperimentConfig:
     ema_decay: float = 0.0
     student_learning_rate: float = 1e-3
     mse_weight: float = 1.0
+    distillation: Tuple[str, ...] = (PIXEL,)
+    feature_weight: float = 1.0
+    perceptual_weight: float = 1.0
     seed: int = 0
     grid_columns: int = 8
     eval_samples: Optional[int] = None
@@ -201,15 +176,15 @@ class ExperimentConfig:
 
     def __post_init__(self):
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
+            raise InputError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
         data.image_shape(self.dataset, self.image_size)  # "images" needs 32 or 64; the others their own size.
         if self.teacher_path and self.teacher_path.endswith(".tflite"):
-            raise ValueError(
+            raise InputError(
                 f"teacher_path={self.teacher_path!r}: a .tflite generator can be scored "
                 "(python -m kd_gan.evaluate --generator=...) but not distilled; give its .keras file or SavedModel."
             )
         if self.dataset == data.IMAGES and not self.data_dir:
-            raise ValueError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
+            raise InputError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
         _check_choice("loss", self.loss, LOSS_CHOICES)
         _check_choice("objective", self.objective, objectives.OBJECTIVES)
         # Unset optimizer settings take the objective's; config.json records the values used.
@@ -226,25 +201,25 @@ class ExperimentConfig:
         if self.cache_refresh_epochs is not None:
             _check_at_least("cache_refresh_epochs", self.cache_refresh_epochs, 1)
             if not self.teacher_cache:
-                raise ValueError(
+                raise InputError(
                     f"cache_refresh_epochs={self.cache_refresh_epochs} refreshes the teacher cache: set "
                     "teacher_cache to its size (pairs per pool)."
                 )
         _check_choice("cache_storage", self.cache_storage, teacher_cache_lib.STORAGES)
         _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
         if self.dataset == "mnist" and self.inception_precision != "float32":
-            raise ValueError(
+            raise InputError(
                 f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the "
                 "float32 MNIST network."
             )
         _check_choice("precision", self.precision, precision_lib.PRECISIONS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
+            raise InputError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
         for name in ("teacher_depths", "student_depths"):
             values = getattr(self, name)
             if isinstance(values, str) or not values or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be a non-empty tuple of distinct integers. Received: {name}={values!r}")
+                raise InputError(f"{name} must be a non-empty tuple of distinct integers. Received: {name}={values!r}")
             for value in values:
                 _check_at_least(name, value, 1)
         for name in ("latent_dim", "batch_size", "grid_columns"):
@@ -258,40 +233,28 @@ class ExperimentConfig:
         if self.reference_samples is not None:
             _check_at_least("reference_samples", self.reference_samples, 2)
         if self.eval_samples == 0 and len(self.teacher_depths) > 1 and not self.teacher_path:
-            raise ValueError(
+            raise InputError(
                 f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
                 "be > 0 (or give a single teacher depth)."
             )
         for name in ("learning_rate", "d_learning_rate", "student_learning_rate"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
-        if not self.mse_weight >= 0:
-            raise ValueError(f"mse_weight must be >= 0. Received: mse_weight={self.mse_weight}")
+                raise InputError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
+        for name in ("mse_weight", "feature_weight", "perceptual_weight"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        object.__setattr__(self, "distillation", _check_distillation(self.distillation))
         for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
             values = getattr(self, name)
             if isinstance(values, str) or any(v not in allowed for v in values):
-                raise ValueError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
+                raise InputError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
         if not self.output_dir:
-            raise ValueError("output_dir must be a non-empty path.")
+            raise InputError("output_dir must be a non-empty path.")
 
     @property
     def losses(self):
         """The student losses this run trains."""
         return distill.LOSSES if self.loss == "both" else (self.loss,)
-
-
-def preset_values(name, dataset):
-    """Config values of preset `name` for `dataset` (explicit settings override them)."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
-    values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
-    # A value given per data set (a dict) is that data set's.
-    for key, value in values.items():
-        if isinstance(value, dict):
-            if dataset not in value:
-                raise InputError(f"Preset {name!r} has no {key} for dataset {dataset!r}; give --{key}.")
-            values[key] = value[dataset]
-    return values
 
 
 def build_config(preset=None, **values):
@@ -301,14 +264,30 @@ def build_config(preset=None, **values):
     return ExperimentConfig(**merged)
 
 
+def _check_distillation(kinds):
+    """The kinds in canonical form ("perceptual+features" -> "features+perceptual"), or InputError."""
+    allowed = f"{PIXEL!r}, or terms of {DISTILLATION_TERMS} joined by '+'"
+    if isinstance(kinds, str) or not kinds:
+        raise InputError(f"distillation must be a non-empty tuple of student kinds: {allowed}. Received: {kinds!r}")
+    canonical = []
+    for kind in kinds:
+        terms = str(kind).split("+")
+        if kind != PIXEL and (not set(terms) <= set(DISTILLATION_TERMS) or len(set(terms)) != len(terms)):
+            raise InputError(f"Unknown distillation kind {kind!r}; choose {allowed}, e.g. features+perceptual.")
+        canonical.append(kind if kind == PIXEL else "+".join(t for t in DISTILLATION_TERMS if t in terms))
+    if len(set(canonical)) != len(canonical):
+        raise InputError(f"distillation lists a kind twice: {kinds!r}.")
+    return tuple(canonical)
+
+
 def _check_choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {tuple(allowed)}.")
+        raise InputError(f"Unknown {name} {value!r}; choose one of {tuple(allowed)}.")
 
 
 def _check_at_least(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be integers >= {minimum}. Received: {name} with {value!r}")
+        raise InputError(f"{name} must be integers >= {minimum}. Received: {name} with {value!r}")
 
 
 def check_output_dir(config, overwrite=False, keep=()):
@@ -344,7 +323,7 @@ def check_output_dir(config, overwrite=False, keep=()):
     }
     if changed:
         listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
-        raise ValueError(
+        raise InputError(
             f"{config.output_dir!r} holds a run with another configuration ({listing}). Use another "
             "--output_dir, the same settings to resume it, or --overwrite to delete it and start again."
         )

@@ -27,13 +27,11 @@ from absl import logging
 
 from kd_gan import images as images_lib
 from kd_gan import precision
-from kd_gan.distill import latent_size
+from kd_gan.generators import latent_size
+from kd_gan.litert import INPUT_NAME, OUTPUT_NAME, SIGNATURE, UINT8_SIGNATURE, TFLiteGenerator, run_tflite  # noqa: F401 (TFLiteGenerator re-exported)
 from kd_gan.jsonio import write_json
+from kd_gan.errors import InputError
 
-SIGNATURE = "generate"
-UINT8_SIGNATURE = "generate_uint8"
-INPUT_NAME = "z"
-OUTPUT_NAME = "image"
 QUANTIZATIONS = ("none", "float16", "dynamic_int8", "int8")
 FORMATS = ("tflite", "saved_model")
 FP32_TOLERANCE = 1e-4  # Max abs error of an fp32 .tflite against Keras; more fails the export.
@@ -142,7 +140,7 @@ def _converter(saved_model_dir, generator, quantization, batch_size, representat
 
 def _check_quantization(quantization):
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"Unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}.")
+        raise InputError(f"Unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}.")
 
 
 def export_tflite(
@@ -188,54 +186,6 @@ def export_tflite(
     if verify:
         record["verification"] = verify_tflite(generator, path, quantization=quantization, seed=seed)
     return record
-
-
-def _interpreter(path, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter  # LiteRT: tf.lite.Interpreter is deprecated.
-
-    return Interpreter(model_path=path, num_threads=num_threads)
-
-
-def run_tflite(path, z, signature=SIGNATURE, num_threads=None):
-    """Images of a `.tflite` generator for `z`, one file-sized batch at a time."""
-    runner = _interpreter(path, num_threads).get_signature_runner(signature)
-    batch_size = runner.get_input_details()[INPUT_NAME]["shape"][0]
-    z = np.asarray(z, np.float32)
-    if len(z) % batch_size:
-        raise ValueError(f"The number of latent vectors ({len(z)}) must be a multiple of the file's batch {batch_size}.")
-    return np.concatenate([runner(**{INPUT_NAME: z[i : i + batch_size]})[OUTPUT_NAME] for i in range(0, len(z), batch_size)])
-
-
-class TFLiteGenerator:
-    """A `.tflite` generator as a callable `z -> images`, run by LiteRT.
-
-    Scores the file that ships to phones, not the Keras model it came from:
-    `scoring.evaluate_generator(TFLiteGenerator("student_int8.tflite"), ...)`.
-    Any number of z; they are run in batches of the file's fixed batch size
-    (the last one padded).
-
-    Args:
-        path: a `.tflite` file with the `generate` signature (`export_tflite`).
-        num_threads: LiteRT threads (None: its default).
-    """
-
-    def __init__(self, path, num_threads=None):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No .tflite generator file at {path!r}.")
-        self.path = path
-        self.name = os.path.basename(path)
-        self._runner = _interpreter(path, num_threads).get_signature_runner(SIGNATURE)
-        shape = self._runner.get_input_details()[INPUT_NAME]["shape"]
-        self.batch_size, self.latent_dim = int(shape[0]), int(shape[-1])
-
-    def __call__(self, z):
-        z = np.asarray(z, np.float32)
-        count = len(z)
-        padding = -count % self.batch_size
-        if padding:
-            z = np.concatenate([z, np.zeros((padding, self.latent_dim), np.float32)])
-        outputs = [self._runner(**{INPUT_NAME: z[i : i + self.batch_size]})[OUTPUT_NAME] for i in range(0, len(z), self.batch_size)]
-        return np.concatenate(outputs)[:count]
 
 
 class VerificationError(RuntimeError):
@@ -314,7 +264,7 @@ def export_generator(generator, output_dir, formats=("tflite",), quantizations=(
     """
     for export_format in formats:
         if export_format not in FORMATS:
-            raise ValueError(f"Unknown export format {export_format!r}; choose from {FORMATS}.")
+            raise InputError(f"Unknown export format {export_format!r}; choose from {FORMATS}.")
     for quantization in quantizations:
         _check_quantization(quantization)
     records = {}
@@ -336,7 +286,7 @@ def _folder_bytes(path):
 def main(argv):
     from absl import flags
 
-    from kd_gan.models import load_generator
+    from kd_gan.generators import load_generator
 
     del argv
     flag_values = flags.FLAGS

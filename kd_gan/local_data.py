@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import tarfile
+import time
 import zlib
 
 import numpy as np
@@ -173,6 +174,20 @@ def file_digest(*paths):
 _SOURCE_DIGESTS = {}  # (path, size, mtime) of the sources -> their digest.
 
 
+def _store(**arguments):
+    """`tfds.dataset_builders.store_as_tfds_dataset` without tfds' progress bars
+    (several per split, in the middle of a run's console), timed in the log instead."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    shown, start = tqdm_utils._active, time.monotonic()
+    tfds.display_progress_bar(False)
+    try:
+        tfds.dataset_builders.store_as_tfds_dataset(**arguments)
+    finally:
+        tfds.display_progress_bar(shown)
+    logging.info("Converted %s in %.0f s.", arguments["name"], time.monotonic() - start)
+
+
 def convert_local(data_dir, name, cache_dir):
     """Converts the original files once into a tfds data dir; returns its version dir."""
     sources = sorted(os.path.join(data_dir, p) for f in LOCAL_FILES[name].values() for p in f)
@@ -188,7 +203,7 @@ def convert_local(data_dir, name, cache_dir):
         return prepared
     logging.info("Converting the local %s files in %s into a tfds data dir at %s (once).", name, data_dir, tfds_dir)
     split_datasets = {split: _shuffled_examples(name, data_dir, split) for split in LOCAL_FILES[name]}
-    tfds.dataset_builders.store_as_tfds_dataset(
+    _store(
         name=name,
         version=LOCAL_VERSION,
         features=_local_features(name),
@@ -229,7 +244,7 @@ def _prepare_images(path, image_size, cache_dir):
     logging.info("Converting %d images of %s at %dx%d into a tfds data dir at %s (once).", len(source), path, image_size, image_size, tfds_dir)
     images = list(source.images(source.names, image_size))
     order = np.random.default_rng([CONVERSION_SEED, len(images)]).permutation(len(images))
-    tfds.dataset_builders.store_as_tfds_dataset(
+    _store(
         name=IMAGES,
         version=LOCAL_VERSION,
         features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(image_size, image_size, 3))}),

@@ -21,10 +21,8 @@ For 28x28 the 8x8 map is cropped to 7x7, as in the WGAN-GP MNIST generator
 """
 
 import math
-import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -33,7 +31,6 @@ from kd_gan.errors import InputError
 
 KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
 BASE_SIZE = 4  # Spatial size of the first generator feature map.
-RANGE_TOLERANCE = 1e-3  # Slack on [-1, 1] for a given generator's outputs (float rounding).
 
 
 def _validate_image_shape(image_shape):
@@ -44,7 +41,7 @@ def _validate_image_shape(image_shape):
         or image_shape[0] < 2 * BASE_SIZE
         or image_shape[2] < 1
     ):
-        raise ValueError(
+        raise InputError(
             f"image_shape must be (size, size, channels) with size >= "
             f"{2 * BASE_SIZE} and channels >= 1, e.g. (28, 28, 1), "
             f"(32, 32, 3) or (64, 64, 3). Received: image_shape={image_shape}"
@@ -54,7 +51,7 @@ def _validate_image_shape(image_shape):
 
 def _validate_depth(depth):
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(
+        raise InputError(
             f"depth (the depth scale factor d) must be an integer >= 1. "
             f"Received: depth={depth!r}"
         )
@@ -87,6 +84,34 @@ def _widths(depth, num_stages):
     return [depth * 2 ** (num_stages - 1 - i) for i in range(num_stages)]
 
 
+@keras.saving.register_keras_serializable(package="kd_gan")
+class LeakyReLU(layers.LeakyReLU):
+    """`keras.layers.LeakyReLU` whose gradient reads its output, not its input.
+
+    TensorFlow's LeakyRelu gradient reads the activation's input. Grappler's
+    remapper fuses Conv2D + BiasAdd + LeakyRelu into one node, which removes
+    that input: the pass failed on every discriminator step ("remapper failed:
+    INVALID_ARGUMENT ... LeakyReluGrad ... missing node ... BiasAdd") and left
+    the step's graph unfused. With a positive slope the output has the input's
+    sign, so the gradient can read the output, as ReLU's does: the same
+    values, and a graph the remapper can fuse.
+    """
+
+    def call(self, inputs):
+        slope = float(self.negative_slope)
+
+        @tf.custom_gradient
+        def leaky_relu(x):
+            y = tf.nn.leaky_relu(x, alpha=slope)
+
+            def gradient(upstream):
+                return upstream * tf.where(y > 0, tf.ones_like(y), tf.fill(tf.shape(y), tf.cast(slope, y.dtype)))
+
+            return y, gradient
+
+        return leaky_relu(inputs)
+
+
 class _LayerStack(keras.Model):
     """A model that applies its `network` list of layers in order."""
 
@@ -98,10 +123,22 @@ class _LayerStack(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
+        return self.call_with_features(inputs, (), training=training)[0]
+
+    def call_with_features(self, inputs, layer_names, training=False):
+        """The output and the outputs of the layers `layer_names` (in that
+        order) from one pass: what feature distillation compares."""
+        found = {}
         x = inputs
         for layer in self.network:
             x = layer(x, training=training)
-        return x
+            found[layer.name] = x
+        return x, [found[name] for name in layer_names]
+
+    def feature_layer_names(self):
+        """Names of the layers whose outputs end each block: the default
+        feature maps of feature and perceptual distillation."""
+        return [layer.name for layer in self.network if layer.name in self._block_ends]
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
@@ -130,7 +167,7 @@ class Generator(_LayerStack):
     def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=64, **kwargs):
         super().__init__(**kwargs)
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(
+            raise InputError(
                 f"latent_dim must be an integer >= 1. Received: latent_dim={latent_dim!r}"
             )
         self.latent_dim = latent_dim
@@ -173,6 +210,8 @@ class Generator(_LayerStack):
             else:
                 self.network.append(layers.BatchNormalization(synchronized=True, name=f"norm_{stage}", dtype=dtype))
                 self.network.append(layers.ReLU(name=f"relu_{stage}", dtype=dtype))
+        # Feature maps a distillation loss compares: each hidden stage's output.
+        self._block_ends = ["to_feature_map"] + [f"relu_{stage}" for stage in range(1, len(sizes) - 1)]
         # Batch norm is synchronized across replicas under tf.distribute, so a
         # mirrored run normalises over the global batch like a single device
         # (without a strategy it is plain batch norm, at no extra cost).
@@ -227,7 +266,8 @@ class Discriminator(_LayerStack):
             self.network.append(
                 layers.Conv2D(width, KERNEL_SIZE, strides=2, padding="same", name=f"downsample_{stage}", dtype=dtype)
             )
-            self.network.append(layers.LeakyReLU(0.2, name=f"leaky_relu_{stage}", dtype=dtype))
+            self.network.append(LeakyReLU(0.2, name=f"leaky_relu_{stage}", dtype=dtype))
+        self._block_ends = [f"leaky_relu_{stage}" for stage in range(1, num_stages + 1)]
         self.network.append(layers.Flatten(name="flatten", dtype=dtype))
         self.network.append(layers.Dense(1, name="logit", dtype=precision.output_dtype(dtype)))
         self.build((None,) + self.image_shape)
@@ -252,78 +292,3 @@ def count_parameters(model):
 def compression_ratio(teacher, student):
     """Teacher-to-student parameter ratio, e.g. 1669.0 for the paper's 1669:1."""
     return count_parameters(teacher) / count_parameters(student)
-
-
-def load_generator(path, call_endpoint="serving_default"):
-    """Loads a generator saved as `.keras` file, a SavedModel folder or a `.tflite` file.
-
-    `.keras` files are loaded with `safe_mode=True`, as float32 models whatever
-    precision they were trained in. A `.tflite` file becomes an
-    `export.TFLiteGenerator` (LiteRT; for scoring the shipped file, not for training). A SavedModel is wrapped
-    in a `keras.layers.TFSMLayer` calling `call_endpoint`; use it as a
-    (frozen) teacher.
-
-    Args:
-        path: a `.keras` file, a SavedModel directory or a `.tflite` file.
-        call_endpoint: signature or function name to call in a SavedModel.
-
-    Returns:
-        A Keras model or layer mapping latent vectors to images.
-    """
-    path = os.fspath(path)
-    if path.endswith(".tflite"):
-        from kd_gan.export import TFLiteGenerator
-
-        return TFLiteGenerator(path)
-    if path.endswith(".keras"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No .keras generator file at {path!r}.")
-        # Float32 whatever it was trained in (a mixed-precision model keeps float32 weights).
-        return precision.float32_copy(keras.saving.load_model(path, safe_mode=True))
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        layer = layers.TFSMLayer(path, call_endpoint=call_endpoint, trainable=False)
-        # The size of z, from the endpoint's one (batch, latent_dim) input.
-        specs = tf.nest.flatten(getattr(layer.call_endpoint_fn, "structured_input_signature", ()))
-        shapes = [spec.shape for spec in specs if isinstance(spec, tf.TensorSpec)]
-        if len(shapes) == 1 and shapes[0].rank == 2 and shapes[0][-1] is not None:
-            layer.latent_dim = int(shapes[0][-1])
-        return layer
-    raise FileNotFoundError(
-        f"No generator at {path!r}: expected a '.keras' file, a '.tflite' file or a SavedModel "
-        f"directory containing 'saved_model.pb'."
-    )
-
-
-
-def check_generator(generator, latent_dim, image_shape, source="generator", samples=64, seed=0):
-    """Checks that `generator` maps z of size `latent_dim` to images of
-    `image_shape` in [-1, 1] (the data's range), before anything trains on it.
-
-    Raises:
-        InputError: naming `source` and what does not fit: the latent size, a
-            call that fails, the image shape, or values outside [-1, 1] or not finite.
-    """
-    known = getattr(generator, "latent_dim", None)
-    if known is not None and int(known) != latent_dim:
-        raise InputError(f"{source} takes z of size {known}; this run's latent_dim is {latent_dim} (--latent_dim).")
-    z = tf.random.stateless_normal((samples, latent_dim), seed=(seed, 0))
-    try:
-        images = generator(z, training=False) if isinstance(generator, keras.layers.Layer) else generator(z)
-    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:  # Wrong input for this model.
-        raise InputError(f"{source} could not be called on z of shape {tuple(z.shape)}: {error}") from error
-    if isinstance(images, dict):  # A SavedModel signature returns its outputs by name.
-        if len(images) != 1:
-            raise InputError(f"{source} returns several outputs {sorted(images)}; a generator returns one image tensor.")
-        images = next(iter(images.values()))
-    shape = tuple(getattr(images, "shape", ()))
-    if shape != (samples, *image_shape):
-        raise InputError(f"{source} makes images of shape {shape[1:]}; this data set needs {tuple(image_shape)}.")
-    images = np.asarray(tf.cast(images, tf.float32))
-    if not np.all(np.isfinite(images)):
-        raise InputError(f"{source} makes images with NaN or infinite values.")
-    low, high = float(images.min()), float(images.max())
-    if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
-        raise InputError(
-            f"{source} makes values in [{low:.3g}, {high:.3g}]; generators here output [-1, 1] (tanh), the range "
-            "the real images are scaled to. Rescale its output (e.g. x / 127.5 - 1 for [0, 255])."
-        )

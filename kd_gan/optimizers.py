@@ -62,9 +62,10 @@ def loss_scaled(optimizer, network):
 
 
 def minimize(tape, loss, optimizer, network):
-    """One optimizer step of `network` on `loss`, whose scaling (`scale_loss`)
-    was recorded on `tape`: the float16 path of Keras' own `train_step`."""
-    weights = network.trainable_variables
+    """One optimizer step of `network` (a model, or a list of variables) on
+    `loss`, whose scaling (`scale_loss`) was recorded on `tape`: the float16
+    path of Keras' own `train_step`."""
+    weights = list(network) if isinstance(network, (list, tuple)) else network.trainable_variables
     optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
 
 

@@ -8,23 +8,36 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
+from kd_gan.classifiers import score_name  # noqa: E402
+from kd_gan.stages import method_label  # noqa: E402
+
 METHOD_STYLES = {
-    "student_mse": ("student (MSE)", "tab:blue", "o"),
-    "student_joint": ("student (joint)", "tab:green", "s"),
-    "scratch": ("scratch GAN", "tab:red", "^"),
+    "student_mse": ("tab:blue", "o"),
+    "student_joint": ("tab:green", "s"),
+    "scratch": ("tab:red", "^"),
 }
+# Students of other distillation kinds take the next free style.
+EXTRA_STYLES = (("tab:purple", "D"), ("tab:orange", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "*"),
+                ("tab:cyan", "<"), ("tab:gray", ">"))
+
+
+def _styles(results):
+    """`(method, label, colour, marker)` of every method in `results` but the teacher."""
+    methods = list(dict.fromkeys(entry["method"] for entry in results["models"][1:]))
+    extra = iter(EXTRA_STYLES * (1 + len(methods) // len(EXTRA_STYLES)))
+    return [(method, method_label(method), *(METHOD_STYLES.get(method) or next(extra))) for method in methods]
 
 
 def quality_vs_compression(results, path):
     """Score and FID against compression ratio (log axis), one line per method."""
-    score_key = "mnist_score" if results["dataset"] == "mnist" else "inception_score"
+    score_key = score_name(results["dataset"])
     teacher = results["models"][0]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, label in ((axes[0], score_key, score_key.replace("_", " ")), (axes[1], "fid", "FID (lower is better)")):
         teacher_value = (teacher.get("quality") or {}).get(key)
         if teacher_value is not None:
             axis.axhline(teacher_value, color="black", linestyle="--", label=f"teacher d={teacher['depth']}" if teacher["depth"] else "teacher")
-        for method, (name, color, marker) in METHOD_STYLES.items():
+        for method, name, color, marker in _styles(results):
             points = sorted(
                 (entry["compression_ratio"], entry["quality"][key])
                 for entry in results["models"]
@@ -53,11 +66,11 @@ def quality_vs_compression(results, path):
 
 def training_curves(results, path):
     """Per-epoch losses of every trained stage: teachers, students, scratch GANs."""
+    students = [method for method, *_ in _styles(results) if method.startswith("student")]
     panels = (
-        ("teacher", ("g_loss", "d_loss"), "teacher GANs"),
-        ("student_mse", ("mse",), "students (MSE loss)"),
-        ("student_joint", ("student_loss", "mse"), "students (joint loss)"),
-        ("scratch", ("g_loss", "d_loss"), "scratch GANs"),
+        [("teacher", ("g_loss", "d_loss"), "teacher GANs")]
+        + [(method, ("student_loss", "mse"), f"students: {method_label(method)[9:-1]}") for method in students]
+        + [("scratch", ("g_loss", "d_loss"), "scratch GANs")]
     )
     entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))

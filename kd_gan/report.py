@@ -1,102 +1,25 @@
-"""The experiment's evaluation and report: metrics per model, teacher selection,
-results.json / results.csv / report.md, sample grids and plots."""
+"""The experiment's report: results.json / results.csv / report.md, sample
+grids and plots (the scores come from `kd_gan.evaluation`)."""
 
 import csv
 import os
 
 import numpy as np
-from absl import logging
 
-from kd_gan import classifiers, distill, images, plots, scoring
-from kd_gan.jsonio import read_json, write_json
+from kd_gan import classifiers, evaluation, images, plots
+from kd_gan.generators import generate
+from kd_gan.stages import method_label
+from kd_gan.jsonio import write_json
 
-# Real images the FID is measured against: MNIST's test split; CIFAR-10 and
-# CelebA train (the shared local files hold no other split of them).
-REFERENCE_SPLITS = {"mnist": "test", "cifar10": "train", "celeb_a": "train", "images": "train"}
-DEFAULT_EVAL_SAMPLES = {"mnist": 10_000, "cifar10": 1_000, "celeb_a": 1_000, "images": 1_000}
-FIDELITY_SAMPLES = 1000  # Held-out z for the MSE / PSNR to the teacher.
-METHOD_ORDER = ("teacher", "student_mse", "student_joint", "scratch")
-METHOD_LABELS = {
-    "teacher": "teacher",
-    "student_mse": "student (MSE)",
-    "student_joint": "student (joint)",
-    "scratch": "scratch GAN",
-}
+def student_methods(rows):
+    """The student methods of a run's rows, in order of appearance."""
+    return list(dict.fromkeys(row["method"] for row in rows if row["method"].startswith("student")))
+
+
 CSV_COLUMNS = (
     "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
     "reference_count", "kid", "kid_std", "precision", "recall", "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "generator_steps", "train_wall_time_s",
 )
-
-
-def eval_sample_count(config):
-    if config.eval_samples is not None:
-        return config.eval_samples
-    return DEFAULT_EVAL_SAMPLES[config.dataset]
-
-
-def score_name(dataset):
-    return "mnist_score" if dataset == "mnist" else "inception_score"
-
-
-class Evaluator:
-    """Scores generators against the real reference, all on the same latent draws.
-
-    The reference is every image of the data set's reference split (or
-    `config.reference_samples` seeded random ones), its statistics cached.
-
-    Args:
-        config: the `ExperimentConfig` (dataset, sample counts, classifier paths, seed).
-    """
-
-    def __init__(self, config):
-        self.config = config
-        self.count = eval_sample_count(config)
-        self.classifier = classifiers.classifier_for(config.dataset, config.inception_path, config.inception_precision)
-        split = REFERENCE_SPLITS[config.dataset]
-        self.reference = scoring.dataset_statistics(
-            self.classifier, config.dataset, split, config.reference_samples, config.data_dir,
-            image_size=config.image_size,
-        )
-        self.real = dict(
-            scoring.quality(self.reference, None, score_name(config.dataset)), split=split, source=self.reference.source
-        )
-
-    def quality(self, generator, cache_path=None, identity=None):
-        """Score, FID, KID, precision/recall and VoL on `count` samples; cached in `cache_path` when given.
-
-        The cache holds while the sample count, classifier, seed, reference and
-        `identity` (e.g. a digest of a given teacher's file) are unchanged.
-        """
-        key = {
-            "num_samples": self.count, "classifier": self.classifier.name, "seed": self.config.seed + 1,
-            "reference": [self.reference.source, self.reference.fingerprint, self.reference.preprocessing],
-            "metrics_version": scoring.STATISTICS_VERSION, "identity": identity,
-        }
-        if cache_path and os.path.isfile(cache_path):
-            cached = read_json(cache_path)
-            if cached.get("key") == key:
-                return cached["quality"]
-        logging.info("Evaluating %s on %d samples with %s", getattr(generator, "name", "generator"), self.count, self.classifier.name)
-        # Every model draws the same z (seed + 1): like is compared with like.
-        record = scoring.evaluate_generator(generator, self.classifier, self.reference, self.count, seed=key["seed"])
-        if cache_path:
-            write_json(cache_path, {"key": key, "quality": record})
-        return record
-
-    def fidelity(self, generator, teacher, heldout_z):
-        """MSE / PSNR to the teacher on the shared held-out z."""
-        return scoring.latent_fidelity(generator, teacher, z=heldout_z[: min(self.count, FIDELITY_SAMPLES)])
-
-
-def select_teacher(candidates):
-    """The candidate with the lowest FID, the higher score breaking ties (first when unscored)."""
-    def key(candidate):
-        quality = candidate.get("quality") or {}
-        fid = quality.get("fid")
-        score = quality.get("mnist_score", quality.get("inception_score")) or 0.0
-        return (float("inf") if fid is None else round(fid, 6), -score)
-
-    return min(candidates, key=key)
 
 
 def write(output_dir, results, generators, heldout_z, columns):
@@ -105,14 +28,14 @@ def write(output_dir, results, generators, heldout_z, columns):
     results["samples"] = "samples.png"
     grid_z = heldout_z[:columns]
     images.save_png(
-        images.image_grid([np.asarray(distill.generate(generators[name], grid_z)) for name in names]),
+        images.image_grid([np.asarray(generate(generators[name], grid_z)) for name in names]),
         os.path.join(output_dir, results["samples"]),
     )
     results["interpolation"] = "interpolation.png"
     weights = np.linspace(0.0, 1.0, columns, dtype=np.float32)[:, None]
     path = (1 - weights) * heldout_z[columns] + weights * heldout_z[columns + 1]
     images.save_png(
-        images.image_grid([np.asarray(distill.generate(generators[name], path)) for name in names]),
+        images.image_grid([np.asarray(generate(generators[name], path)) for name in names]),
         os.path.join(output_dir, results["interpolation"]),
     )
     results["plots"] = {
@@ -130,7 +53,7 @@ def write(output_dir, results, generators, heldout_z, columns):
 
 def csv_rows(results):
     """One flat row per model (the columns of `CSV_COLUMNS`)."""
-    name = score_name(results["dataset"])
+    name = classifiers.score_name(results["dataset"])
     rows = []
     for entry in results["models"]:
         quality = entry.get("quality") or {}
@@ -163,7 +86,7 @@ def _number(value, digits):
 
 def results_table(results):
     """The paper's table: one row per model (teacher, then each student size)."""
-    name = score_name(results["dataset"])
+    name = classifiers.score_name(results["dataset"])
     real = results.get("real")
     rows = csv_rows(results)
     count = next((row["fid_samples"] for row in rows if row["fid_samples"]), None)
@@ -182,7 +105,7 @@ def results_table(results):
         if row["kid_std"] is not None:
             kid += f" ± {1000 * row['kid_std']:.1f}"
         lines.append(
-            f"| {METHOD_LABELS[row['method']]} | {row['depth'] or ''} | {row['parameters']:,} | "
+            f"| {method_label(row['method'])} | {row['depth'] or ''} | {row['parameters']:,} | "
             f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
             f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
             f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
@@ -193,7 +116,7 @@ def results_table(results):
 
 def findings(results):
     """Sentences read off the numbers: score kept, student vs scratch, sharpness."""
-    name = score_name(results["dataset"])
+    name = classifiers.score_name(results["dataset"])
     rows = csv_rows(results)
     teacher = rows[0]
     if teacher["fid"] is None:
@@ -202,7 +125,7 @@ def findings(results):
     for depth in sorted({row["depth"] for row in rows[1:]}):
         at_depth = {row["method"]: row for row in rows[1:] if row["depth"] == depth}
         scratch = at_depth.get("scratch")
-        for method in ("student_mse", "student_joint"):
+        for method in student_methods(rows):
             student = at_depth.get(method)
             if student is None:
                 continue
@@ -214,14 +137,14 @@ def findings(results):
                 )
             if scratch is None:  # Students only (scratch=False).
                 lines.append(
-                    f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: {kept}FID "
+                    f"d={depth} ({ratio(student['compression_ratio'])}), {method_label(method)}: {kept}FID "
                     f"{student['fid']:.1f} (teacher {teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher "
                     f"{teacher['vol']:,.0f})."
                 )
                 continue
             verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
             lines.append(
-                f"d={depth} ({ratio(student['compression_ratio'])}), {METHOD_LABELS[method]}: {kept}FID "
+                f"d={depth} ({ratio(student['compression_ratio'])}), {method_label(method)}: {kept}FID "
                 f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
                 f"{teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher {teacher['vol']:,.0f}, scratch "
                 f"{scratch['vol']:,.0f})."
@@ -247,7 +170,7 @@ def _objective_sentence(config):
 def markdown(results):
     """report.md: what ran, the table, findings, candidates, grids, plots, settings."""
     config = results["config"]
-    name = score_name(results["dataset"])
+    name = classifiers.score_name(results["dataset"])
     teacher = results["models"][0]
     real = results.get("real") or {}
     depths = sorted({entry["depth"] for entry in results["models"][1:]})
@@ -301,7 +224,7 @@ def markdown(results):
             "et al. 2019): the share of samples on the real manifold (fidelity) and of real images on the samples' "
             "(diversity), on up to 10,000 activations per side. VoL: variance of the Laplacian, higher is sharper. "
             "MSE / PSNR to teacher: on the same "
-            f"{min(results.get('eval_samples') or FIDELITY_SAMPLES, FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
+            f"{min(results.get('eval_samples') or evaluation.FIDELITY_SAMPLES, evaluation.FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
             "",
         ]
     out += ["## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
@@ -319,7 +242,7 @@ def markdown(results):
                 f"{_number(quality.get('fid'), 1)} | {'yes' if candidate.get('selected') else ''} |"
             )
         out.append("")
-    rows = ", ".join(f"{METHOD_LABELS[e['method']]} d={e['depth']}" for e in results["models"])
+    rows = ", ".join(f"{method_label(e['method'])} d={e['depth']}" for e in results["models"])
     out += [
         "## Samples",
         "",

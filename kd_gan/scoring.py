@@ -280,7 +280,7 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
 
 def generator_batches(generator, num_samples, batch_size=100, seed=0):
     """Batches of generated images for `num_samples` z drawn from (seed)."""
-    from kd_gan.distill import generate, latent_size
+    from kd_gan.generators import generate, latent_size
 
     latent_dim = latent_size(generator)
     for start in range(0, num_samples, batch_size):
@@ -341,14 +341,10 @@ def _finite(value):
     return float(value) if np.isfinite(value) else None
 
 
-def score_name_of(classifier):
-    return "mnist_score" if isinstance(classifier, classifiers.MnistClassifier) else "inception_score"
-
-
 def evaluate_generator(generator, classifier, reference, num_samples, seed=0):
     """The metric record of `num_samples` images of a generator against reference statistics."""
     candidate = generator_statistics(generator, classifier, num_samples, seed)
-    return quality(candidate, reference, score_name_of(classifier))
+    return quality(candidate, reference, classifier.score_name)
 
 
 def latent_fidelity(
@@ -360,7 +356,7 @@ def latent_fidelity(
     draws, or the given `z`), and along `interpolation_pairs` straight lines
     between latent pairs at `interpolation_steps` points each.
     """
-    from kd_gan.distill import generate, latent_size
+    from kd_gan.generators import generate, latent_size
 
     latent_dim = latent_size(student)
     if z is None:

@@ -11,8 +11,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import distill, models, precision
+from kd_gan import generators, precision
 from kd_gan.jsonio import read_json, write_json
+
+METHOD_LABELS = {"teacher": "teacher", "scratch": "scratch GAN"}
+_LOSS_LABELS = {"mse": "MSE", "joint": "joint"}
+
+
+def method_label(method):
+    """A model's method in words: "student_joint+features" -> "student (joint + features)"."""
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    loss, *terms = method[len("student_"):].split("+")
+    return f"student ({' + '.join([_LOSS_LABELS.get(loss, loss)] + terms)})"
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -45,7 +56,7 @@ class SampleImages(keras.callbacks.Callback):
         self.log_dir = log_dir
 
     def on_epoch_end(self, epoch, logs=None):
-        images = (np.asarray(distill.generate(self.generator, self.z)) + 1.0) / 2.0
+        images = (np.asarray(generators.generate(self.generator, self.z)) + 1.0) / 2.0
         writer = tf.summary.create_file_writer(self.log_dir)
         with writer.as_default():
             tf.summary.image("samples", np.clip(images, 0.0, 1.0), step=epoch + 1, max_outputs=len(images))
@@ -60,16 +71,20 @@ class Stage:
         role: "teacher", "student" or "scratch".
         depth: depth scale factor d of its generator.
         loss: the student's loss ("mse" / "joint"); None otherwise.
+        kind: what the student distils: "pixel" (the paper's), or terms
+            added to it, e.g. "features+perceptual".
     """
 
-    def __init__(self, root, role, depth, loss=None):
-        self.role, self.depth, self.loss = role, depth, loss
+    def __init__(self, root, role, depth, loss=None, kind="pixel"):
+        self.role, self.depth, self.loss, self.kind = role, depth, loss, kind
         folder = {"teacher": "teachers", "student": "students", "scratch": "scratch"}[role]
-        leaf = f"{loss}_d{depth}" if loss else f"d{depth}"
+        method = loss if kind == "pixel" else f"{loss}+{kind}"  # The paper's students keep their names.
+        leaf = f"{method}_d{depth}" if loss else f"d{depth}"
         self.name = f"{role}_{leaf}"
-        self.method = f"student_{loss}" if loss else role
+        self.method = f"student_{method}" if loss else role
         self.dir = os.path.join(root, folder, leaf)
         self.model_path = os.path.join(self.dir, "generator.keras")
+        self.discriminator_path = os.path.join(self.dir, "discriminator.keras")
         self.record_path = os.path.join(self.dir, "training.json")
         self.log_path = os.path.join(self.dir, "log.csv")
         self.checkpoint_dir = os.path.join(self.dir, "checkpoint")
@@ -81,15 +96,16 @@ class Stage:
 
     def load(self):
         logging.info("Stage %s already finished: loading %s", self.name, self.model_path)
-        return models.load_generator(self.model_path), read_json(self.record_path)
+        return generators.load_generator(self.model_path), read_json(self.record_path)
 
     def resume_epoch(self):
         """Epochs finished by an interrupted run (0 when starting afresh)."""
         path = os.path.join(self.checkpoint_dir, "training_metadata.json")
         return read_json(path)["epoch"] if os.path.isfile(path) else 0
 
-    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z):
-        """Fits `trainer` on `stream(first_epoch)`, saves `generator` (in float32) and the record.
+    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z, discriminator=None):
+        """Fits `trainer` on `stream(first_epoch)`, saves `generator` (and
+        `discriminator`, when given) in float32 and the record.
 
         Returns:
             `(generator as saved, record)`.
@@ -129,6 +145,8 @@ class Stage:
         }
         shipped = precision.float32_copy(generator)  # Saved, scored and exported in float32 whatever it trained in.
         shipped.save(self.model_path)
+        if discriminator is not None:  # A teacher's: the frozen network of perceptual distillation.
+            precision.float32_copy(discriminator).save(self.discriminator_path)
         write_json(self.record_path, record)
         logging.info("Stage %s finished in %.0f s: %s", self.name, record["wall_time_s"], self.model_path)
         return shipped, record

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, distill
+from kd_gan import classifiers, generators
 from kd_gan.jsonio import read_json, write_json
 from kd_gan.errors import InputError
 
@@ -146,11 +146,11 @@ class TeacherCache:
         self.directory = os.fspath(directory)
         self.teacher = teacher
         self.size = int(size)
-        self.latent_dim = int(latent_dim) if latent_dim is not None else distill.latent_size(teacher)
+        self.latent_dim = int(latent_dim) if latent_dim is not None else generators.latent_size(teacher)
         self.seed = int(seed)
         self.storage = storage
         self.shard_size = min(int(shard_size), self.size)
-        probe = np.asarray(distill.generate(teacher, tf.zeros((1, self.latent_dim))))
+        probe = np.asarray(generators.generate(teacher, tf.zeros((1, self.latent_dim))))
         self.image_shape = tuple(int(v) for v in probe.shape[1:])
         self.metadata = {
             "version": CACHE_VERSION,
@@ -227,7 +227,7 @@ class TeacherCache:
         for pool, shard in missing:
             z = self.shard_latents(pool, shard)
             images = np.concatenate(
-                [np.asarray(distill.generate(self.teacher, z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
+                [np.asarray(generators.generate(self.teacher, z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
             )
             path = self.shard_path(pool, shard)
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import Generator, count_parameters, distill, experiment, images, load_generator, report, stages
+from kd_gan import Generator, count_parameters, evaluation, experiment, generators, images, load_generator, report, stages
 from kd_gan.export import export_saved_model
+from kd_gan.results import ModelResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
@@ -172,7 +173,7 @@ def test_students_of_a_given_teacher(tiny_mnist, tmp_path, saved_as):
     assert not (tmp_path / "run" / "teachers").exists()  # loaded, not trained
     assert [entry["name"] for entry in results["models"][1:]] == ["student_mse_d1", "student_joint_d1", "scratch_d1"]
     assert all(entry["fidelity"]["mse"] > 0 for entry in results["models"][1:])
-    np.testing.assert_allclose(distill.generate(load_generator(str(path)), z), expected, atol=1e-6)
+    np.testing.assert_allclose(generators.generate(load_generator(str(path)), z), expected, atol=1e-6)
 
 
 def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monkeypatch):
@@ -213,9 +214,13 @@ def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monke
 
 
 def test_nan_loss_stops_the_stage_naming_it(tiny_mnist, tmp_path, monkeypatch):
-    # A NaN teacher is refused up front (tests/test_experiment_checks.py); past that
-    # check, the guard of every stage stops on the first non-finite loss.
-    monkeypatch.setattr(experiment.models, "check_generator", lambda *args, **kwargs: None)
+    # A NaN teacher is refused up front (tests/test_experiment_checks.py) and by the
+    # Distiller's probe; past those checks, the guard of every stage stops on the
+    # first non-finite loss.
+    from kd_gan import distill
+
+    monkeypatch.setattr(experiment.generators_lib, "check_generator", lambda *args, **kwargs: None)
+    monkeypatch.setattr(distill, "check_image_range", lambda *args, **kwargs: None)
     teacher = Generator(8, (28, 28, 1), 2)
     for weight in teacher.weights:
         weight.assign(np.full(weight.shape, np.nan, "float32"))
@@ -354,13 +359,13 @@ def test_report_table_and_findings_from_results():
 
 
 def test_teacher_selection_lowest_fid_then_highest_score():
-    def candidate(name, fid, score):
-        return {"name": name, "quality": {"fid": fid, "mnist_score": score}}
+    def candidate(name, fid, score, score_name="mnist_score"):
+        return ModelResult(name, "teacher", 1, 10, {}, quality={"fid": fid, score_name: score})
 
-    assert report.select_teacher([candidate("a", 12.0, 9.0), candidate("b", 10.0, 5.0)])["name"] == "b"
-    assert report.select_teacher([candidate("a", 10.0, 5.0), candidate("b", 10.0, 6.0)])["name"] == "b"
-    unscored = [{"name": "a", "quality": {"fid": 30.0, "inception_score": None}}, candidate("b", 20.0, None)]
-    assert report.select_teacher(unscored)["name"] == "b"
+    assert evaluation.select_teacher([candidate("a", 12.0, 9.0), candidate("b", 10.0, 5.0)]).name == "b"
+    assert evaluation.select_teacher([candidate("a", 10.0, 5.0), candidate("b", 10.0, 6.0)]).name == "b"
+    unscored = [candidate("a", 30.0, None, "inception_score"), candidate("b", 20.0, None)]
+    assert evaluation.select_teacher(unscored).name == "b"
 
 
 def test_zero_epochs_saves_the_stage_initial_generator(tiny_mnist, tmp_path):

@@ -11,7 +11,7 @@ from conftest import weights_of
 
 from kd_gan import Generator, experiment, load_generator
 from kd_gan.errors import InputError
-from kd_gan.models import check_generator
+from kd_gan.generators import check_generator
 
 TINY = dict(
     dataset="mnist", teacher_depths=(2,), student_depths=(1,), latent_dim=8, batch_size=4,

@@ -1,15 +1,16 @@
 """GAN: adversarial training with fit updates both networks."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras
-from conftest import changed, weights_of
-from kd_gan import GAN, Discriminator, Generator
-from kd_gan import gan as gan_lib
-from kd_gan import optimizers
-from kd_gan import objectives
+from conftest import ROOT, changed, weights_of
+from kd_gan import GAN, Discriminator, Generator, models, objectives, optimizers, training
 
 
 def tiny_gan(seed=0):
@@ -47,10 +48,10 @@ def test_losses_match_their_definitions():
 
 
 def test_latents_are_deterministic_in_seed_and_step():
-    a = gan_lib.sample_latents(4, 8, seed=3, step=5)
-    np.testing.assert_array_equal(a, gan_lib.sample_latents(4, 8, seed=3, step=5))
-    assert not np.array_equal(a, gan_lib.sample_latents(4, 8, seed=3, step=6))
-    assert not np.array_equal(a, gan_lib.sample_latents(4, 8, seed=4, step=5))
+    a = training.sample_latents(4, 8, seed=3, step=5)
+    np.testing.assert_array_equal(a, training.sample_latents(4, 8, seed=3, step=5))
+    assert not np.array_equal(a, training.sample_latents(4, 8, seed=3, step=6))
+    assert not np.array_equal(a, training.sample_latents(4, 8, seed=4, step=5))
 
 
 def test_save_and_load_keeps_weights_and_optimizer_state(tmp_path):
@@ -74,3 +75,42 @@ def test_rejects_non_models():
     plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(28 * 28), keras.layers.Reshape((28, 28, 1))])
     with pytest.raises(ValueError, match="latent_dim"):
         GAN(plain, Discriminator((28, 28, 1), 1))
+
+
+def test_leaky_relu_gradients_match_keras_to_second_order():
+    """The discriminator's LeakyReLU (gradient read from its output) gives
+    Keras' values, gradients and gradients of gradients (WGAN-GP's penalty)."""
+    x = tf.constant(np.random.default_rng(0).normal(size=(64,)).astype("float32"))
+    ours, reference = models.LeakyReLU(0.2), keras.layers.LeakyReLU(0.2)
+    results = []
+    for layer in (ours, reference):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = layer(x) * x  # Second derivative 2 * slope where x < 0, 2 where x > 0.
+            gradient = inner.gradient(y, x)
+            total = tf.reduce_sum(gradient)
+        results.append((y, gradient, outer.gradient(total, x)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_gan_steps_run_without_grappler_errors(tmp_path):
+    """Grappler's remapper used to fail on every discriminator step (LeakyRelu's
+    gradient read a node it fuses away) and print an E0000 line."""
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import numpy as np, tensorflow as tf\n"
+        "from kd_gan import GAN, Generator, Discriminator\n"
+        "model = GAN(Generator(8, (16, 16, 3), 1), Discriminator((16, 16, 3), 1))\n"
+        "model.compile()\n"
+        "x = np.zeros((8, 16, 16, 3), 'float32')\n"
+        "model.fit(tf.data.Dataset.from_tensor_slices(x).batch(4).repeat(), epochs=1, steps_per_epoch=4, verbose=0)\n"
+        "print('fitted')\n"
+    )
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=environment, timeout=300)
+    assert "fitted" in run.stdout, run.stderr[-2000:]
+    assert "remapper failed" not in run.stderr
+    assert "shuffle=True" not in run.stderr

@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras
 from conftest import changed, weights_of
 from kd_gan import GAN, Discriminator, Distiller, Generator, objectives, weight_average
-from kd_gan import gan as gan_lib
+from kd_gan import adversarial
 from kd_gan import optimizers
 
 SHAPE = (28, 28, 1)
@@ -63,9 +63,9 @@ def test_critic_loss_of_wgan_gp_adds_ten_times_the_penalty():
     critic = Discriminator(SHAPE, 1)
     rng = np.random.default_rng(2)
     real, fake = (rng.uniform(-1, 1, (4, *SHAPE)).astype("float32") for _ in range(2))
-    with_penalty, _ = gan_lib._critic_loss(critic, real, tf.constant(fake), "wgan-gp", seed=0, step=3)
-    without, _ = gan_lib._critic_loss(critic, real, tf.constant(fake), "hinge", seed=0, step=3)
-    weights = gan_lib._interpolation_weights(4, 0, 3)
+    with_penalty, _ = adversarial.critic_loss(critic, real, tf.constant(fake), "wgan-gp", seed=0, step=3)
+    without, _ = adversarial.critic_loss(critic, real, tf.constant(fake), "hinge", seed=0, step=3)
+    weights = adversarial._interpolation_weights(4, 0, 3)
     penalty = objectives.gradient_penalty(critic, real, fake, weights)
     logits = critic(np.concatenate([real, fake]), training=True).numpy().ravel()
     np.testing.assert_allclose(with_penalty, logits[4:] - logits[:4] + 10.0 * penalty.numpy(), rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import GAN, Discriminator, Distiller, Generator, gan, load_generator, precision
+from kd_gan import GAN, Discriminator, Distiller, Generator, adversarial, load_generator, losses, precision, training
 from kd_gan.errors import InputError
 
 SHAPE = (8, 8, 1)
@@ -46,7 +46,7 @@ def test_mixed_gan_step_trains_with_float32_variables_and_losses(dtype):
     model = GAN(generator(1, dtype), Discriminator(SHAPE, 1, dtype=dtype))
     model.compile()
     before_g, before_d = weights_of(model.generator), weights_of(model.discriminator)
-    losses = gan.adversarial_update(
+    losses = adversarial.adversarial_update(
         model.generator, model.discriminator, model.g_optimizer, model.d_optimizer,
         tf.zeros((2, *SHAPE)), tf.random.normal((2, LATENT)),
     )
@@ -79,7 +79,7 @@ def test_float16_gradients_underflow_without_loss_scaling():
     teacher, student = _underflowing_pair()
     z = tf.random.normal((2, LATENT), seed=1)
     with tf.GradientTape() as tape:
-        loss = gan.average_loss(gan.pixel_mse(teacher(z), student(z, training=True)))
+        loss = training.average_loss(losses.pixel_mse(teacher(z), student(z, training=True)))
     gradients = tape.gradient(loss, student.trainable_variables)
     assert float(loss) > 0  # The premise: a real loss whose gradients vanish in float16.
     assert all(not np.any(np.asarray(g)) for g in gradients)
@@ -94,7 +94,7 @@ def test_float16_distiller_scales_the_loss_once_and_unscales_the_update():
     learning_rate = 1e4
     scale = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()).initial_scale
     with tf.GradientTape() as tape:
-        loss = gan.average_loss(gan.pixel_mse(teacher(z), student(z, training=True))) * scale
+        loss = training.average_loss(losses.pixel_mse(teacher(z), student(z, training=True))) * scale
     expected = [np.asarray(g) / scale for g in tape.gradient(loss, student.trainable_variables)]
     assert any(np.any(g) for g in expected)
     distiller = Distiller(teacher, student, loss="mse")

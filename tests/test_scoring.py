@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, classifiers, data, metrics, monitoring, precision, scoring
+from kd_gan import Generator, classifiers, data, evaluation, metrics, precision, scoring
 from kd_gan.errors import InputError
 
 from test_metrics import reference_fid, reference_inception_score
@@ -122,7 +122,7 @@ def test_latent_fidelity():
 class _CountingClassifier:
     """Activations = the first 4 pixels, logits = the first 10: checkable by hand."""
 
-    name, has_logits = "counting", True
+    name, has_logits, score_name = "counting", True, "inception_score"
 
     def __init__(self):
         self.calls = 0
@@ -355,7 +355,7 @@ def test_evaluation_callback_logs_every_n_epochs(tmp_path):
     classifier = _CountingClassifier()
     rows = np.random.default_rng(0).normal(size=(16, 4))
     reference = scoring.ImageStatistics(rows.mean(0), np.cov(rows, rowvar=False), 16, rows, "counting", "rows")
-    callback = monitoring.EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
+    callback = evaluation.EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
     model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=2, epochs=4, verbose=0, callbacks=[callback])
     assert [record["epoch"] for record in callback.history] == [2, 4]
     assert all(record["num_samples"] == 16 and record["fid"] > 0 for record in callback.history)

@@ -1,0 +1,55 @@
+"""Presets: the settings a run starts from (explicit settings override them)."""
+
+from kd_gan.errors import InputError
+
+# Presets fill config fields; explicit flags override them. Sample counts:
+# FID depends on them, so compare runs only at equal counts.
+PRESETS = {
+    # MNIST end to end in 10 min 14 s on a 2-core CPU (measured, README), 2 min 16 s
+    # of it training the MNIST classifier the package now ships; CIFAR-10 18.5 min,
+    # CelebA 14 min; 500 Inception samples per model for cifar10 / celeb_a (~20-30 s
+    # each here) against the whole training split (its statistics computed once).
+    "quick": dict(
+        teacher_depths=(16, 32), student_depths=(1, 2, 4), teacher_epochs=3, student_epochs=3,
+        eval_samples={"mnist": 10_000, "cifar10": 500, "celeb_a": 500},
+    ),
+    # A teacher worth distilling in about an hour of a 2-core CPU (with AVX512-BF16)
+    # per colour data set, then students at the paper's ratio and two milder ones,
+    # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
+    # (README, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
+    # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
+    # bfloat16 training and Inception, students on cached teacher outputs.
+    "cpu": dict(
+        objective="hinge", ema_decay=0.999, precision="bfloat16",
+        teacher_depths={"mnist": (128,), "cifar10": (32,), "celeb_a": (32,), "images": (32,)},
+        student_depths=(1, 2, 4),
+        teacher_epochs={"mnist": 5, "cifar10": 100, "celeb_a": 100, "images": 100},
+        student_epochs={"mnist": 50, "cifar10": 20, "celeb_a": 100, "images": 100},
+        teacher_cache={"mnist": 60_000, "cifar10": 50_000, "celeb_a": 10_000, "images": 10_000},
+        inception_precision={"mnist": "float32", "cifar10": "bfloat16", "celeb_a": "bfloat16", "images": "bfloat16"},
+        eval_samples=10_000,
+    ),
+    # The paper's scale, for a GPU: several teachers, a wide sweep of student
+    # sizes, 10,000 samples per FID (the paper's epochs are not known to us).
+    "paper": dict(
+        teacher_depths=(32, 64, 128), student_depths=(1, 2, 4, 8, 16), teacher_epochs=25, student_epochs=25,
+        eval_samples=10_000,
+    ),
+}
+# Latent size per data set in the presets: 32 lets MNIST reach the paper's
+# 1669:1 (teacher d=128 vs student d=1: 1,696:1); 128 for the colour sets.
+PRESET_LATENT_DIMS = {"mnist": 32, "cifar10": 128, "celeb_a": 128, "images": 128}
+
+
+def preset_values(name, dataset):
+    """Config values of preset `name` for `dataset` (explicit settings override them)."""
+    if name not in PRESETS:
+        raise InputError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
+    values = dict(PRESETS[name], latent_dim=PRESET_LATENT_DIMS[dataset], preset=name)
+    # A value given per data set (a dict) is that data set's.
+    for key, value in values.items():
+        if isinstance(value, dict):
+            if dataset not in value:
+                raise InputError(f"Preset {name!r} has no {key} for dataset {dataset!r}; give --{key}.")
+            values[key] = value[dataset]
+    return values

@@ -1,0 +1,93 @@
+"""What an experiment's run produced, model by model: `ModelResult` records
+(written to results.json), their scores as TensorBoard scalars, the exported
+students."""
+
+import dataclasses
+import os
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import export as export_lib
+from kd_gan import models
+
+
+@dataclasses.dataclass
+class ModelResult:
+    """One model of a run: how it was made, trained and scored.
+
+    Attributes:
+        name: its stage name, e.g. "student_mse_d2" ("teacher" for a given one).
+        method: "teacher", "scratch" or "student_<loss>[+<terms>]".
+        depth: depth scale factor d (None for a given teacher of unknown depth).
+        parameters: its parameter count.
+        training: its stage's training record (`training.json`), or the given
+            teacher's path.
+        path: its `generator.keras`, relative to the run folder.
+        evaluation_path: where its scores are cached (not written to results).
+        quality: score, FID, KID, precision/recall, VoL (`Evaluator.quality`).
+        fidelity: MSE / PSNR to the teacher on held-out z.
+        compression_ratio: teacher parameters / its parameters.
+        selected: for teacher candidates, whether it became the teacher.
+    """
+
+    name: str
+    method: str
+    depth: Optional[int]
+    parameters: int
+    training: dict
+    path: Optional[str] = None
+    evaluation_path: Optional[str] = None
+    quality: Optional[dict] = None
+    fidelity: Optional[dict] = None
+    compression_ratio: Optional[float] = None
+    selected: Optional[bool] = None
+
+    @classmethod
+    def of(cls, name, method, generator, training, stage=None, root=None):
+        return cls(
+            name=name, method=method, depth=getattr(generator, "depth", None),
+            parameters=models.count_parameters(generator), training=training,
+            path=os.path.relpath(stage.model_path, root) if stage else None,
+            evaluation_path=stage.evaluation_path if stage else None,
+        )
+
+    def record(self):
+        """Its results.json entry: the fields that are set, but the cache path."""
+        return {
+            key: value for key, value in dataclasses.asdict(self).items()
+            if key != "evaluation_path" and (value is not None or key in ("depth",))
+        }
+
+
+def log_evaluation(root, result):
+    """The final scores of a stage, as TensorBoard scalars `eval/*` in its log folder."""
+    numbers = {**(result.quality or {}), **{f"{k}_to_teacher": v for k, v in (result.fidelity or {}).items()}}
+    numbers = {key: value for key, value in numbers.items() if isinstance(value, float)}
+    if not numbers or result.path is None:
+        return
+    writer = tf.summary.create_file_writer(os.path.join(root, "tensorboard", result.name, "eval"))
+    with writer.as_default():
+        for key, value in numbers.items():
+            tf.summary.scalar(f"eval/{key}", value, step=result.training.get("epochs", 0))
+    writer.close()
+
+
+def export_students(config, root, generators, results):
+    """Every student in `config.export`'s formats under `export/`; a file
+    that fails verification is recorded (and raised after the report)."""
+    if not config.export:
+        return {}
+    exported = {}
+    for result in results:
+        if result.method.startswith("student"):
+            try:
+                exported[result.name] = export_lib.export_generator(
+                    generators[result.name], os.path.join(root, "export"), config.export, config.quantization,
+                    name=result.name,
+                )
+            except export_lib.VerificationError as error:
+                logging.error("Export of %s failed verification: %s", result.name, error)
+                exported[result.name] = {"error": str(error)}
+    return exported
