@@ -156,8 +156,8 @@ class ExperimentConfig:
     student_learning_rate: float = 1e-3
     mse_weight: float = 1.0
     distillation: Tuple[str, ...] = (PIXEL,)
-    feature_weight: float = 1.0
-    perceptual_weight: float = 1.0
+    feature_weight: float = 0.1
+    perceptual_weight: float = 0.1
     seed: int = 0
     grid_columns: int = 8
     eval_samples: Optional[int] = None
