@@ -22,23 +22,16 @@ teacher's feature maps still run it).
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from kd_gan import losses as losses_lib
 from kd_gan import objectives, optimizers, weight_average
 from kd_gan.adversarial import adversarial_update, critic_update
 from kd_gan.errors import InputError
-from kd_gan.generators import check_image_range, feature_extractor, freeze, generate, latent_size
+from kd_gan.generators import freeze, generate, latent_size
+from kd_gan.taps import IMAGES, Taps
 from kd_gan.training import ExactStepsMixin, images_from_batch, sample_latents, step_logs
 
 LOSSES = ("mse", "joint")
-IMAGES = None  # Key of the images among the tapped outputs (layer names are strings).
-PROBE_SAMPLES = 16
-
-
-def _layer_union(names_per_loss):
-    """Every layer name the losses read, once, in first-use order."""
-    return list(dict.fromkeys(name for names in names_per_loss for name in names))
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
@@ -68,6 +61,9 @@ class Distiller(ExactStepsMixin, keras.Model):
         distillation_loss_weights: one weight per loss; None: 1 each
             (`mse_weight` for the joint preset's MSE).
         adversarial_weight: weight of the adversarial term ("joint").
+        check_teacher_range: refuse a teacher whose probe images are not in
+            [-1, 1] (uint8, [0, 1], out of range, NaN). A restored Distiller
+            skips it: its teacher's weights are loaded after it is built.
         **kwargs: passed to `keras.Model`.
 
     A student optimizer with `use_ema` keeps a moving average of the
@@ -89,7 +85,7 @@ class Distiller(ExactStepsMixin, keras.Model):
     def __init__(
         self, teacher, student, loss="mse", discriminator=None, mse_weight=1.0, seed=0,
         objective=objectives.NON_SATURATING, critic_steps=None, distillation_losses=None,
-        distillation_loss_weights=None, adversarial_weight=1.0, **kwargs
+        distillation_loss_weights=None, adversarial_weight=1.0, check_teacher_range=True, **kwargs
     ):
         super().__init__(**kwargs)
         if loss not in LOSSES:
@@ -110,15 +106,19 @@ class Distiller(ExactStepsMixin, keras.Model):
                 "loss='joint' trains the student against a discriminator on real images: pass "
                 "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
             )
-        if loss == "mse" and discriminator is not None:
-            logging.warning("loss='mse' has no adversarial term: the discriminator is not trained.")
+        if loss == "mse":
+            # Arguments the MSE scheme would silently ignore.
+            unused = {"discriminator": discriminator is not None, "mse_weight": mse_weight != 1.0, "adversarial_weight": adversarial_weight != 1.0}
+            unused = [name for name, given in unused.items() if given]
+            if unused:
+                raise InputError(f"loss='mse' has no adversarial term and weights its losses by distillation_loss_weights: {unused} would be unused.")
         if distillation_losses is not None and mse_weight != 1.0:
             raise InputError(
                 f"mse_weight={mse_weight} weights the default pixel MSE; with distillation_losses pass "
                 "distillation_loss_weights instead."
             )
-        if loss == "mse" and mse_weight != 1.0:
-            logging.warning("mse_weight=%s is unused: loss='mse' minimises the MSE alone.", mse_weight)
+        if distillation_losses is None and distillation_loss_weights is not None:
+            raise InputError("distillation_loss_weights weights distillation_losses: pass those too (or mse_weight for the joint preset).")
 
         self.latent_dim = latent_size(student)
         teacher_latent_dim = getattr(teacher, "latent_dim", None)
@@ -129,10 +129,6 @@ class Distiller(ExactStepsMixin, keras.Model):
             )
         if isinstance(teacher, keras.layers.Layer):
             freeze(teacher)  # Frozen: only the student (and its D) learn.
-        # Attribute order sets the trainable weights' order: the student's come first.
-        self.teacher = teacher
-        self.student = student
-        self.discriminator = discriminator
         self.loss_name = loss
         self.mse_weight = mse_weight
         self.adversarial_weight = adversarial_weight
@@ -140,10 +136,16 @@ class Distiller(ExactStepsMixin, keras.Model):
         self.objective = objectives.check_objective(objective)
         self.critic_steps = objectives.check_critic_steps(critic_steps, objective)
         self._default_losses = distillation_losses is None  # The preset's pixel MSE (saved as mse_weight).
+        # Attribute order sets the trainable weights' order, which Keras pairs with
+        # the student optimizer's averages: the student's, the losses' (adapters), then D's.
+        self.teacher = teacher
+        self.student = student
         self.distillation_losses, self.distillation_loss_weights = self._resolve_losses(
             distillation_losses, distillation_loss_weights
         )
-        self._build_taps()
+        self.discriminator = discriminator
+        self._taps = Taps(teacher, student, self.distillation_losses)
+        self._taps.probe(self, check_range=check_teacher_range)
         self._make_trackers()
         self.built = True  # Sub-models are built; nothing to infer from data.
 
@@ -152,7 +154,7 @@ class Distiller(ExactStepsMixin, keras.Model):
             return [losses_lib.PixelMSE()], [self.mse_weight if self.loss_name == "joint" else 1.0]
         distillation_losses = [losses_lib.as_distillation_loss(loss) for loss in distillation_losses]
         weights = [1.0] * len(distillation_losses) if weights is None else [float(w) for w in weights]
-        if not distillation_losses or len(weights) != len(distillation_losses) or min(weights) < 0:
+        if not distillation_losses or len(weights) != len(distillation_losses) or not all(w >= 0 for w in weights):
             raise InputError(
                 f"distillation_losses needs at least one loss and one weight >= 0 per loss; got "
                 f"{len(distillation_losses)} losses and weights {weights}."
@@ -161,59 +163,6 @@ class Distiller(ExactStepsMixin, keras.Model):
         if len(set(names)) != len(names) or {"student_loss", "g_loss", "d_loss"} & set(names):
             raise InputError(f"Distillation losses need distinct names apart from student_loss, g_loss, d_loss; got {names}.")
         return distillation_losses, weights
-
-    def _build_taps(self):
-        """Taps the layers the losses read, probes teacher and student, builds the losses."""
-        for loss in self.distillation_losses:
-            if hasattr(loss, "resolve_layers"):
-                loss.resolve_layers(self.teacher, self.student)
-        self._teacher_layers = _layer_union(loss.teacher_layers for loss in self.distillation_losses)
-        self._student_layers = _layer_union(loss.student_layers for loss in self.distillation_losses)
-        self._teacher_tap = feature_extractor(self.teacher, self._teacher_layers, "teacher")
-        self._student_tap = feature_extractor(self.student, self._student_layers, "student")
-        z = tf.random.stateless_normal((PROBE_SAMPLES, self.latent_dim), seed=(self.seed, -1))
-        try:
-            teacher_outputs = self._teacher_outputs_for(z)
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(
-                f"The teacher could not be called on latent vectors of shape {tuple(z.shape)} "
-                f"(the student's latent size is {self.latent_dim}): {error}"
-            ) from error
-        check_image_range(teacher_outputs[IMAGES], "The teacher")
-        student_outputs = self._student_outputs_for(z, training=False)
-        teacher_shape, student_shape = tuple(teacher_outputs[IMAGES].shape[1:]), tuple(student_outputs[IMAGES].shape[1:])
-        if teacher_shape != student_shape:
-            raise InputError(
-                f"Teacher and student must produce images of the same shape: teacher gives {teacher_shape}, "
-                f"student gives {student_shape}."
-            )
-        if self.discriminator is not None:
-            logits = self.discriminator(student_outputs[IMAGES], training=False)
-            if logits.shape.rank != 2 or logits.shape[-1] != 1:
-                raise InputError(
-                    f"The discriminator must map the student's images {student_shape} to one logit each; it "
-                    f"returned shape {tuple(logits.shape)}."
-                )
-        for loss in self.distillation_losses:
-            teacher_values, student_values = self._compared(loss, teacher_outputs, student_outputs)
-            loss.build_for([v.shape for v in teacher_values], [v.shape for v in student_values], self)
-
-    def _teacher_outputs_for(self, z):
-        images, maps = self._teacher_tap(z, training=False)
-        outputs = {IMAGES: images, **dict(zip(self._teacher_layers, maps))}
-        return {name: tf.stop_gradient(value) for name, value in outputs.items()}
-
-    def _student_outputs_for(self, z, training):
-        images, maps = self._student_tap(z, training=training)
-        return {IMAGES: images, **dict(zip(self._student_layers, maps))}
-
-    @staticmethod
-    def _compared(loss, teacher_outputs, student_outputs):
-        teacher_values = [teacher_outputs[name] for name in loss.teacher_layers or (IMAGES,)]
-        student_values = [student_outputs[name] for name in loss.student_layers or (IMAGES,)]
-        return teacher_values, student_values
 
     def _make_trackers(self):
         names = [loss.name for loss in self.distillation_losses]
@@ -249,8 +198,8 @@ class Distiller(ExactStepsMixin, keras.Model):
             raise InputError("Pass the student's optimizer once: optimizer= or student_optimizer=, not both.")
         if d_optimizer is not None and not self.adversarial:
             raise InputError("d_optimizer= is for loss='joint'; this Distiller has no adversarial term to train.")
-        student_optimizer = student_optimizer or optimizer
-        self.student_optimizer = optimizers.loss_scaled(student_optimizer or optimizers.default_optimizer(), self.student)
+        student_optimizer = keras.optimizers.get(student_optimizer or optimizer or optimizers.default_optimizer())
+        self.student_optimizer = optimizers.loss_scaled(student_optimizer, self.student)
         super().compile(
             optimizer=self.student_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution, kwargs),
@@ -259,9 +208,10 @@ class Distiller(ExactStepsMixin, keras.Model):
         # Build each optimizer for its own variables only: never the teacher.
         self.student_optimizer.build(self._student_variables())
         if self.adversarial:
-            self.d_optimizer = optimizers.loss_scaled(d_optimizer or optimizers.objective_optimizer(self.objective), self.discriminator)
+            d_optimizer = keras.optimizers.get(d_optimizer or optimizers.objective_optimizer(self.objective))
+            self.d_optimizer = optimizers.loss_scaled(d_optimizer, self.discriminator)
             self.d_optimizer.build(self.discriminator.trainable_variables)
-        weight_average.check(self, self.student, getattr(self, "d_optimizer", None))
+        weight_average.check(self, self._student_variables(), getattr(self, "d_optimizer", None))
 
     def _student_variables(self):
         """The student's trainable variables, then the losses' (adapters)."""
@@ -325,18 +275,18 @@ class Distiller(ExactStepsMixin, keras.Model):
                 raise InputError(
                     f"Cached z must have shape (batch, {self.latent_dim}) (the student's latent size); got {tuple(z.shape)}."
                 )
-            if not self._teacher_layers:
+            if not self._taps.teacher_layers:
                 return z, {IMAGES: tf.cast(data["teacher_images"], tf.float32)}
-            return z, self._teacher_outputs_for(z)
+            return z, self._taps.teacher_outputs(z)
         z = self._latents(data)
-        return z, self._teacher_outputs_for(z)
+        return z, self._taps.teacher_outputs(z)
 
     def _distillation(self, z, teacher_outputs):
         """The student's images on `z` (training mode), each loss's per-example
         value and their weighted sum."""
-        student_outputs = self._student_outputs_for(z, training=True)
+        student_outputs = self._taps.student_outputs(z, training=True)
         terms = {
-            loss.name: loss.compute_loss(*self._compared(loss, teacher_outputs, student_outputs))
+            loss.name: loss.compute_loss(*self._taps.compared(loss, teacher_outputs, student_outputs))
             for loss in self.distillation_losses
         }
         weighted = [weight * terms[loss.name] for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights)]
@@ -434,6 +384,7 @@ class Distiller(ExactStepsMixin, keras.Model):
         for key in ("teacher", "student", "discriminator"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["check_teacher_range"] = False  # The teacher's weights are loaded after the model is built.
         if config.get("distillation_losses") is not None:
             config["distillation_losses"] = [keras.saving.deserialize_keras_object(c) for c in config["distillation_losses"]]
         return cls(**config)

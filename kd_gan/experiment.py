@@ -35,24 +35,25 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import classifiers, data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
-from kd_gan import generators as generators_lib
-from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan import export as export_lib
+from kd_gan import generators as generators_lib
+from kd_gan import losses as losses_lib
+from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.distribute import STRATEGIES, barrier, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
+from kd_gan.errors import InputError
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
     LOSS_CHOICES,
+    PIXEL,
     PRESETS,
     ExperimentConfig,
     build_config,
     check_output_dir,
     preset_values,
 )
-from kd_gan import losses as losses_lib
-from kd_gan.errors import InputError
-from kd_gan.experiment_config import PIXEL
 from kd_gan.jsonio import read_json, write_json
 from kd_gan.results import ModelResult, export_students, log_evaluation
 from kd_gan.stages import Stage
+
 
 class Experiment:
     """Runs the stages of one configuration; see the module docstring."""
@@ -151,7 +152,7 @@ class Experiment:
                 student,
                 loss=stage.loss,
                 discriminator=discriminator,
-                mse_weight=config.mse_weight if distillation_losses is None else 1.0,
+                mse_weight=config.mse_weight if joint and distillation_losses is None else 1.0,
                 seed=config.seed,
                 objective=config.objective,
                 critic_steps=config.critic_steps,
@@ -177,7 +178,7 @@ class Experiment:
 
         The perceptual term reads the chosen teacher's discriminator, frozen
         (saved by its stage); a given teacher has none, and its students
-        use their own discriminator (joint loss only).
+        use their own discriminator, which trains beside them (joint loss only).
         """
         if kind == PIXEL:
             return None, None
@@ -189,10 +190,10 @@ class Experiment:
             distillation_losses.append(losses_lib.FeatureLoss())
             weights.append(config.feature_weight)
         if "perceptual" in terms:
-            network = self.teacher_discriminator
-            distillation_losses.append(
-                losses_lib.PerceptualLoss(precision.with_policy(network, self.policy) if network else "discriminator")
-            )
+            # Called in the strategy's scope: a fresh frozen copy per stage.
+            path = self.teacher_discriminator_path
+            network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), self.policy) if path else "discriminator"
+            distillation_losses.append(losses_lib.PerceptualLoss(network))
             weights.append(config.perceptual_weight)
         return distillation_losses, weights
 
@@ -316,7 +317,7 @@ class Experiment:
         """Every student (size x loss x kind) and scratch GAN; returns `(generators, results)` by name, teacher first."""
         config = self.config
         chosen = next(c for c in candidates if c.selected)
-        self.teacher_discriminator = self._teacher_discriminator(chosen)
+        self.teacher_discriminator_path = self._teacher_discriminator(chosen)
         generators, results = {chosen.name: teacher}, [chosen]
         for depth in config.student_depths:
             stages = [self.stage("student", depth, loss, kind) for loss in config.losses for kind in config.distillation]
@@ -371,18 +372,20 @@ class Experiment:
         return summary
 
     def _teacher_discriminator(self, teacher_result):
-        """The chosen teacher's discriminator (None for a given teacher), checked
+        """The chosen teacher's discriminator file (None for a given teacher), checked
         up front when a perceptual student without a discriminator of its own needs it."""
         path = None if self.config.teacher_path else self.stage("teacher", teacher_result.depth).discriminator_path
-        network = generators_lib.load_generator(path) if path and os.path.isfile(path) else None
-        needs = any("perceptual" in kind for kind in self.config.distillation) and "mse" in self.config.losses
-        if needs and network is None:
+        path = path if path and os.path.isfile(path) else None
+        perceptual = any("perceptual" in kind for kind in self.config.distillation)
+        if perceptual:
+            logging.info("Perceptual students read %s.", path or "their own discriminators (no teacher discriminator)")
+        if perceptual and "mse" in self.config.losses and path is None:
             raise InputError(
                 "distillation 'perceptual' with loss 'mse' reads the teacher's discriminator, and "
                 + ("a given teacher (teacher_path) has none" if self.config.teacher_path else f"{path} does not exist (a teacher trained before discriminators were saved)")
                 + ": use loss 'joint' (the student's own discriminator) or drop 'perceptual'."
             )
-        return network
+        return path
 
 
 def heldout_latents(config, count=1000):

@@ -89,8 +89,8 @@ class GAN(ExactStepsMixin, keras.Model):
             **kwargs: passed to `keras.Model.compile`.
         """
         default = optimizers.objective_optimizer
-        self.g_optimizer = optimizers.loss_scaled(g_optimizer or default(self.objective), self.generator)
-        self.d_optimizer = optimizers.loss_scaled(d_optimizer or default(self.objective), self.discriminator)
+        self.g_optimizer = optimizers.loss_scaled(keras.optimizers.get(g_optimizer or default(self.objective)), self.generator)
+        self.d_optimizer = optimizers.loss_scaled(keras.optimizers.get(d_optimizer or default(self.objective)), self.discriminator)
         super().compile(
             optimizer=self.g_optimizer,
             steps_per_execution=self._compile_steps_per_execution(steps_per_execution, kwargs),
@@ -99,7 +99,7 @@ class GAN(ExactStepsMixin, keras.Model):
         # Build each optimizer for its own network only.
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
-        weight_average.check(self, self.generator, self.d_optimizer)
+        weight_average.check(self, self.generator.trainable_variables, self.d_optimizer)
 
     def get_compile_config(self):
         return optimizers.optimizers_config(self, ("g_optimizer", "d_optimizer"))

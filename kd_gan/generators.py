@@ -88,7 +88,6 @@ def load_generator(path, call_endpoint="serving_default"):
     )
 
 
-
 def check_generator(generator, latent_dim, image_shape, source="generator", samples=64, seed=0):
     """Checks that `generator` maps z of size `latent_dim` to images of
     `image_shape` in [-1, 1] (the data's range), before anything trains on it.

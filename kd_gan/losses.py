@@ -17,6 +17,8 @@ Keras' own `keras.distillation.DistillationLoss` objects (same shapes in
 teacher and student) are accepted through `KerasDistillationLoss`.
 """
 
+import weakref
+
 import keras
 import tensorflow as tf
 
@@ -52,7 +54,18 @@ class DistillationLoss(keras.layers.Layer):
     def build_for(self, teacher_shapes, student_shapes, distiller):
         """Builds learned parts from the shapes of the compared tensors (one
         list per network, batch first) and binds `distiller`'s networks."""
+        self.bind(distiller)
         self.built = True
+
+    def bind(self, distiller):
+        """Ties the loss to `distiller`: its adapters and networks are that one's alone."""
+        bound = getattr(self, "_distiller", None)
+        if bound is not None and bound() is not None and bound() is not distiller:
+            raise InputError(
+                f"This {type(self).__name__} ({self.name!r}) already serves another Distiller: give each "
+                "Distiller its own loss objects (adapters and feature networks are per Distiller)."
+            )
+        self._distiller = weakref.ref(distiller)
 
     def compute_loss(self, teacher_outputs, student_outputs):
         """Per-example loss `(batch,)` from the lists of compared tensors."""
@@ -160,7 +173,8 @@ class FeatureLoss(DistillationLoss):
             )
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
-        if self.adapters:  # Built once: a restored Distiller keeps its adapters.
+        self.bind(distiller)
+        if self.adapters:  # Already built for this Distiller.
             return
         dtype = distiller.student.dtype_policy
         for teacher_name, student_name, teacher_shape, student_shape in zip(
@@ -268,7 +282,7 @@ class PerceptualLoss(DistillationLoss):
         self._extract = None
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
-
+        self.bind(distiller)
         if self.network_name == "inception":
             from kd_gan.classifiers import InceptionClassifier, preprocess_for_inception
 
@@ -336,6 +350,7 @@ class KerasDistillationLoss(DistillationLoss):
         self.student_layers = (student_name,) if student_name else ()
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
+        self.bind(distiller)
         if [tuple(s[1:]) for s in teacher_shapes] != [tuple(s[1:]) for s in student_shapes]:
             raise InputError(
                 f"{type(self.loss).__name__} compares tensors of equal shapes; teacher gives "

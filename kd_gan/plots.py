@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from kd_gan.classifiers import score_name  # noqa: E402
-from kd_gan.stages import method_label  # noqa: E402
+from kd_gan.results import method_label  # noqa: E402
 
 METHOD_STYLES = {
     "student_mse": ("tab:blue", "o"),

@@ -8,7 +8,7 @@ import numpy as np
 
 from kd_gan import classifiers, evaluation, images, plots
 from kd_gan.generators import generate
-from kd_gan.stages import method_label
+from kd_gan.results import method_label
 from kd_gan.jsonio import write_json
 
 def student_methods(rows):

@@ -13,6 +13,18 @@ from kd_gan import export as export_lib
 from kd_gan import models
 
 
+METHOD_LABELS = {"teacher": "teacher", "scratch": "scratch GAN"}
+_LOSS_LABELS = {"mse": "MSE", "joint": "joint"}
+
+
+def method_label(method):
+    """A model's method in words: "student_joint+features" -> "student (joint + features)"."""
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    loss, *terms = method[len("student_"):].split("+")
+    return f"student ({' + '.join([_LOSS_LABELS.get(loss, loss)] + terms)})"
+
+
 @dataclasses.dataclass
 class ModelResult:
     """One model of a run: how it was made, trained and scored.

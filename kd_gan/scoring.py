@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from kd_gan import classifiers, data, metrics
+from kd_gan.generators import generate, latent_size
 from kd_gan.errors import InputError
 
 STATISTICS_VERSION = 1
@@ -280,7 +281,6 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
 
 def generator_batches(generator, num_samples, batch_size=100, seed=0):
     """Batches of generated images for `num_samples` z drawn from (seed)."""
-    from kd_gan.generators import generate, latent_size
 
     latent_dim = latent_size(generator)
     for start in range(0, num_samples, batch_size):
@@ -356,7 +356,6 @@ def latent_fidelity(
     draws, or the given `z`), and along `interpolation_pairs` straight lines
     between latent pairs at `interpolation_steps` points each.
     """
-    from kd_gan.generators import generate, latent_size
 
     latent_dim = latent_size(student)
     if z is None:

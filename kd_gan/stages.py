@@ -14,17 +14,6 @@ from absl import logging
 from kd_gan import generators, precision
 from kd_gan.jsonio import read_json, write_json
 
-METHOD_LABELS = {"teacher": "teacher", "scratch": "scratch GAN"}
-_LOSS_LABELS = {"mse": "MSE", "joint": "joint"}
-
-
-def method_label(method):
-    """A model's method in words: "student_joint+features" -> "student (joint + features)"."""
-    if method in METHOD_LABELS:
-        return METHOD_LABELS[method]
-    loss, *terms = method[len("student_"):].split("+")
-    return f"student ({' + '.join([_LOSS_LABELS.get(loss, loss)] + terms)})"
-
 
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a stage at the first NaN or infinite loss, naming stage and step."""

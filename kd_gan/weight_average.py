@@ -27,16 +27,17 @@ def uses_average(optimizer):
     return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
 
 
-def check(model, generator, d_optimizer):
+def check(model, variables, d_optimizer):
     """Refuses an averaging discriminator optimizer, and a model whose trainable
-    weights do not list the generator's first (what Keras' own write pairs)."""
+    weights do not list `variables` (the generator optimizer's) first: Keras'
+    own write at the end of `fit` pairs the two lists by position."""
     if d_optimizer is not None and uses_average(d_optimizer):
         raise InputError(
             "d_optimizer has use_ema=True: only the generator's weights can be averaged (pass ema to g_optimizer "
             "/ student_optimizer)."
         )
-    leading = model.trainable_weights[: len(generator.trainable_weights)]
-    if [id(v) for v in leading] != [id(v) for v in generator.trainable_weights]:
+    leading = model.trainable_weights[: len(variables)]
+    if [id(v) for v in leading] != [id(v) for v in variables]:
         raise ValueError(f"{type(model).__name__}'s trainable weights must list the generator's first.")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from kd_gan import experiment, load_generator
 from kd_gan.errors import InputError
-from kd_gan.stages import method_label
+from kd_gan.results import method_label
 from test_experiment import tiny_config
 
 

@@ -54,6 +54,7 @@ def test_each_loss_trains_the_student_and_adapters_never_the_teacher(make_losses
     frozen_before = [weights_of(network) for network in frozen if network is not None]
     teacher_before, student_before = weights_of(teacher), weights_of(distiller.student)
     adapters = [adapter for l in distiller.distillation_losses for adapter in getattr(l, "adapters", [])]
+    assert len(adapters) == (3 if any(isinstance(l, FeatureLoss) for l in distillation_losses) else 0)
     adapters_before = [weights_of(adapter) for adapter in adapters]
     history = distill_once(distiller, loss)
     assert not changed(teacher_before, teacher)
@@ -140,21 +141,66 @@ def test_presets_reproduce_the_papers_losses_by_hand():
     for actual, expected in zip(weights_of(distiller.student), expected_weights):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
 
-    # Joint: non-saturating loss of the student plus mse_weight times the MSE, on the step's z.
-    keras.utils.set_random_seed(3)
-    distiller = Distiller(
-        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1), mse_weight=0.3
-    )
-    distiller.compile(student_optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=1)
-    student_z = distiller._latents(IMAGES[:4], step=0)
-    teacher_images = distiller.teacher(student_z, training=False)
-    fake = distiller.student(student_z, training=True)
-    logits = distiller.discriminator(tf.concat([IMAGES[:4], fake], 0), training=True)
-    adversarial = objectives.generator_loss(logits[4:], "ns")
-    expected = np.mean(adversarial + 0.3 * pixel_mse(teacher_images, fake))
+    # Joint: -log sigmoid(D(S(z))) plus mse_weight times the MSE on the step's z, both
+    # networks stepping from the same forward pass.
+    def joint_distiller():
+        keras.utils.set_random_seed(3)
+        distiller = Distiller(
+            fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1), mse_weight=0.3
+        )
+        distiller.compile(student_optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=1)
+        return distiller
+
+    by_hand = joint_distiller()
+    student_z = tf.random.stateless_normal((4, LATENT), seed=tf.constant([0, 0], tf.int64))  # (seed, step 0)
+    optimizer = keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        fake = by_hand.student(student_z, training=True)
+        logits = by_hand.discriminator(tf.concat([IMAGES[:4], fake], 0), training=True)
+        adversarial = tf.math.softplus(-logits[4:, 0])  # -log sigmoid(D(S(z)))
+        mse = tf.reduce_mean(tf.square(fake - by_hand.teacher(student_z, training=False)), axis=[1, 2, 3])
+        expected = tf.reduce_mean(adversarial + 0.3 * mse)
+    variables = by_hand.student.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(expected, variables), variables))
+    distiller = joint_distiller()
     history = distiller.fit(IMAGES[:4], batch_size=4, epochs=1, verbose=0).history
-    np.testing.assert_allclose(history["student_loss"][0], expected, rtol=1e-5)
-    np.testing.assert_allclose(history["g_loss"][0], np.mean(adversarial), rtol=1e-5)
+    np.testing.assert_allclose(history["student_loss"][0], float(expected), rtol=1e-5)
+    np.testing.assert_allclose(history["g_loss"][0], float(tf.reduce_mean(adversarial)), rtol=1e-5)
+    for actual, wanted in zip(weights_of(distiller.student), weights_of(by_hand.student)):
+        np.testing.assert_allclose(actual, wanted, atol=1e-6)
+
+
+def test_weight_average_covers_adapters_and_writes_only_the_student():
+    """With use_ema, the optimizer averages student and adapters; fit ends with
+    the student's averages in the student and the discriminator untouched."""
+    from kd_gan import optimizers
+
+    keras.utils.set_random_seed(0)
+    distiller = Distiller(
+        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1),
+        distillation_losses=[PixelMSE(), FeatureLoss()],
+    )
+    distiller.compile(student_optimizer=optimizers.default_optimizer(1e-2, ema_decay=0.9))
+    averaged = []
+    class Capture(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            optimizer = distiller.student_optimizer
+            averaged.extend(optimizer._model_variables_moving_average[i].numpy() for i in range(len(distiller.student.trainable_variables)))
+            self.discriminator = [w.numpy().copy() for w in distiller.discriminator.weights]
+
+    capture = Capture()
+    distiller.fit(tf.data.Dataset.from_tensor_slices(IMAGES).batch(4).repeat(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[capture])
+    for value, variable in zip(averaged, distiller.student.trainable_variables):
+        np.testing.assert_allclose(variable.numpy(), value, atol=1e-7)
+    for before, after in zip(capture.discriminator, distiller.discriminator.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_a_loss_object_serves_one_distiller():
+    features = FeatureLoss()
+    Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE(), features])
+    with pytest.raises(InputError, match="already serves another Distiller"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE(), features])
 
 
 def test_round_trip_of_a_distiller_with_feature_and_perceptual_losses(tmp_path):
@@ -173,17 +219,19 @@ def test_round_trip_of_a_distiller_with_feature_and_perceptual_losses(tmp_path):
         for a, b in zip(original.weights, restored.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     z = tf.random.stateless_normal((4, LATENT), seed=(5, 5))
-    teacher_outputs = distiller._teacher_outputs_for(z)
+    teacher_outputs = distiller._taps.teacher_outputs(z)
     expected = distiller._distillation(z, teacher_outputs)[2]
-    actual = loaded._distillation(z, loaded._teacher_outputs_for(z))[2]
+    actual = loaded._distillation(z, loaded._taps.teacher_outputs(z))[2]
     np.testing.assert_allclose(actual, expected, rtol=1e-5)
 
 
-def test_compile_takes_keras_optimizer_argument():
+def test_compile_takes_keras_optimizer_argument_and_names():
     distiller = Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1))
     optimizer = keras.optimizers.SGD(0.1)
     distiller.compile(optimizer=optimizer)
     assert distiller.student_optimizer is optimizer
+    distiller.compile(optimizer="sgd")
+    assert isinstance(distiller.student_optimizer, keras.optimizers.SGD)
 
 
 def ranged_teacher(transform):
@@ -207,11 +255,18 @@ def ranged_teacher(transform):
          "distinct names"),
         (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE()], distillation_loss_weights=[1, 2]),
          "one weight >= 0 per loss; got 1 losses and weights \\[1.0, 2.0\\]"),
-        (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE()], mse_weight=2.0),
+        (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1),
+                           distillation_losses=[PixelMSE()], mse_weight=2.0),
          "mse_weight=2.0 weights the default pixel MSE"),
         (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=["mse"]),
          "received a str"),
         (lambda: PerceptualLoss("vgg"), "feature_network must be one of \\('discriminator', 'inception'\\)"),
+        (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), discriminator=Discriminator(SHAPE, 1)),
+         "loss='mse' has no adversarial term .*\\['discriminator'\\] would be unused"),
+        (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_loss_weights=[2.0]),
+         "distillation_loss_weights weights distillation_losses"),
+        (lambda: Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE()], distillation_loss_weights=[float("nan")]),
+         "one weight >= 0 per loss"),
         (lambda: Distiller(ranged_teacher(lambda x: (x + 1) / 2), Generator(LATENT, SHAPE, 1)),
          "The teacher makes values in \\[0.*none below 0: a \\[0, 1\\] output"),
         (lambda: Distiller(ranged_teacher(lambda x: tf.cast((x + 1) * 127.5, tf.uint8)), Generator(LATENT, SHAPE, 1)),
@@ -220,7 +275,8 @@ def ranged_teacher(transform):
          "The teacher makes values in \\[-3"),
     ],
     ids=["unknown_layer", "unmatched_ranks", "keras_loss_shapes", "perceptual_without_discriminator", "duplicate_names",
-         "weight_count", "mse_weight_with_losses", "not_a_loss", "unknown_network", "teacher_0_1", "teacher_uint8",
+         "weight_count", "mse_weight_with_losses", "not_a_loss", "unknown_network", "mse_with_discriminator",
+         "weights_without_losses", "nan_weight", "teacher_0_1", "teacher_uint8",
          "teacher_out_of_range"],
 )
 def test_mistakes_raise_one_clear_message(build, message):
@@ -249,3 +305,18 @@ def test_fit_on_an_endless_dataset_without_steps_per_epoch_raises_at_once():
     with pytest.raises(InputError, match="endless dataset .* pass steps_per_epoch=N"):
         distiller.fit(latent_dataset(4, LATENT), epochs=1)
     assert int(distiller.student_optimizer.iterations) == 0
+
+
+def test_perceptual_loss_through_the_fid_inception_trains_the_student(monkeypatch):
+    from conftest import SHARED_DATA
+
+    inception = SHARED_DATA / "inception" / "fid_inception_v3"
+    if not (inception / "saved_model.pb").is_file():
+        pytest.skip(f"needs the shared FID Inception at {inception}")
+    monkeypatch.setenv("KD_GAN_INCEPTION", str(inception))
+    student = Generator(LATENT, (32, 32, 3), 1)
+    distiller = Distiller(Generator(LATENT, (32, 32, 3), 2), student, distillation_losses=[PerceptualLoss("inception")])
+    before = weights_of(student)
+    distiller.compile(steps_per_execution=1)
+    history = distiller.fit(latent_dataset(2, LATENT), epochs=1, steps_per_epoch=1, verbose=0).history
+    assert changed(before, student) and 0 < history["perceptual"][0] <= 4
