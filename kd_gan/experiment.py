@@ -37,9 +37,8 @@ from absl import logging
 from kd_gan import classifiers, data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
 from kd_gan import export as export_lib
 from kd_gan import generators as generators_lib
-from kd_gan import losses as losses_lib
 from kd_gan import teacher_cache as teacher_cache_lib
-from kd_gan.distribute import STRATEGIES, barrier, is_chief, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
+from kd_gan.distribute import STRATEGIES, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
 from kd_gan.errors import InputError
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
     LOSS_CHOICES,
@@ -48,6 +47,8 @@ from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experimen
     ExperimentConfig,
     build_config,
     check_output_dir,
+    kind_losses,
+    prepare_output_dir,
     preset_values,
 )
 from kd_gan.jsonio import read_json, write_json
@@ -174,28 +175,11 @@ class Experiment:
         return stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
 
     def distillation_losses(self, kind, loss):
-        """`(losses, weights)` of a student kind; `(None, None)` for the paper's pixel MSE.
-
-        The perceptual term reads the chosen teacher's discriminator, frozen
-        (saved by its stage); a given teacher has none, and its students
-        use their own discriminator, which trains beside them (joint loss only).
-        """
-        if kind == PIXEL:
-            return None, None
-        config = self.config
-        terms = kind.split("+")
-        distillation_losses = [losses_lib.PixelMSE()]
-        weights = [config.mse_weight if loss == "joint" else 1.0]  # The pixel term, weighted as in the paper's presets.
-        if "features" in terms:
-            distillation_losses.append(losses_lib.FeatureLoss())
-            weights.append(config.feature_weight)
-        if "perceptual" in terms:
-            # Called in the strategy's scope: a fresh frozen copy per stage.
-            path = self.teacher_discriminator_path
-            network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), self.policy) if path else "discriminator"
-            distillation_losses.append(losses_lib.PerceptualLoss(network))
-            weights.append(config.perceptual_weight)
-        return distillation_losses, weights
+        """`(losses, weights)` of a student kind (`experiment_config.kind_losses`),
+        the teacher's discriminator loaded afresh in the strategy's scope."""
+        path = self.teacher_discriminator_path if "perceptual" in kind else None
+        network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), self.policy) if path else None
+        return kind_losses(self.config, kind, loss, network)
 
     def teacher_cache(self, teacher):
         """The run's cache of the teacher's outputs, filled for every pool the students read.
@@ -395,26 +379,6 @@ def heldout_latents(config, count=1000):
     """
     count = max(count, config.grid_columns * 2)
     return tf.random.stateless_normal((count, config.latent_dim), seed=(config.seed, 2**20)).numpy()
-
-
-def prepare_output_dir(config, overwrite, strategy):
-    """Refuses another run's folder, or clears it with `overwrite`, then waits
-    for every worker.
-
-    Each process clears only what it writes: the chief `output_dir` (its
-    workers' folders left to them), another multi-worker process its own
-    `workers/<task>` folder, so no process deletes files another is writing,
-    on a shared file system or not. All wait for each other before a stage
-    starts.
-    """
-    if is_chief(strategy):
-        check_output_dir(config, overwrite, keep=("workers",) if strategy.num_replicas_in_sync > 1 else ())
-    elif overwrite:
-        own = worker_output_dir(strategy, config.output_dir)
-        check_output_dir(dataclasses.replace(config, output_dir=own), overwrite=True)
-    else:
-        check_output_dir(config)
-    barrier(strategy)
 
 
 def run(config, overwrite=False, strategy=None):

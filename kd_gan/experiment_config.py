@@ -13,12 +13,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from kd_gan import data, distill, objectives, optimizers
+from kd_gan import data, distill, losses, objectives, optimizers
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.classifiers import INCEPTION_PRECISIONS
-from kd_gan.distribute import STRATEGIES
+from kd_gan.distribute import STRATEGIES, barrier, is_chief, worker_output_dir
 from kd_gan.errors import InputError
 from kd_gan.presets import PRESETS, preset_values
 
@@ -264,6 +264,29 @@ def build_config(preset=None, **values):
     return ExperimentConfig(**merged)
 
 
+def kind_losses(config, kind, loss, teacher_discriminator=None):
+    """`(distillation_losses, weights)` of a student kind; `(None, None)` for
+    the paper's pixel MSE.
+
+    Each kind adds its terms to the pixel MSE (weighted as in the paper's
+    presets). The perceptual term reads `teacher_discriminator`, frozen; with
+    none (a given teacher), the student's own discriminator, which trains
+    beside it (joint loss only).
+    """
+    if kind == PIXEL:
+        return None, None
+    terms = kind.split("+")
+    distillation_losses = [losses.PixelMSE()]
+    weights = [config.mse_weight if loss == "joint" else 1.0]
+    if "features" in terms:
+        distillation_losses.append(losses.FeatureLoss())
+        weights.append(config.feature_weight)
+    if "perceptual" in terms:
+        distillation_losses.append(losses.PerceptualLoss(teacher_discriminator or "discriminator"))
+        weights.append(config.perceptual_weight)
+    return distillation_losses, weights
+
+
 def _check_distillation(kinds):
     """The kinds in canonical form ("perceptual+features" -> "features+perceptual"), or InputError."""
     allowed = f"{PIXEL!r}, or terms of {DISTILLATION_TERMS} joined by '+'"
@@ -327,3 +350,23 @@ def check_output_dir(config, overwrite=False, keep=()):
             f"{config.output_dir!r} holds a run with another configuration ({listing}). Use another "
             "--output_dir, the same settings to resume it, or --overwrite to delete it and start again."
         )
+
+
+def prepare_output_dir(config, overwrite, strategy):
+    """Refuses another run's folder, or clears it with `overwrite`, then waits
+    for every worker.
+
+    Each process clears only what it writes: the chief `output_dir` (its
+    workers' folders left to them), another multi-worker process its own
+    `workers/<task>` folder, so no process deletes files another is writing,
+    on a shared file system or not. All wait for each other before a stage
+    starts.
+    """
+    if is_chief(strategy):
+        check_output_dir(config, overwrite, keep=("workers",) if strategy.num_replicas_in_sync > 1 else ())
+    elif overwrite:
+        own = worker_output_dir(strategy, config.output_dir)
+        check_output_dir(dataclasses.replace(config, output_dir=own), overwrite=True)
+    else:
+        check_output_dir(config)
+    barrier(strategy)
