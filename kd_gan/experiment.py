@@ -135,7 +135,9 @@ class Experiment:
 
     def _generator(self, stage):
         return models.Generator(
-            self.config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name}_generator", dtype=self.policy
+            # TensorFlow's name scopes take no "+" (student kinds such as "mse+features").
+            self.config.latent_dim, self.image_shape, stage.depth, name=f"{stage.name.replace('+', '-')}_generator",
+            dtype=self.policy,
         )
 
     def distil(self, stage, teacher):

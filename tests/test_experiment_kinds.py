@@ -14,15 +14,15 @@ from test_experiment import tiny_config
 def test_each_kind_trains_its_own_student_and_reports_a_row(tiny_mnist, tmp_path):
     output_dir = tmp_path / "kinds"
     config = tiny_config(
-        tiny_mnist, output_dir, loss="both", distillation=("pixel", "perceptual+features"), scratch=False,
+        tiny_mnist, output_dir, loss="both", distillation=("pixel", "perceptual+features", "perceptual"), scratch=False,
         feature_weight=0.5, perceptual_weight=0.25,
     )
-    assert config.distillation == ("pixel", "features+perceptual")  # Canonical order.
+    assert config.distillation == ("pixel", "features+perceptual", "perceptual")  # Canonical order.
     results = experiment.run(config)
     names = [entry["name"] for entry in results["models"]]
     assert names == [
-        "teacher_d2", "student_mse_d1", "student_mse+features+perceptual_d1", "student_joint_d1",
-        "student_joint+features+perceptual_d1",
+        "teacher_d2", "student_mse_d1", "student_mse+features+perceptual_d1", "student_mse+perceptual_d1",
+        "student_joint_d1", "student_joint+features+perceptual_d1", "student_joint+perceptual_d1",
     ]
     assert (output_dir / "teachers" / "d2" / "discriminator.keras").is_file()
     by_name = {entry["name"]: entry for entry in results["models"]}
@@ -40,7 +40,8 @@ def test_each_kind_trains_its_own_student_and_reports_a_row(tiny_mnist, tmp_path
     assert len(student.weights) == len(plain.weights)
     with open(output_dir / "results.csv", newline="") as file:
         assert [row["method"] for row in csv.DictReader(file)][1:] == [
-            "student_mse", "student_mse+features+perceptual", "student_joint", "student_joint+features+perceptual"
+            "student_mse", "student_mse+features+perceptual", "student_mse+perceptual", "student_joint",
+            "student_joint+features+perceptual", "student_joint+perceptual",
         ]
     markdown = (output_dir / "report.md").read_text()
     assert "| student (MSE + features + perceptual) | 1 |" in markdown
