@@ -21,6 +21,7 @@ import os
 
 import keras
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 from absl import logging
 
 from kd_gan.errors import InputError
@@ -44,7 +45,8 @@ def preprocess_for_inception(images):
     pixels = (tf.convert_to_tensor(images, tf.float32) + 1.0) * 127.5
     if pixels.shape[-1] == 1:
         pixels = tf.repeat(pixels, 3, axis=-1)
-    pixels = tf.compat.v1.image.resize_bilinear(pixels, [INCEPTION_SIZE, INCEPTION_SIZE], align_corners=False)
+    with deprecation.silence():  # Deprecated in TF 2 on purpose here: the FID graph's own op.
+        pixels = tf.compat.v1.image.resize_bilinear(pixels, [INCEPTION_SIZE, INCEPTION_SIZE], align_corners=False)
     return (pixels - 128.0) / 128.0
 
 

@@ -57,6 +57,10 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     completed = run_cli(flags, environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Stage teacher_d3" in completed.stderr and "Report:" in completed.stderr
+    # The console holds progress, stage lines and real warnings: no grappler failure, no
+    # shuffle warning, no dependency's deprecation notice, no tfds progress bar.
+    for noise in ("remapper failed", "shuffle=True", "deprecated", "Generating splits", "Shuffling"):
+        assert noise not in completed.stderr + completed.stdout, noise
 
     results = json.loads((output_dir / "results.json").read_text())
     names = [entry["name"] for entry in results["models"]]
