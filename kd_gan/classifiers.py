@@ -24,9 +24,10 @@ import tensorflow as tf
 from tensorflow.python.util import deprecation
 from absl import logging
 
+from kd_gan import data
 from kd_gan.errors import InputError
 from kd_gan.jsonio import write_json
-from kd_gan.local_data import file_digest
+from kd_gan.files import file_digest
 
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INCEPTION_SIZE = 299
@@ -220,7 +221,6 @@ def train_mnist_classifier(data_dir=None, output=MNIST_CLASSIFIER_PATH, cache_di
     Writes `output` and its record (`.json` beside it: test accuracy on MNIST
     test, sha256 of the file, settings). Returns the record.
     """
-    from kd_gan import data
 
     settings = MNIST_TRAINING
     keras.utils.set_random_seed(settings["seed"])

@@ -25,6 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kd_gan.errors import InputError
+from kd_gan.images import CELEB_A_CROP_FRACTION, center_crop_resize  # noqa: F401 (CELEB_A_CROP_FRACTION re-exported)
 from kd_gan.local_data import (  # noqa: F401 (CIFAR10_CLASSES, CONVERSION_SEED, LOCAL_VERSION, cache_root re-exported)
     CIFAR10_CLASSES,
     CONVERSION_SEED,
@@ -48,7 +49,6 @@ IMAGE_SIZES = (32, 64)  # Square sizes the generators are built for.
 
 # CelebA: centre square crop of 140/178 of the aligned frame's width, as in the
 # usual 64x64 pipelines; a fraction, so full- and half-size images crop alike.
-CELEB_A_CROP_FRACTION = 140 / 178
 # Bump when the images a split yields change (crop, resize): cached real-data
 # statistics are keyed on it.
 PREPROCESSING_VERSION = "1"
@@ -156,19 +156,6 @@ def dataset_identity(name, split, data_dir=None, cache_dir=None, image_size=None
 def _to_unit_range(image):
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return tf.cast(image, tf.float32) / 127.5 - 1.0
-
-
-def center_crop_resize(image, size, crop_fraction=CELEB_A_CROP_FRACTION):
-    """Centre square crop of `crop_fraction` of the shorter side, resized to `size`, as uint8.
-
-    CelebA's portrait frames crop 140/178 of their width; a user's images
-    (`crop_fraction=1`) their largest central square.
-    """
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    crop = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction), tf.int32)
-    image = tf.image.crop_to_bounding_box(image, (height - crop) // 2, (width - crop) // 2, crop, crop)
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 def load_dataset(

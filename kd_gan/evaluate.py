@@ -27,7 +27,7 @@ import os
 
 from absl import app, flags
 
-from kd_gan import data
+from kd_gan import classifiers, data, evaluation, generators, scoring
 from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.errors import InputError
 from kd_gan.jsonio import write_json
@@ -55,8 +55,6 @@ DEFAULT_GENERATOR_SAMPLES = 10_000
 def reference_statistics(classifier, dataset=None, reference_images=None, reference_split=None,
                          reference_samples=None, data_dir=None, seed=0, image_size=None):
     """The reference's `ImageStatistics`: saved `.npz`, folder/tar, or a data set's split."""
-    from kd_gan import evaluation, scoring
-
     if reference_images is not None:
         if reference_images.endswith(".npz"):
             return scoring.ImageStatistics.load(reference_images)
@@ -75,8 +73,6 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
     With no candidate (`generator_path`, `images`, `real_split` all None) and
     `save_stats`, computes and saves the reference's statistics only.
     """
-    from kd_gan import classifiers, evaluation, generators, scoring
-
     given = {"--generator": generator_path, "--images": images, "--real_split": real_split}
     candidates = [flag for flag, value in given.items() if value is not None]
     if len(candidates) > 1:

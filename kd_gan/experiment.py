@@ -34,11 +34,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
+from kd_gan import data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
 from kd_gan import export as export_lib
 from kd_gan import generators as generators_lib
 from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.distribute import STRATEGIES, make_strategy, shard_by_data, worker_output_dir  # noqa: F401 (STRATEGIES re-exported)
+from kd_gan import files
 from kd_gan.errors import InputError
 from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experiment's public names)
     LOSS_CHOICES,
@@ -281,7 +282,7 @@ class Experiment:
                 # Keyed on the file's content: another teacher at the same path is scored anew.
                 result.quality = evaluator.quality(
                     given, os.path.join(self.root, "teacher_evaluation.json"),
-                    identity=classifiers.file_digest(config.teacher_path),
+                    identity=files.file_digest(config.teacher_path),
                 )
             result.selected = True
             return given, [result]

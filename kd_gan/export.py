@@ -27,7 +27,7 @@ from absl import logging
 
 from kd_gan import images as images_lib
 from kd_gan import precision
-from kd_gan.generators import latent_size
+from kd_gan.generators import latent_size, load_generator
 from kd_gan.litert import INPUT_NAME, OUTPUT_NAME, SIGNATURE, UINT8_SIGNATURE, TFLiteGenerator, run_tflite  # noqa: F401 (TFLiteGenerator re-exported)
 from kd_gan.jsonio import write_json
 from kd_gan.errors import InputError
@@ -285,8 +285,6 @@ def _folder_bytes(path):
 
 def main(argv):
     from absl import flags
-
-    from kd_gan.generators import load_generator
 
     del argv
     flag_values = flags.FLAGS

@@ -21,9 +21,9 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
-from kd_gan import data
 from kd_gan.errors import InputError
-from kd_gan.local_data import file_digest
+from kd_gan.files import file_digest
+from kd_gan.images import center_crop_resize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -138,7 +138,7 @@ class ImageSource:
         for name, encoded in self.read(names):
             image = decode_image(os.path.join(self.path, name), encoded)
             if image_size:
-                image = data.center_crop_resize(image, image_size, crop_fraction=1.0).numpy()
+                image = center_crop_resize(image, image_size, crop_fraction=1.0).numpy()
             elif first is None:
                 first = (name, image.shape)
             elif image.shape != first[1]:

@@ -39,3 +39,19 @@ def save_png(image, path):
     """Writes a uint8 `(h, w, c)` array as PNG, creating the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tf.io.write_file(path, tf.io.encode_png(image))
+
+
+CELEB_A_CROP_FRACTION = 140 / 178  # CelebA's aligned faces: the centre 140 of 178 pixels' width.
+
+
+def center_crop_resize(image, size, crop_fraction=CELEB_A_CROP_FRACTION):
+    """Centre square crop of `crop_fraction` of the shorter side, resized to `size`, as uint8.
+
+    CelebA's portrait frames crop 140/178 of their width; a user's images
+    (`crop_fraction=1`) their largest central square.
+    """
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    crop = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction), tf.int32)
+    image = tf.image.crop_to_bounding_box(image, (height - crop) // 2, (width - crop) // 2, crop, crop)
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

@@ -21,6 +21,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from kd_gan.errors import InputError
+from kd_gan.files import file_digest
+from kd_gan.image_files import ImageSource
 
 IMAGES = "images"  # The data set name of a user's folder or tar of images.
 # Original files accepted under `data_dir`, per data set: {split: [relative paths]}.
@@ -156,21 +158,6 @@ def local_files_present(data_dir, name):
     return not missing
 
 
-def file_digest(*paths):
-    """sha256 of the files' bytes, in order (folders: every file under them, sorted by path)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        files = [path] if os.path.isfile(path) else sorted(
-            os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-        )
-        for file_path in files:
-            digest.update(os.path.relpath(file_path, path).encode() if file_path != path else b"")
-            with open(file_path, "rb") as file:
-                for block in iter(lambda: file.read(1 << 22), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
 _SOURCE_DIGESTS = {}  # (path, size, mtime) of the sources -> their digest.
 
 
@@ -231,8 +218,6 @@ def convert_images(path, image_size, cache_dir):
 
 
 def _prepare_images(path, image_size, cache_dir):
-    from kd_gan.image_files import ImageSource
-
     source = ImageSource(path)
     fingerprint = hashlib.sha256(
         "\n".join([LOCAL_VERSION, str(CONVERSION_SEED), str(image_size), source.fingerprint()]).encode()

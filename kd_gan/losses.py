@@ -60,7 +60,7 @@ class DistillationLoss(keras.layers.Layer):
     def bind(self, distiller):
         """Ties the loss to `distiller`: its adapters and networks are that one's alone."""
         bound = getattr(self, "_distiller", None)
-        if bound is not None and bound() is not None and bound() is not distiller:
+        if bound is not None and bound() is not distiller:  # Another one, alive or not.
             raise InputError(
                 f"This {type(self).__name__} ({self.name!r}) already serves another Distiller: give each "
                 "Distiller its own loss objects (adapters and feature networks are per Distiller)."

@@ -29,6 +29,7 @@ from absl import logging
 
 from kd_gan import classifiers, data, metrics
 from kd_gan.generators import generate, latent_size
+from kd_gan.image_files import ImageSource
 from kd_gan.errors import InputError
 
 STATISTICS_VERSION = 1
@@ -257,7 +258,6 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
     Cached by content fingerprint when `cache`. Images are fed at their own
     size (the Inception's resize to 299 is the protocol); grey is tiled to RGB.
     """
-    from kd_gan.image_files import ImageSource
 
     source_images = ImageSource(path)
     names = source_images.select(num_samples, seed)  # Checks the count before any work.

@@ -42,9 +42,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import classifiers, generators
-from kd_gan.jsonio import read_json, write_json
+from kd_gan import generators
 from kd_gan.errors import InputError
+from kd_gan.files import file_digest
+from kd_gan.jsonio import read_json, write_json
 
 CACHE_VERSION = 1
 STORAGES = ("uint8", "float16")
@@ -64,11 +65,11 @@ def teacher_identity(teacher):
     """
     path = getattr(teacher, "path", None)
     if isinstance(path, str) and os.path.isfile(path):
-        return "file-" + classifiers.file_digest(path)
+        return "file-" + file_digest(path)
     saved_model = getattr(teacher, "filepath", None)
     if isinstance(teacher, keras.layers.TFSMLayer) and isinstance(saved_model, str) and os.path.isdir(saved_model):
-        files = [os.path.join(saved_model, name) for name in ("saved_model.pb", "variables") if os.path.exists(os.path.join(saved_model, name))]
-        return "file-" + classifiers.file_digest(*files)
+        paths = [os.path.join(saved_model, name) for name in ("saved_model.pb", "variables") if os.path.exists(os.path.join(saved_model, name))]
+        return "file-" + file_digest(*paths)
     if isinstance(teacher, keras.layers.Layer):
         digest = hashlib.sha256(type(teacher).__name__.encode())
         try:

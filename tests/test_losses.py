@@ -7,9 +7,9 @@ import tensorflow as tf
 
 import keras
 from conftest import changed, weights_of
-from kd_gan import Discriminator, Distiller, Generator, count_parameters, latent_dataset, objectives
+from kd_gan import Discriminator, Distiller, Generator, count_parameters, latent_dataset
 from kd_gan.errors import InputError
-from kd_gan.losses import FeatureLoss, PerceptualLoss, PixelL1, PixelMSE, pixel_mse
+from kd_gan.losses import FeatureLoss, PerceptualLoss, PixelL1, PixelMSE
 from test_distill import LATENT, SHAPE, fixed_teacher
 
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (8, *SHAPE)).astype("float32")
@@ -198,7 +198,8 @@ def test_weight_average_covers_adapters_and_writes_only_the_student():
 
 def test_a_loss_object_serves_one_distiller():
     features = FeatureLoss()
-    Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE(), features])
+    first = Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE(), features])
+    assert first.distillation_losses[1] is features
     with pytest.raises(InputError, match="already serves another Distiller"):
         Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelMSE(), features])
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, classifiers, data, evaluation, metrics, precision, scoring
+from kd_gan import Generator, classifiers, data, evaluation, files, metrics, precision, scoring
 from kd_gan.errors import InputError
 
 from test_metrics import reference_fid, reference_inception_score
@@ -94,7 +94,7 @@ def test_preprocess_resizes_with_the_graphs_bilinear_op():
 def test_packaged_mnist_classifier_matches_its_record():
     classifier = classifiers.MnistClassifier()
     record = json.loads(open(classifiers.MNIST_CLASSIFIER_PATH.replace(".keras", ".json")).read())
-    assert classifier.sha256 == record["sha256"] == classifiers.file_digest(classifiers.MNIST_CLASSIFIER_PATH)
+    assert classifier.sha256 == record["sha256"] == files.file_digest(classifiers.MNIST_CLASSIFIER_PATH)
     assert classifier.name == f"mnist_cnn-v1-{record['sha256'][:12]}" and classifier.test_accuracy >= 0.99
     activations, logits = classifier(np.zeros((2, 28, 28, 1), np.float32))
     assert activations.shape == (2, 128) and logits.shape == (2, 10)
