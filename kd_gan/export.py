@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.lite.tools import flatbuffer_utils
 
 from kd_gan import images as images_lib
 from kd_gan import precision
@@ -128,6 +129,12 @@ def _converter(saved_model_dir, generator, quantization, batch_size, representat
         # prior, the generator's only input distribution.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # One scale for the projection's weights instead of one per output
+        # unit: each unit's scale and zero point (12 bytes) are stored per
+        # signature, 12 kB at d=8 (measured: 11% of the int8 file), and the
+        # outputs match Keras as closely (PSNR within 0.4 dB on MNIST/CIFAR-10
+        # students, README "Export").
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         latent_dim = latent_size(generator)
         # Calibrate both signatures: the same graph with two outputs.
         converter.representative_dataset = lambda: (
@@ -136,6 +143,23 @@ def _converter(saved_model_dir, generator, quantization, batch_size, representat
             for signature in (SIGNATURE, UINT8_SIGNATURE)
         )
     return converter
+
+
+def _without_names(flatbuffer):
+    """The file without its tensor and subgraph names and description.
+
+    LiteRT runs a file by tensor index; apps reach tensors through the
+    signatures, whose own names ("z", "image") stay. The converter names each
+    tensor after the TF ops fused into it, per signature: 2-3 kB of a file of
+    20-30 kB for a small int8 student.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    model.description = None
+    for subgraph in model.subgraphs:
+        subgraph.name = None
+        for tensor in subgraph.tensors:
+            tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _check_quantization(quantization):
@@ -178,7 +202,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as saved_model_dir:
         export_saved_model(generator, saved_model_dir, batch_size=batch_size)
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
-        flatbuffer = converter.convert()
+        flatbuffer = _without_names(converter.convert())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as file:
         file.write(flatbuffer)

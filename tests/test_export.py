@@ -89,6 +89,40 @@ def test_file_sizes_shrink_with_quantization(tflite_files):
     assert all(sizes[q] == tflite_files[q]["bytes"] for q in sizes)
 
 
+def _model(path):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model(path)
+
+
+@pytest.mark.parametrize("quantization", export.QUANTIZATIONS)
+def test_files_carry_no_tensor_names_but_keep_their_signature_names(tflite_files, quantization):
+    model = _model(tflite_files[quantization]["path"])
+    assert model.subgraphs and not any(tensor.name for subgraph in model.subgraphs for tensor in subgraph.tensors)
+    assert sorted(signature.signatureKey for signature in model.signatureDefs) == [b"generate", b"generate_uint8"]
+    assert {entry.name for signature in model.signatureDefs for entry in signature.inputs + signature.outputs} == {
+        b"z", b"image"
+    }
+
+
+def test_int8_projection_has_one_weight_scale_and_convolutions_one_per_channel(generator, tflite_files):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = _model(tflite_files["int8"]["path"])
+    subgraph = model.subgraphs[0]
+    dense, transposed = schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.TRANSPOSE_CONV
+    scales = {dense: [], transposed: []}
+    for operator in subgraph.operators:
+        code = model.operatorCodes[operator.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin in scales:  # Weights are input 1 of both ops.
+            scales[builtin].append(len(subgraph.tensors[operator.inputs[1]].quantization.scale))
+    assert scales[dense] == [1]
+    # Transposed convolutions (weights [out, k, k, in]): one scale per output
+    # channel: 2d, d, then the image's one channel (28x28x1, d = 4).
+    assert scales[transposed] == [8, 4, 1]
+
+
 def test_verification_json_is_written_beside_the_file(tflite_files):
     for quantization, record in tflite_files.items():
         written = json.loads(open(record["path"] + ".verification.json").read())
