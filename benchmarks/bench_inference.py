@@ -3,16 +3,25 @@
 For each dataset shape and depth: the Keras generator (a compiled
 `tf.function`, `training=False`) and the student's `.tflite` files (fp32,
 float16, dynamic int8, int8) run one latent vector per call on a fixed number
-of threads. Prints p50/p95 latency, images/s (1 / mean latency) and model
-bytes, and writes JSON. Weights are random: latency does not depend on them.
+of threads. The teacher (`--teacher_depth`, by default the largest of
+`--depths`) is also exported to float32 and int8 `.tflite` and run by the same
+LiteRT interpreter on the same threads: the baseline a student on a phone is
+compared with. Weights are random: latency does not depend on them.
+
+Prints one markdown table (p50/p95 latency, images/s = 1 / mean latency, file
+bytes, multiply-accumulates per image, speed-up over the teacher's float32 and
+int8 `.tflite`, bytes of activation tensors), the int8 / float32 size and time
+ratios per student depth, and a few checks as measured facts (yes/no with the
+numbers; nothing is asserted). Writes the same as JSON.
 
     python benchmarks/bench_inference.py --dataset=mnist --depths=1,2,4,8,32,64 --calls=300
 """
 
-import json
+import math
 import os
 import tempfile
 import time
+from importlib import metadata
 
 from absl import app, flags
 
@@ -20,10 +29,19 @@ flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "celeb_a"], "Image sh
 flags.DEFINE_list("depths", ["1", "2", "4", "8", "32", "64"], "Depth scale factors d.")
 flags.DEFINE_list("tflite_depths", ["1", "2", "4", "8"], "Depths (students) also timed as .tflite.")
 flags.DEFINE_list("quantizations", ["none", "float16", "dynamic_int8", "int8"], "TFLite variants.")
+flags.DEFINE_integer(
+    "teacher_depth", None, "Depth of the teacher timed as float32 and int8 .tflite; default: the largest of --depths "
+    "(64 with the default --depths).", lower_bound=1
+)
 flags.DEFINE_integer("calls", 300, "Timed batch-1 calls per model.")
 flags.DEFINE_integer("threads", 1, "Threads for TensorFlow and LiteRT.")
 flags.DEFINE_string("output", "benchmarks/results/inference.json", "JSON output path.")
 FLAGS = flags.FLAGS
+
+TEACHER_QUANTIZATIONS = ("none", "int8")  # The teacher's files: the baselines of the speed-up columns.
+# Thresholds of the summary checks (the issue on on-device students): reported, never asserted.
+MAX_INT8_BYTES_RATIO = 0.3
+MIN_SPEEDUP_VS_TEACHER = 50.0
 
 
 def _time_calls(call, calls):
@@ -37,7 +55,7 @@ def _time_calls(call, calls):
     return latencies
 
 
-def _summary(name, depth, parameters, model_bytes, latencies):
+def _summary(name, depth, parameters, multiply_accumulates, model_bytes, latencies):
     import numpy as np
 
     latencies_ms = np.asarray(latencies) * 1000
@@ -45,11 +63,87 @@ def _summary(name, depth, parameters, model_bytes, latencies):
         "model": name,
         "depth": depth,
         "parameters": parameters,
+        "multiply_accumulates_per_image": multiply_accumulates,
         "bytes": model_bytes,
-        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
-        "p95_ms": round(float(np.percentile(latencies_ms, 95)), 3),
+        # 0.1 us: the students' p50 is ~20 us, and speed-ups are ratios of these numbers.
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 4),
+        "p95_ms": round(float(np.percentile(latencies_ms, 95)), 4),
         "images_per_s": round(float(1000 / latencies_ms.mean()), 1),
     }
+
+
+def _activation_bytes(interpreter, path, signature):
+    """Bytes of the non-constant tensors of `signature`'s subgraph, summed.
+
+    Shapes and types come from the interpreter's tensor details; a tensor is
+    constant (weights, quantisation parameters, shapes) when the file stores
+    data for it, read from the flatbuffer. LiteRT's arena reuses the memory of
+    tensors that are no longer needed, so the sum is an upper bound of the
+    arena's share for them. Unnamed kernel scratch tensors are not in the
+    details, so not in the sum.
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as file:
+        model = schema.Model.GetRootAs(file.read())
+    signature_defs = [model.SignatureDefs(i) for i in range(model.SignatureDefsLength())]
+    subgraph_index = next(s.SubgraphIndex() for s in signature_defs if s.SignatureKey().decode() == signature)
+    subgraph = model.Subgraphs(subgraph_index)
+    constant = set()
+    for index in range(subgraph.TensorsLength()):
+        buffer = model.Buffers(subgraph.Tensors(index).Buffer())
+        if buffer.DataLength() > 0 or buffer.Offset() > 1:  # Offset: data kept outside the flatbuffer (> 2 GB files).
+            constant.add(index)
+    return sum(
+        math.prod(int(size) for size in details["shape"]) * np.dtype(details["dtype"]).itemsize
+        for details in interpreter.get_tensor_details(subgraph_index)
+        if details["index"] not in constant
+    )
+
+
+def _display_name(quantization):
+    return "TFLite float32" if quantization == "none" else f"TFLite {quantization}"
+
+
+def _speedup(baseline_ms, row_ms):
+    return round(baseline_ms / row_ms, 1)
+
+
+def _format(value, spec, suffix=""):
+    return "" if value is None else format(value, spec) + suffix
+
+
+def _checks(ratios, tflite_rows, teacher_depth, teacher_float32_ms):
+    """The summary lines: each a statement, the measured numbers, and whether it holds."""
+    checks = []
+    for ratio in ratios:
+        if ratio["depth"] < 2:
+            continue
+        depth = ratio["depth"]
+        checks.append({
+            "check": f"d={depth}: int8 p50 <= float32 p50",
+            "measured": f"{ratio['int8_p50_ms']:.4f} ms vs {ratio['float32_p50_ms']:.4f} ms",
+            "holds": ratio["int8_p50_ms"] <= ratio["float32_p50_ms"],
+        })
+        checks.append({
+            "check": f"d={depth}: int8 bytes / float32 bytes <= {MAX_INT8_BYTES_RATIO}",
+            "measured": f"{ratio['bytes_ratio']:.3f} ({ratio['int8_bytes']:,} / {ratio['float32_bytes']:,})",
+            "holds": ratio["bytes_ratio"] <= MAX_INT8_BYTES_RATIO,
+        })
+    for depth in (1, 2):
+        for quantization in TEACHER_QUANTIZATIONS:
+            row = tflite_rows.get((depth, quantization))
+            if row is None or depth == teacher_depth:
+                continue
+            speedup = teacher_float32_ms / row["p50_ms"]
+            checks.append({
+                "check": f"d={depth} {_display_name(quantization)} speed-up vs the teacher's (d={teacher_depth}) "
+                f"float32 .tflite >= {MIN_SPEEDUP_VS_TEACHER:.0f}x",
+                "measured": f"{speedup:.1f}x ({teacher_float32_ms:.4f} ms / {row['p50_ms']:.4f} ms)",
+                "holds": speedup >= MIN_SPEEDUP_VS_TEACHER,
+            })
+    return checks
 
 
 def main(argv):
@@ -65,41 +159,120 @@ def main(argv):
 
     from kd_gan import Generator, count_parameters, export
     from kd_gan.data import IMAGE_SHAPES
+    from kd_gan.jsonio import write_json
+    from kd_gan.models import count_multiply_accumulates
 
     keras.utils.set_random_seed(0)
     latent_dim, shape = 128, IMAGE_SHAPES[FLAGS.dataset]
+    depths = [int(depth) for depth in FLAGS.depths]
+    tflite_depths = {int(depth) for depth in FLAGS.tflite_depths}
+    teacher_depth = FLAGS.teacher_depth or max(depths)
     z = np.random.default_rng(0).standard_normal((1, latent_dim)).astype(np.float32)
-    rows = []
+    rows, tflite_rows = [], {}  # tflite_rows: (depth, quantization) -> row.
     with tempfile.TemporaryDirectory() as folder:
-        for depth in map(int, FLAGS.depths):
+        for depth in depths + ([teacher_depth] if teacher_depth not in depths else []):
             generator = Generator(latent_dim, shape, depth)
             parameters = count_parameters(generator)
-            keras_path = os.path.join(folder, f"d{depth}.keras")
-            generator.save(keras_path)
-            generate = tf.function(lambda z, g=generator: g(z, training=False))
-            latencies = _time_calls(lambda: generate(z).numpy(), FLAGS.calls)
-            rows.append(_summary("Keras", depth, parameters, os.path.getsize(keras_path), latencies))
-            if str(depth) not in FLAGS.tflite_depths:
-                continue
-            for quantization in FLAGS.quantizations:
+            multiply_accumulates = count_multiply_accumulates(generator)
+            if depth in depths:
+                keras_path = os.path.join(folder, f"d{depth}.keras")
+                generator.save(keras_path)
+                generate = tf.function(lambda z, g=generator: g(z, training=False))
+                latencies = _time_calls(lambda: generate(z).numpy(), FLAGS.calls)
+                rows.append(
+                    _summary("Keras", depth, parameters, multiply_accumulates, os.path.getsize(keras_path), latencies)
+                )
+            quantizations = list(FLAGS.quantizations) if depth in tflite_depths else []
+            if depth == teacher_depth:
+                quantizations += [q for q in TEACHER_QUANTIZATIONS if q not in quantizations]
+            for quantization in quantizations:
                 path = os.path.join(folder, f"d{depth}_{quantization}.tflite")
                 export.export_tflite(generator, path, quantization=quantization, verify=False)
-                runner = Interpreter(model_path=path, num_threads=FLAGS.threads).get_signature_runner(export.SIGNATURE)
+                interpreter = Interpreter(model_path=path, num_threads=FLAGS.threads)
+                runner = interpreter.get_signature_runner(export.SIGNATURE)
                 latencies = _time_calls(lambda: runner(z=z), FLAGS.calls)
-                rows.append(_summary(f"TFLite {quantization}", depth, parameters, os.path.getsize(path), latencies))
-    print(f"{FLAGS.dataset} {shape}, batch 1, {FLAGS.threads} thread(s), {FLAGS.calls} calls, TF {tf.__version__}")
-    print("| model | d | parameters | bytes | p50 ms | p95 ms | images/s |")
-    print("|---|---|---|---|---|---|---|")
+                row = _summary(
+                    _display_name(quantization), depth, parameters, multiply_accumulates, os.path.getsize(path), latencies
+                )
+                row["quantization"] = quantization
+                row["activation_bytes_upper_bound"] = _activation_bytes(interpreter, path, export.SIGNATURE)
+                rows.append(row)
+                tflite_rows[depth, quantization] = row
+
+    teacher_ms = {q: tflite_rows[teacher_depth, q]["p50_ms"] for q in TEACHER_QUANTIZATIONS}
     for row in rows:
-        print(
-            f"| {row['model']} | {row['depth']} | {row['parameters']:,} | {row['bytes']:,} | "
-            f"{row['p50_ms']:.3f} | {row['p95_ms']:.3f} | {row['images_per_s']:,.0f} |"
+        row["role"] = "teacher" if row["depth"] == teacher_depth else "student"
+        quantization = row.get("quantization")
+        tflite = quantization is not None
+        row["speedup_vs_teacher_tflite_float32"] = _speedup(teacher_ms["none"], row["p50_ms"]) if tflite else None
+        row["speedup_vs_teacher_tflite_int8"] = (
+            _speedup(teacher_ms["int8"], row["p50_ms"]) if quantization == "int8" else None
         )
+    ratios = []
+    for depth in sorted(tflite_depths - {teacher_depth}):
+        if (depth, "none") in tflite_rows and (depth, "int8") in tflite_rows:
+            float32, int8 = tflite_rows[depth, "none"], tflite_rows[depth, "int8"]
+            ratios.append({
+                "depth": depth,
+                "float32_bytes": float32["bytes"],
+                "int8_bytes": int8["bytes"],
+                "bytes_ratio": round(int8["bytes"] / float32["bytes"], 3),
+                "float32_p50_ms": float32["p50_ms"],
+                "int8_p50_ms": int8["p50_ms"],
+                "p50_ratio": round(int8["p50_ms"] / float32["p50_ms"], 3),
+            })
+    checks = _checks(ratios, tflite_rows, teacher_depth, teacher_ms["none"])
+
+    litert_version = metadata.version("ai-edge-litert")
+    print(
+        f"{FLAGS.dataset} {shape}, batch 1, {FLAGS.threads} thread(s), {FLAGS.calls} calls, TF {tf.__version__}, "
+        f"LiteRT {litert_version}, teacher d={teacher_depth}"
+    )
+    print(
+        "\nMACs: multiply-accumulates per image (kd_gan.models.count_multiply_accumulates). "
+        "vs teacher fp32: the teacher's float32 .tflite p50 / this row's p50; vs teacher int8: the teacher's int8 "
+        ".tflite p50 / this int8 row's p50. Activations: bytes of the non-constant tensors of the `generate` "
+        "subgraph, an upper bound of LiteRT's activation arena (which reuses memory).\n"
+    )
+    print("| model | role | d | parameters | MACs | bytes | p50 ms | p95 ms | images/s | vs teacher fp32 | "
+          "vs teacher int8 | activations (upper bound) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        speedup_float32 = _format(row["speedup_vs_teacher_tflite_float32"], ",.1f", "x")
+        speedup_int8 = _format(row["speedup_vs_teacher_tflite_int8"], ",.1f", "x")
+        print(
+            f"| {row['model']} | {row['role']} | {row['depth']} | {row['parameters']:,} | "
+            f"{row['multiply_accumulates_per_image']:,} | {row['bytes']:,} | {row['p50_ms']:.4f} | "
+            f"{row['p95_ms']:.4f} | {row['images_per_s']:,.0f} | {speedup_float32} | {speedup_int8} | {_format(row.get('activation_bytes_upper_bound'), ',')} |"
+        )
+    print("\nStudents, int8 .tflite / float32 .tflite:\n")
+    print("| d | float32 bytes | int8 bytes | int8 / float32 bytes | float32 p50 ms | int8 p50 ms | int8 / float32 p50 |")
+    print("|---|---|---|---|---|---|---|")
+    for ratio in ratios:
+        print(
+            f"| {ratio['depth']} | {ratio['float32_bytes']:,} | {ratio['int8_bytes']:,} | {ratio['bytes_ratio']:.3f} | "
+            f"{ratio['float32_p50_ms']:.4f} | {ratio['int8_p50_ms']:.4f} | {ratio['p50_ratio']:.3f} |"
+        )
+    print("\nMeasured (not asserted):\n")
+    print("| check | measured | holds |")
+    print("|---|---|---|")
+    for check in checks:
+        print(f"| {check['check']} | {check['measured']} | {'yes' if check['holds'] else 'no'} |")
+
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as file:
-        settings = {k: FLAGS[k].value for k in ("dataset", "depths", "tflite_depths", "quantizations", "calls", "threads")}
-        json.dump({"settings": settings, "tensorflow": tf.__version__, "results": rows}, file, indent=2)
-    print(f"Wrote {FLAGS.output}")
+    settings = {
+        k: FLAGS[k].value for k in ("dataset", "depths", "tflite_depths", "quantizations", "calls", "threads")
+    }
+    settings["teacher_depth"] = teacher_depth
+    write_json(FLAGS.output, {
+        "settings": settings,
+        "tensorflow": tf.__version__,
+        "litert": litert_version,
+        "results": rows,
+        "int8_vs_float32": ratios,
+        "checks": checks,
+    })
+    print(f"\nWrote {FLAGS.output}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import pytest
 import keras
 from kd_gan import Discriminator, Generator, compression_ratio, count_parameters, load_generator
 from kd_gan.data import IMAGE_SHAPES
+from kd_gan.errors import InputError
+from kd_gan.models import count_multiply_accumulates
 
 KERNEL_AREA = 25  # 5x5 kernels
 
@@ -112,3 +114,80 @@ def test_bad_latent_dim():
 def test_registered_for_safe_loading():
     assert keras.saving.get_registered_object("kd_gan>Generator") is Generator
     assert keras.saving.get_registered_object("kd_gan>Discriminator") is Discriminator
+
+
+def test_multiply_accumulates_of_a_tiny_generator_by_hand():
+    # 28x28 layout at d=1: widths 4d, 2d, d = 4, 2, 1; maps 4x4 -> 8x8 (cropped to 7x7) -> 14x14 -> 28x28.
+    # A transposed conv counts input positions x 5x5 x in x out.
+    expected = (
+        8 * (4 * 4 * 4)  # project: 8 latents -> 4x4x4
+        + (4 * 4) * 25 * 4 * 2  # upsample_1: 4x4x4 -> 8x8x2
+        + (7 * 7) * 25 * 2 * 1  # upsample_2: 7x7x2 (after the crop) -> 14x14x1
+        + (14 * 14) * 25 * 1 * 1  # to_image: 14x14x1 -> 28x28x1
+    )
+    assert expected == 11_062
+    generator = Generator(latent_dim=8, image_shape=(28, 28, 1), depth=1)
+    assert count_multiply_accumulates(generator) == expected
+    assert count_multiply_accumulates(generator, batch_size=3) == 3 * expected
+
+
+def test_multiply_accumulates_of_a_tiny_discriminator_by_hand():
+    # Widths d, 2d, 4d = 1, 2, 4; stride-2 "same" convs 28 -> 14 -> 7 -> 4; a conv counts output positions.
+    expected = (
+        (14 * 14) * 25 * 1 * 1  # downsample_1: 28x28x1 -> 14x14x1
+        + (7 * 7) * 25 * 1 * 2  # downsample_2: 14x14x1 -> 7x7x2
+        + (4 * 4) * 25 * 2 * 4  # downsample_3: 7x7x2 -> 4x4x4
+        + (4 * 4 * 4) * 1  # logit: 64 features -> 1
+    )
+    assert expected == 10_614
+    assert count_multiply_accumulates(Discriminator(image_shape=(28, 28, 1), depth=1)) == expected
+
+
+def _multiply_accumulates_from_kernels(model, inputs):
+    """Independent count: each kernel's size times the positions it is applied at, read from a real forward
+    pass (a transposed conv is applied at its input's positions, a conv at its output's, a dense layer once)."""
+    names = [layer.name for layer in model.network]
+    _, outputs = model.call_with_features(inputs, names, training=False)
+    shapes = dict(zip(names, (tuple(output.shape) for output in outputs)))
+    total, previous_shape = 0, tuple(inputs.shape)
+    for layer in model.network:
+        kernels = [weight for weight in layer.weights if weight.path.endswith("kernel")]
+        if kernels:
+            applied_at = {
+                "Dense": 1,
+                "Conv2D": np.prod(shapes[layer.name][1:3]),
+                "Conv2DTranspose": np.prod(previous_shape[1:3]),
+            }[type(layer).__name__]
+            total += int(applied_at) * int(np.prod(kernels[0].shape))
+        previous_shape = shapes[layer.name]
+    return total * inputs.shape[0]
+
+
+@pytest.mark.parametrize("dataset", sorted(IMAGE_SHAPES))
+@pytest.mark.parametrize("depth", [1, 3])
+def test_multiply_accumulates_match_the_kernels_shapes(dataset, depth):
+    shape = IMAGE_SHAPES[dataset]
+    generator, discriminator = Generator(8, shape, depth), Discriminator(shape, depth)
+    z = np.zeros((2, 8), "float32")
+    images = np.zeros((2,) + shape, "float32")
+    assert count_multiply_accumulates(generator, batch_size=2) == _multiply_accumulates_from_kernels(generator, z)
+    assert count_multiply_accumulates(discriminator, batch_size=2) == _multiply_accumulates_from_kernels(
+        discriminator, images
+    )
+
+
+class _GeneratorWithDepthwiseConv(Generator):
+    """A generator ending in a layer with weights that the MAC count does not know."""
+
+    def build(self, input_shape):
+        self.network.append(keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise"))
+        super().build(input_shape)
+
+
+def test_multiply_accumulates_refuse_what_they_cannot_count():
+    with pytest.raises(InputError, match="'depthwise' of type DepthwiseConv2D"):
+        count_multiply_accumulates(_GeneratorWithDepthwiseConv(8, (28, 28, 1), 1))
+    with pytest.raises(InputError, match="batch_size=0"):
+        count_multiply_accumulates(Discriminator((28, 28, 1), 1), batch_size=0)
+    with pytest.raises(InputError, match="Generator or Discriminator"):
+        count_multiply_accumulates(keras.Sequential([keras.layers.Dense(1)]))
