@@ -49,6 +49,7 @@ TOLERANCES = {
 # Relative difference allowed between the MNIST FID / score of an int8 file
 # (scored through LiteRT) and of its Keras model (tests/test_scoring.py).
 INT8_SCORE_TOLERANCE = 0.05
+CALIBRATION_SAMPLES = 200  # Batches of z an int8 file's activation ranges are calibrated on.
 VERIFICATION_STREAM = 1  # Verification z come from rng([seed, 1]); calibration uses rng(seed): never the same draws.
 
 
@@ -108,10 +109,17 @@ def export_saved_model(generator, path, batch_size=None):
     return path
 
 
-def _representative_latents(latent_dim, batch_size, num_samples, seed):
+def calibration_latents(latent_dim, num_samples=CALIBRATION_SAMPLES, batch_size=1, seed=0):
+    """The z an int8 file is calibrated on: `num_samples` batches from the
+    prior, `default_rng(seed)`, shape (num_samples * batch_size, latent_dim)."""
     rng = np.random.default_rng(seed)
-    for _ in range(num_samples):
-        yield {INPUT_NAME: rng.standard_normal((batch_size, latent_dim)).astype(np.float32)}
+    return rng.standard_normal((num_samples * batch_size, latent_dim)).astype(np.float32)
+
+
+def _representative_latents(latent_dim, batch_size, num_samples, seed):
+    latents = calibration_latents(latent_dim, num_samples, batch_size, seed)
+    for start in range(0, len(latents), batch_size):
+        yield {INPUT_NAME: latents[start : start + batch_size]}
 
 
 def _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed):
@@ -172,7 +180,7 @@ def export_tflite(
     path,
     quantization="none",
     batch_size=1,
-    representative_samples=200,
+    representative_samples=CALIBRATION_SAMPLES,
     seed=0,
     verify=True,
 ):
