@@ -53,6 +53,7 @@ flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (def
 flags.DEFINE_enum("inception_precision", _DEFAULTS.inception_precision, ["float32", "bfloat16"], "FID Inception pass: float32 (the standard) or bfloat16 (1.66x faster on CPUs with AVX512-BF16, FID within 0.06% on the reference pair; not for mnist).")
 flags.DEFINE_list("export", [], "Export every student at the end: any of tflite, saved_model.")
 flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")
+flags.DEFINE_integer("qat_epochs", _DEFAULTS.qat_epochs, "Also fine-tune each student this many epochs under int8 rounding before its int8 export (needs --export=tflite --quantization=...,int8).")
 flags.DEFINE_integer("teacher_cache", _DEFAULTS.teacher_cache, "0: students run the teacher on fresh z each step; N: they learn from N stored (z, teacher(z)) pairs per pool, filled once and shared.", lower_bound=0)
 flags.DEFINE_integer("cache_refresh_epochs", None, "With --teacher_cache: a fresh pool of pairs every this many student epochs (default: one pool).", lower_bound=1)
 flags.DEFINE_enum("cache_storage", _DEFAULTS.cache_storage, ["uint8", "float16"], "How cached teacher images are stored.")

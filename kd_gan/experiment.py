@@ -53,7 +53,8 @@ from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experimen
     preset_values,
 )
 from kd_gan.jsonio import read_json, write_json
-from kd_gan.results import ModelResult, export_students, log_evaluation
+from kd_gan.results import ModelResult, log_evaluation
+from kd_gan.shipping import export_students, quantization_aware_students
 from kd_gan.stages import Stage
 
 
@@ -330,6 +331,8 @@ class Experiment:
     def results_step(self, start, evaluator, generators, results, candidates):
         """results.json and the report; raises after them if an export failed verification."""
         config = self.config
+        # Students fine-tuned under int8 rounding (qat_epochs), from the teacher (first of the results).
+        tuned = quantization_aware_students(self, generators[results[0].name], generators, results)
         summary = {
             "dataset": config.dataset,
             "losses": list(config.losses),
@@ -339,7 +342,7 @@ class Experiment:
             "real": evaluator.real if evaluator else None,
             "eval_samples": evaluator.count if evaluator else 0,
             "heldout_z": "heldout_z.npy",
-            "export": export_students(config, self.root, generators, results),
+            "export": export_students(config, self.root, generators, results, tuned, evaluator),
             "teacher_cache": self.cache_record(),
             "config": dataclasses.asdict(config),
             "strategy": {"name": config.strategy, "replicas": self.strategy.num_replicas_in_sync},

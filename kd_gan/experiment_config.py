@@ -32,7 +32,7 @@ PIXEL = "pixel"
 RERUNNABLE_FIELDS = frozenset(
     {
         "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
-        "grid_columns", "verbose", "distillation",
+        "grid_columns", "verbose", "distillation", "qat_epochs",
     }
 )
 # What `overwrite` deletes: only what a run writes.
@@ -115,6 +115,13 @@ class ExperimentConfig:
         export: formats to export every student to: "tflite", "saved_model"
             (files under `export/`, sizes and errors in results.json).
         quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
+            Every exported file is timed (batch 1, one LiteRT thread) and, when
+            the run scores models, scored itself through LiteRT.
+        qat_epochs: 0, or N: each student is also fine-tuned for N epochs under
+            int8 rounding (`kd_gan.quantization.QuantizedView`, pixel MSE to the
+            teacher on fresh z, a tenth of the student learning rate) and
+            exported as `<name>_int8_qat.tflite` beside its post-training int8
+            file. Needs export "tflite" and quantization "int8".
         teacher_cache: 0 (students run the teacher on fresh z every step), or
             N: students learn from N stored (z, teacher(z)) pairs per pool,
             filled once under `teacher_cache/` and shared by every student
@@ -166,6 +173,7 @@ class ExperimentConfig:
     inception_precision: str = "float32"
     export: Tuple[str, ...] = ()
     quantization: Tuple[str, ...] = ("none",)
+    qat_epochs: int = 0
     teacher_cache: int = 0
     cache_refresh_epochs: Optional[int] = None
     cache_storage: str = "uint8"
@@ -248,6 +256,13 @@ class ExperimentConfig:
             values = getattr(self, name)
             if isinstance(values, str) or any(v not in allowed for v in values):
                 raise InputError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
+        if isinstance(self.qat_epochs, bool) or not isinstance(self.qat_epochs, int) or self.qat_epochs < 0:
+            raise InputError(f"qat_epochs must be an integer >= 0. Received: qat_epochs={self.qat_epochs!r}")
+        if self.qat_epochs and ("tflite" not in self.export or "int8" not in self.quantization):
+            raise InputError(
+                f"qat_epochs={self.qat_epochs} fine-tunes students for their int8 .tflite files: add export "
+                f"'tflite' and quantization 'int8' (got export={self.export!r}, quantization={self.quantization!r})."
+            )
         if not self.output_dir:
             raise InputError("output_dir must be a non-empty path.")
 

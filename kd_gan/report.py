@@ -114,6 +114,34 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def shipped_table(results):
+    """The exported `.tflite` files: size, latency and the file's own scores
+    (through LiteRT) against its Keras student's."""
+    name = classifiers.score_name(results["dataset"])
+    keras_quality = {entry["name"]: entry.get("quality") or {} for entry in results["models"]}
+    lines = [
+        f"| student | file | bytes | p50 ms | {name} | FID | Keras {name} | Keras FID | FID change |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for student, records in results["export"].items():
+        if "error" in records:
+            lines.append(f"| {student} | export failed: {records['error']} | | | | | | | |")
+            continue
+        reference = keras_quality.get(student, {})
+        for key, record in records.items():
+            if not key.startswith("tflite"):
+                continue
+            quality = record.get("quality") or {}
+            fid, keras_fid = quality.get("fid"), reference.get("fid")
+            change = f"{100 * (fid - keras_fid) / keras_fid:+.1f}%" if fid is not None and keras_fid else "-"
+            lines.append(
+                f"| {student} | `{os.path.basename(record['path'])}` | {record['bytes']:,} | "
+                f"{_number(record.get('latency_ms'), 4)} | {_number(quality.get(name), 2)} | {_number(fid, 1)} | "
+                f"{_number(reference.get(name), 2)} | {_number(keras_fid, 1)} | {change} |"
+            )
+    return "\n".join(lines)
+
+
 def findings(results):
     """Sentences read off the numbers: score kept, student vs scratch, sharpness."""
     name = classifiers.score_name(results["dataset"])
@@ -228,6 +256,17 @@ def markdown(results):
             "",
         ]
     out += ["## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
+    if results.get("export"):
+        out += [
+            "## Shipped files",
+            "",
+            "Each `.tflite` file under `export/`, scored itself through LiteRT on the same z as its Keras student; "
+            "p50: median batch-1 call, one LiteRT thread, this machine. `_int8_qat`: the student fine-tuned "
+            f"{results['config'].get('qat_epochs', 0)} epoch(s) under int8 rounding before its int8 export.",
+            "",
+            shipped_table(results),
+            "",
+        ]
     if len(results["teacher_candidates"]) > 1 or not config.get("teacher_path"):
         out += [
             "## Teacher candidates",

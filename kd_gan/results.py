@@ -1,15 +1,12 @@
 """What an experiment's run produced, model by model: `ModelResult` records
-(written to results.json), their scores as TensorBoard scalars, the exported
-students."""
+(written to results.json) and their scores as TensorBoard scalars."""
 
 import dataclasses
 import os
 from typing import Optional
 
 import tensorflow as tf
-from absl import logging
 
-from kd_gan import export as export_lib
 from kd_gan import models
 
 
@@ -84,22 +81,3 @@ def log_evaluation(root, result):
         for key, value in numbers.items():
             tf.summary.scalar(f"eval/{key}", value, step=result.training.get("epochs", 0))
     writer.close()
-
-
-def export_students(config, root, generators, results):
-    """Every student in `config.export`'s formats under `export/`; a file
-    that fails verification is recorded (and raised after the report)."""
-    if not config.export:
-        return {}
-    exported = {}
-    for result in results:
-        if result.method.startswith("student"):
-            try:
-                exported[result.name] = export_lib.export_generator(
-                    generators[result.name], os.path.join(root, "export"), config.export, config.quantization,
-                    name=result.name,
-                )
-            except export_lib.VerificationError as error:
-                logging.error("Export of %s failed verification: %s", result.name, error)
-                exported[result.name] = {"error": str(error)}
-    return exported

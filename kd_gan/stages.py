@@ -62,13 +62,15 @@ class Stage:
         loss: the student's loss ("mse" / "joint"); None otherwise.
         kind: what the student distils: "pixel" (the paper's), or terms
             added to it, e.g. "features+perceptual".
+        variant: a suffix for a further stage of the same model, e.g.
+            "qat2" (two epochs of quantization-aware fine-tuning).
     """
 
-    def __init__(self, root, role, depth, loss=None, kind="pixel"):
+    def __init__(self, root, role, depth, loss=None, kind="pixel", variant=None):
         self.role, self.depth, self.loss, self.kind = role, depth, loss, kind
         folder = {"teacher": "teachers", "student": "students", "scratch": "scratch"}[role]
         method = loss if kind == "pixel" else f"{loss}+{kind}"  # The paper's students keep their names.
-        leaf = f"{method}_d{depth}" if loss else f"d{depth}"
+        leaf = (f"{method}_d{depth}" if loss else f"d{depth}") + (f"_{variant}" if variant else "")
         self.name = f"{role}_{leaf}"
         self.method = f"student_{method}" if loss else role
         self.dir = os.path.join(root, folder, leaf)
@@ -92,7 +94,7 @@ class Stage:
         path = os.path.join(self.checkpoint_dir, "training_metadata.json")
         return read_json(path)["epoch"] if os.path.isfile(path) else 0
 
-    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z, discriminator=None):
+    def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z, discriminator=None, callbacks=()):
         """Fits `trainer` on `stream(first_epoch)`, saves `generator` (and
         `discriminator`, when given) in float32 and the record.
 
@@ -120,6 +122,7 @@ class Stage:
                     keras.callbacks.CSVLogger(self.log_path, append=True),
                     keras.callbacks.TensorBoard(self.tensorboard_dir, write_graph=False),
                     SampleImages(generator, sample_z, os.path.join(self.tensorboard_dir, "samples")),
+                    *callbacks,
                     keras.callbacks.BackupAndRestore(self.checkpoint_dir),
                     StopOnNonFinite(self.name),
                 ],

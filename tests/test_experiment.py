@@ -493,3 +493,41 @@ def test_interrupted_cached_students_resume_on_the_same_pairs(tiny_mnist, tmp_pa
     for name in ("students/mse_d1/generator.keras", "students/joint_d1/generator.keras"):
         for a, b in zip(generator_weights(tmp_path / "straight" / name), generator_weights(resumed / name)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_quantization_aware_students_are_fine_tuned_exported_and_scored_as_files(tiny_mnist, tmp_path):
+    config = tiny_config(
+        tiny_mnist, tmp_path / "run", scratch=False, eval_samples=8, export=("tflite",),
+        quantization=("none", "int8"), qat_epochs=1,
+    )
+    results = experiment.run(config)
+    run = tmp_path / "run"
+    tuned_path = run / "students" / "mse_d1_qat1" / "generator.keras"
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(generator_weights(tuned_path), generator_weights(run / "students" / "mse_d1" / "generator.keras"))
+    )
+    files = results["export"]["student_mse_d1"]
+    assert set(files) == {"tflite_none", "tflite_int8", "tflite_int8_qat"}
+    assert files["tflite_int8_qat"]["path"].endswith("student_mse_d1_int8_qat.tflite")
+    assert files["tflite_int8_qat"]["verification"]["passed"]
+    keras_quality = results["models"][1]["quality"]
+    for record in files.values():
+        assert record["latency_ms"] > 0
+        assert record["quality"]["num_samples"] == 8
+    # The float32 file draws the Keras student's images for the same z (to 1e-4; a pixel
+    # may round to the other uint8 level): the same scores, to 8-sample FID's sensitivity.
+    assert files["tflite_none"]["quality"]["fid"] == pytest.approx(keras_quality["fid"], rel=1e-2)
+    assert files["tflite_none"]["quality"]["mnist_score"] == pytest.approx(keras_quality["mnist_score"], rel=1e-2)
+    markdown = (run / "report.md").read_text()
+    assert "## Shipped files" in markdown and "`student_mse_d1_int8_qat.tflite`" in markdown
+    # A rerun loads the fine-tuned stage instead of training it again.
+    stamp = os.path.getmtime(tuned_path)
+    experiment.run(config)
+    assert os.path.getmtime(tuned_path) == stamp
+
+
+@pytest.mark.parametrize("changes", [dict(qat_epochs=1), dict(qat_epochs=1, export=("tflite",)), dict(qat_epochs=-1)])
+def test_quantization_aware_epochs_need_an_int8_export(tiny_mnist, tmp_path, changes):
+    with pytest.raises(ValueError, match="qat_epochs"):
+        tiny_config(tiny_mnist, tmp_path, **changes)

@@ -1,0 +1,109 @@
+"""What a run ships: every student exported to the run's formats, int8 files
+of students fine-tuned under int8 rounding (`qat_epochs`), and each `.tflite`
+file's size, latency and scores, measured on the file itself through LiteRT."""
+
+import os
+import time
+
+import keras
+import numpy as np
+from absl import logging
+
+from kd_gan import distill, files, precision
+from kd_gan import export as export_lib
+from kd_gan.litert import INPUT_NAME, SIGNATURE, TFLiteGenerator, interpreter
+from kd_gan.quantization import QuantizedView
+from kd_gan.stages import Stage
+
+QAT_LEARNING_RATE_FACTOR = 0.1  # Fine-tuning steps: a tenth of the student learning rate.
+LATENCY_CALLS = 200
+
+
+def latency_ms(path, calls=LATENCY_CALLS, num_threads=1):
+    """Median time of one batch-1 call of the file's `generate` signature, in ms
+    (after 20 warm-up calls; LiteRT with `num_threads`)."""
+    runner = interpreter(path, num_threads).get_signature_runner(SIGNATURE)
+    shape = runner.get_input_details()[INPUT_NAME]["shape"]
+    z = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(20):
+        runner(**{INPUT_NAME: z})
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        runner(**{INPUT_NAME: z})
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 4)
+
+
+def _student_stage(root, result, variant=None):
+    loss, *terms = result.method[len("student_"):].split("+")
+    return Stage(root, "student", result.depth, loss, "+".join(terms) or "pixel", variant=variant)
+
+
+def quantization_aware_students(experiment, teacher, generators, results):
+    """Each student fine-tuned `qat_epochs` epochs under int8 rounding, by name.
+
+    Pixel MSE to the teacher on fresh z, through `QuantizedView` (ranges
+    recalibrated after each epoch), in float32; a stage of its own
+    (`students/<name>_qat<N>/`), resumable like the others.
+    """
+    config = experiment.config
+    if not config.qat_epochs:
+        return {}
+    tuned = {}
+    for result in results:
+        if not result.method.startswith("student"):
+            continue
+        stage = _student_stage(experiment.root, result, variant=f"qat{config.qat_epochs}")
+        if stage.done():
+            tuned[result.name] = stage.load()[0]
+            continue
+        experiment.seed_stage(stage)
+        with experiment.strategy.scope():
+            student = precision.float32_copy(generators[result.name])
+            view = QuantizedView(student)
+            trainer = distill.Distiller(precision.float32_copy(teacher), view, seed=config.seed)
+            trainer.compile(
+                student_optimizer=keras.optimizers.Adam(config.student_learning_rate * QAT_LEARNING_RATE_FACTOR, beta_1=0.5)
+            )
+        tuned[result.name], _ = stage.train(
+            trainer, student, experiment.latent_stream, config.qat_epochs, experiment.steps_per_epoch(), config,
+            experiment.grid_z(), callbacks=[QuantizedView.Recalibrate(view)],
+        )
+    return tuned
+
+
+def export_students(config, root, generators, results, tuned=None, evaluator=None):
+    """Every student in `config.export`'s formats under `export/`, its
+    fine-tuned int8 file (`tuned`), and per `.tflite` file its latency and,
+    with an `evaluator`, its scores through LiteRT. A file that fails
+    verification is recorded (and raised after the report)."""
+    if not config.export:
+        return {}
+    folder = os.path.join(root, "export")
+    exported = {}
+    for result in results:
+        if not result.method.startswith("student"):
+            continue
+        try:
+            records = export_lib.export_generator(
+                generators[result.name], folder, config.export, config.quantization, name=result.name,
+            )
+            if result.name in (tuned or {}):
+                records["tflite_int8_qat"] = export_lib.export_tflite(
+                    tuned[result.name], os.path.join(folder, f"{result.name}_int8_qat.tflite"), quantization="int8"
+                )
+        except export_lib.VerificationError as error:
+            logging.error("Export of %s failed verification: %s", result.name, error)
+            exported[result.name] = {"error": str(error)}
+            continue
+        for key, record in records.items():
+            if key.startswith("tflite"):
+                record["latency_ms"] = latency_ms(record["path"])
+                if evaluator:
+                    record["quality"] = evaluator.quality(
+                        TFLiteGenerator(record["path"]), record["path"] + ".evaluation.json",
+                        identity=files.file_digest(record["path"]),
+                    )
+        exported[result.name] = records
+    return exported
