@@ -19,8 +19,10 @@ Command line, for a generator saved as `.keras`:
 """
 
 import os
+import re
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -104,7 +106,7 @@ def export_saved_model(generator, path, batch_size=None):
     images = generate(z=tf.random.normal((4, 128)))["image"]
     ```
     """
-    module = _Serving(precision.float32_copy(generator), batch_size)  # Trained in any precision, served in float32.
+    module = _Serving(_scope_safe(precision.float32_copy(generator)), batch_size)  # Trained in any precision, served in float32.
     tf.saved_model.save(module, path, signatures=module.signatures())
     return path
 
@@ -114,6 +116,21 @@ def calibration_latents(latent_dim, num_samples=CALIBRATION_SAMPLES, batch_size=
     prior, `default_rng(seed)`, shape (num_samples * batch_size, latent_dim)."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((num_samples * batch_size, latent_dim)).astype(np.float32)
+
+
+def _scope_safe(generator):
+    """`generator`, or a copy under a name TensorFlow takes as a name scope.
+
+    Tracing the signatures opens a scope named after the model; a name such as
+    "student_mse+features_d1_generator" (files saved before student names were
+    sanitised, or a user's model) fails there.
+    """
+    name = getattr(generator, "name", "")
+    if not isinstance(generator, keras.Model) or re.fullmatch(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*", name):
+        return generator
+    copy = generator.__class__.from_config({**generator.get_config(), "name": re.sub(r"[^A-Za-z0-9_.-]", "-", name)})
+    copy.set_weights(generator.get_weights())
+    return copy
 
 
 def _representative_latents(latent_dim, batch_size, num_samples, seed):
