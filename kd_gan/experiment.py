@@ -267,7 +267,8 @@ class Experiment:
         teacher, candidates = self.teacher_step(given, evaluator)
         generators, results = self.students_step(teacher, candidates)
         self.evaluation_step(evaluator, teacher, generators, results, candidates)
-        return self.results_step(start, evaluator, generators, results, candidates)
+        tuned = quantization_aware_students(self, teacher, generators, results)
+        return self.results_step(start, evaluator, generators, results, candidates, tuned)
 
     def teacher_step(self, given, evaluator):
         """The teacher: the given one, or the best of the trained candidates.
@@ -307,9 +308,11 @@ class Experiment:
         chosen = next(c for c in candidates if c.selected)
         self.teacher_discriminator_path = self._teacher_discriminator(chosen)
         generators, results = {chosen.name: teacher}, [chosen]
+        self.student_stages = {}  # By name: what quantization-aware fine-tuning continues.
         for depth in config.student_depths:
             stages = [self.stage("student", depth, loss, kind) for loss in config.losses for kind in config.distillation]
             for stage in stages:
+                self.student_stages[stage.name] = stage
                 generators[stage.name], record = self.distil(stage, teacher)
                 results.append(ModelResult.of(stage.name, stage.method, generators[stage.name], record, stage, self.root))
             if config.scratch:
@@ -328,11 +331,9 @@ class Experiment:
         for result in {r.name: r for r in candidates + results}.values():
             log_evaluation(self.root, result)
 
-    def results_step(self, start, evaluator, generators, results, candidates):
+    def results_step(self, start, evaluator, generators, results, candidates, tuned):
         """results.json and the report; raises after them if an export failed verification."""
         config = self.config
-        # Students fine-tuned under int8 rounding (qat_epochs), from the teacher (first of the results).
-        tuned = quantization_aware_students(self, generators[results[0].name], generators, results)
         summary = {
             "dataset": config.dataset,
             "losses": list(config.losses),

@@ -128,7 +128,10 @@ def _scope_safe(generator):
     name = getattr(generator, "name", "")
     if not isinstance(generator, keras.Model) or re.fullmatch(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*", name):
         return generator
-    copy = generator.__class__.from_config({**generator.get_config(), "name": re.sub(r"[^A-Za-z0-9_.-]", "-", name)})
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+    safe = safe if re.match(r"[A-Za-z0-9.]", safe) else f"generator{safe}"
+    logging.info("Exporting %r as %r: TensorFlow takes no such name scope.", name, safe)
+    copy = generator.__class__.from_config({**generator.get_config(), "name": safe})
     copy.set_weights(generator.get_weights())
     return copy
 

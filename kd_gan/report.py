@@ -127,11 +127,11 @@ def shipped_table(results):
         if "error" in records:
             lines.append(f"| {student} | export failed: {records['error']} | | | | | | | |")
             continue
-        reference = keras_quality.get(student, {})
         for key, record in records.items():
             if not key.startswith("tflite"):
                 continue
             quality = record.get("quality") or {}
+            reference = record.get("keras_quality") or keras_quality.get(student) or {}
             fid, keras_fid = quality.get("fid"), reference.get("fid")
             change = f"{100 * (fid - keras_fid) / keras_fid:+.1f}%" if fid is not None and keras_fid else "-"
             lines.append(
@@ -262,7 +262,8 @@ def markdown(results):
             "",
             "Each `.tflite` file under `export/`, scored itself through LiteRT on the same z as its Keras student; "
             "p50: median batch-1 call, one LiteRT thread, this machine. `_int8_qat`: the student fine-tuned "
-            f"{results['config'].get('qat_epochs', 0)} epoch(s) under int8 rounding before its int8 export.",
+            f"{results['config'].get('qat_epochs', 0)} epoch(s) under int8 rounding before its int8 export; its "
+            "Keras columns are the fine-tuned Keras model's.",
             "",
             shipped_table(results),
             "",

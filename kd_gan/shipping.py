@@ -35,48 +35,55 @@ def latency_ms(path, calls=LATENCY_CALLS, num_threads=1):
     return round(1000 * float(np.median(times)), 4)
 
 
-def _student_stage(root, result, variant=None):
-    loss, *terms = result.method[len("student_"):].split("+")
-    return Stage(root, "student", result.depth, loss, "+".join(terms) or "pixel", variant=variant)
+def _copy(generator):
+    """A new generator with `generator`'s weights (fine-tuning leaves the student as distilled)."""
+    copy = generator.__class__.from_config(generator.get_config())
+    copy.set_weights(generator.get_weights())
+    return copy
 
 
 def quantization_aware_students(experiment, teacher, generators, results):
-    """Each student fine-tuned `qat_epochs` epochs under int8 rounding, by name.
+    """Each student fine-tuned `qat_epochs` epochs under int8 rounding.
 
     Pixel MSE to the teacher on fresh z, through `QuantizedView` (ranges
-    recalibrated after each epoch), in float32; a stage of its own
-    (`students/<name>_qat<N>/`), resumable like the others.
+    recalibrated after each epoch), in float32, on a copy of the student;
+    a stage of its own (`students/<name>_qat<N>/`), resumable like the others.
+
+    Returns:
+        Dict: student name -> `(fine-tuned generator, its Stage)`.
     """
     config = experiment.config
-    if not config.qat_epochs:
-        return {}
     tuned = {}
-    for result in results:
-        if not result.method.startswith("student"):
+    for result in results if config.qat_epochs else ():
+        if result.name not in experiment.student_stages:
             continue
-        stage = _student_stage(experiment.root, result, variant=f"qat{config.qat_epochs}")
+        parent = experiment.student_stages[result.name]
+        stage = Stage(experiment.root, "student", parent.depth, parent.loss, parent.kind, variant=f"qat{config.qat_epochs}")
         if stage.done():
-            tuned[result.name] = stage.load()[0]
+            tuned[result.name] = stage.load()[0], stage
             continue
         experiment.seed_stage(stage)
         with experiment.strategy.scope():
-            student = precision.float32_copy(generators[result.name])
+            student = _copy(precision.float32_copy(generators[result.name]))
             view = QuantizedView(student)
             trainer = distill.Distiller(precision.float32_copy(teacher), view, seed=config.seed)
             trainer.compile(
                 student_optimizer=keras.optimizers.Adam(config.student_learning_rate * QAT_LEARNING_RATE_FACTOR, beta_1=0.5)
             )
-        tuned[result.name], _ = stage.train(
+        generator, _ = stage.train(
             trainer, student, experiment.latent_stream, config.qat_epochs, experiment.steps_per_epoch(), config,
             experiment.grid_z(), callbacks=[QuantizedView.Recalibrate(view)],
         )
+        tuned[result.name] = generator, stage
     return tuned
 
 
 def export_students(config, root, generators, results, tuned=None, evaluator=None):
     """Every student in `config.export`'s formats under `export/`, its
-    fine-tuned int8 file (`tuned`), and per `.tflite` file its latency and,
-    with an `evaluator`, its scores through LiteRT. A file that fails
+    fine-tuned int8 file (`tuned`, from `quantization_aware_students`), and per
+    `.tflite` file its latency and, with an `evaluator`, its scores through
+    LiteRT (`quality`) and those of the Keras model it came from
+    (`keras_quality`: the fine-tuned one for `_int8_qat`). A file that fails
     verification is recorded (and raised after the report)."""
     if not config.export:
         return {}
@@ -90,9 +97,12 @@ def export_students(config, root, generators, results, tuned=None, evaluator=Non
                 generators[result.name], folder, config.export, config.quantization, name=result.name,
             )
             if result.name in (tuned or {}):
+                generator, stage = tuned[result.name]
                 records["tflite_int8_qat"] = export_lib.export_tflite(
-                    tuned[result.name], os.path.join(folder, f"{result.name}_int8_qat.tflite"), quantization="int8"
+                    generator, os.path.join(folder, f"{result.name}_int8_qat.tflite"), quantization="int8"
                 )
+                if evaluator:
+                    records["tflite_int8_qat"]["keras_quality"] = evaluator.quality(generator, stage.evaluation_path)
         except export_lib.VerificationError as error:
             logging.error("Export of %s failed verification: %s", result.name, error)
             exported[result.name] = {"error": str(error)}
@@ -101,6 +111,7 @@ def export_students(config, root, generators, results, tuned=None, evaluator=Non
             if key.startswith("tflite"):
                 record["latency_ms"] = latency_ms(record["path"])
                 if evaluator:
+                    record.setdefault("keras_quality", result.quality)
                     record["quality"] = evaluator.quality(
                         TFLiteGenerator(record["path"]), record["path"] + ".evaluation.json",
                         identity=files.file_digest(record["path"]),

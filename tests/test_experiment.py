@@ -14,7 +14,9 @@ import tensorflow as tf
 from conftest import changed, weights_of
 
 from kd_gan import Generator, count_parameters, evaluation, experiment, generators, images, load_generator, report, stages
+from kd_gan import export
 from kd_gan.export import export_saved_model
+from kd_gan.files import file_digest
 from kd_gan.results import ModelResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -519,12 +521,19 @@ def test_quantization_aware_students_are_fine_tuned_exported_and_scored_as_files
     # may round to the other uint8 level): the same scores, to 8-sample FID's sensitivity.
     assert files["tflite_none"]["quality"]["fid"] == pytest.approx(keras_quality["fid"], rel=1e-2)
     assert files["tflite_none"]["quality"]["mnist_score"] == pytest.approx(keras_quality["mnist_score"], rel=1e-2)
+    # The post-training files are the distilled student's, not the fine-tuned one's.
+    z = np.random.default_rng(0).standard_normal((4, TINY["latent_dim"])).astype(np.float32)
+    student = load_generator(str(run / "students" / "mse_d1" / "generator.keras"))
+    np.testing.assert_allclose(export.run_tflite(files["tflite_none"]["path"], z), student(z, training=False), atol=1e-4)
+    assert files["tflite_int8_qat"]["keras_quality"]["num_samples"] == 8  # The fine-tuned Keras model, scored.
     markdown = (run / "report.md").read_text()
     assert "## Shipped files" in markdown and "`student_mse_d1_int8_qat.tflite`" in markdown
-    # A rerun loads the fine-tuned stage instead of training it again.
+    # A rerun loads the fine-tuned stage instead of training it again, and ships the same files.
     stamp = os.path.getmtime(tuned_path)
-    experiment.run(config)
+    digests = {key: file_digest(record["path"]) for key, record in files.items()}
+    again = experiment.run(config)["export"]["student_mse_d1"]
     assert os.path.getmtime(tuned_path) == stamp
+    assert {key: file_digest(record["path"]) for key, record in again.items()} == digests
 
 
 @pytest.mark.parametrize("changes", [dict(qat_epochs=1), dict(qat_epochs=1, export=("tflite",)), dict(qat_epochs=-1)])

@@ -194,9 +194,11 @@ def test_export_command_line(generator, tmp_path):
     assert summary["tflite_none"]["verification"]["max_abs_error"] <= 1e-4
 
 
-def test_a_generator_whose_name_is_no_valid_scope_exports(generator, tmp_path):
-    # "+" is refused in TensorFlow name scopes; student kinds such as "mse+features" had it.
-    named = Generator.from_config({**generator.get_config(), "name": "student_mse+features_d1_generator"})
+@pytest.mark.parametrize("name", ["student_mse+features_d1_generator", "_student", "+"])
+def test_a_generator_whose_name_is_no_valid_scope_exports(generator, tmp_path, name):
+    # "+" is refused in TensorFlow name scopes (student kinds such as "mse+features" had it),
+    # and a root scope starts with a letter, digit or dot.
+    named = Generator.from_config({**generator.get_config(), "name": name})
     named.set_weights(generator.get_weights())
     record = export.export_tflite(named, str(tmp_path / "g.tflite"))
     assert record["verification"]["passed"]

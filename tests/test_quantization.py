@@ -48,6 +48,17 @@ def test_the_view_reproduces_the_int8_file_far_closer_than_the_float_model(tmp_p
     assert view_error < 0.1 * float_error
 
 
+def test_transposed_convolution_weights_round_per_output_channel():
+    from kd_gan.quantization import _fake_quantize_weights
+
+    kernel = np.random.default_rng(3).normal(size=(5, 5, 3, 2)).astype(np.float32)  # (kh, kw, out, in)
+    kernel[..., 1, :] *= 40  # One output channel far wider than the others.
+    rounded = _fake_quantize_weights(kernel, per_channel_axis=2).numpy()
+    for channel in range(3):
+        step = np.abs(kernel[:, :, channel]).max() / 127
+        np.testing.assert_allclose(rounded[:, :, channel], np.round(kernel[:, :, channel] / step) * step, atol=1e-5 * step * 127)
+
+
 def test_without_rounding_the_view_is_the_generator():
     generator = trained_like((28, 28, 1), 2)
     view = QuantizedView(generator)
