@@ -53,10 +53,11 @@ def quality_vs_compression(results, path):
         axis.set_xlabel("compression ratio (teacher : model parameters)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize="small")
-    else:
-        axes[0].text(0.5, 0.5, "no evaluation in this run", ha="center", va="center", transform=axes[0].transAxes)
+    for axis, missing in zip(axes, (f"no {score_key.replace('_', ' ')} in this run", "no FID in this run")):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
+        else:  # E.g. the Inception Score of a FID network without logits.
+            axis.text(0.5, 0.5, missing, ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(f"{results['dataset']}: quality against compression")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
