@@ -15,6 +15,7 @@ from kd_gan import data, experiment, objectives
 from kd_gan import export as export_lib
 from kd_gan import precision as precision_lib
 from kd_gan.errors import InputError
+from kd_gan.presets import NO_PRESET
 
 _DEFAULTS = experiment.ExperimentConfig()
 
@@ -22,7 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set; 'images': your folder or tar of PNG/JPEG given as --data_dir, at --image_size.")
 flags.DEFINE_enum("image_size", None, [str(size) for size in data.IMAGE_SIZES], "Image size for --dataset=images (centre crop and resize, RGB).")
 flags.DEFINE_enum("loss", _DEFAULTS.loss, list(experiment.LOSS_CHOICES), "Student loss: pixel MSE to the teacher, GAN loss + MSE (joint), or both.")
-flags.DEFINE_enum("preset", None, list(experiment.PRESETS), "Preset values (explicit flags override them): quick (the smoke run, ~10 min for MNIST on a 2-core CPU), cpu (a teacher worth distilling in about an hour of a 2-core CPU, then the students; see README) or paper (the paper's scale, for a GPU).")
+flags.DEFINE_enum("preset", None, list(experiment.PRESETS) + [NO_PRESET], "Preset values (explicit flags override them): quick (the smoke run, ~10 min for MNIST on a 2-core CPU), cpu (a teacher worth distilling in about an hour of a 2-core CPU, then the students; see README), paper (the paper's scale, for a GPU) or none. Default: cpu for cifar10 and celeb_a, none for mnist and images.")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing run with another configuration in output_dir and start again.")
 flags.DEFINE_string("data_dir", None, "Local data: a prepared tfds data dir or the original files (default: $KD_GAN_DATA_DIR, else tfds download).")
@@ -86,7 +87,7 @@ def config_from_flags():
     }
     values.update(dataset=FLAGS.dataset, loss=FLAGS.loss, strategy=FLAGS.strategy)
     if "output_dir" not in values:
-        suffix = f"_{FLAGS.preset}" if FLAGS.preset else ""
+        suffix = f"_{FLAGS.preset}" if FLAGS.preset and FLAGS.preset != NO_PRESET else ""
         values["output_dir"] = f"runs/{FLAGS.dataset}_{FLAGS.loss}{suffix}"
     try:
         return experiment.build_config(FLAGS.preset, **values)

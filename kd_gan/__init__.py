@@ -14,6 +14,7 @@ from kd_gan.models import (
     Discriminator,
     Generator,
     compression_ratio,
+    count_multiply_accumulates,
     count_parameters,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "Distiller",
     "Generator",
     "compression_ratio",
+    "count_multiply_accumulates",
     "count_parameters",
     "latent_dataset",
     "load_generator",

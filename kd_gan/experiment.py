@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kd_gan import data, distill, evaluation, gan, models, objectives, optimizers, precision, report, training
+from kd_gan import data, distill, evaluation, gan, models, objectives, optimizers, precision, progress, report, training
 from kd_gan import export as export_lib
 from kd_gan import generators as generators_lib
 from kd_gan import teacher_cache as teacher_cache_lib
@@ -130,10 +130,16 @@ class Experiment:
                 g_optimizer=optimizers.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
                 d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate),
             )
-        return stage.train(
+        return self.timed(stage, lambda callbacks: stage.train(
             trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z(),
-            discriminator=trainer.discriminator if stage.role == "teacher" else None,
-        )
+            discriminator=trainer.discriminator if stage.role == "teacher" else None, callbacks=callbacks,
+        ))
+
+    def timed(self, stage, train):
+        """`train(callbacks)` with the stage's speed measured, and the run's time estimated again after it."""
+        generator, record = train([progress.StageTimer(self.clock, stage.name)])
+        self.clock.finished(stage.name, record["wall_time_s"])
+        return generator, record
 
     def _generator(self, stage):
         return models.Generator(
@@ -176,7 +182,9 @@ class Experiment:
         else:
             # The MSE scheme needs no real data: it learns from fresh latent vectors.
             stream = self.real_stream if joint else self.latent_stream
-        return stage.train(trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z())
+        return self.timed(stage, lambda callbacks: stage.train(
+            trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
+        ))
 
     def distillation_losses(self, kind, loss):
         """`(losses, weights)` of a student kind (`experiment_config.kind_losses`),
@@ -262,8 +270,8 @@ class Experiment:
         # missing or corrupt files and a batch larger than the split stop the run
         # here, before anything trains or is scored.
         given = self.load_teacher() if config.teacher_path else None
-        self.steps_per_epoch()
         evaluator = evaluation.Evaluator(config) if evaluation.eval_sample_count(config) else None
+        self.clock = progress.run_clock(config, self.steps_per_epoch(), self.root, self.image_shape, given, evaluator)
         teacher, candidates = self.teacher_step(given, evaluator)
         generators, results = self.students_step(teacher, candidates)
         self.evaluation_step(evaluator, teacher, generators, results, candidates)
@@ -294,7 +302,7 @@ class Experiment:
             trained[stage.name] = self.train_gan(stage, config.teacher_epochs)[0]
             result = ModelResult.of(stage.name, "teacher", trained[stage.name], read_json(stage.record_path), stage, self.root)
             if evaluator:
-                result.quality = evaluator.quality(trained[stage.name], stage.evaluation_path)
+                result.quality = progress.timed_quality(self.clock, evaluator, trained[stage.name], stage.evaluation_path)
             candidates.append(result)
         best = evaluation.select_teacher(candidates)
         for candidate in candidates:
@@ -326,7 +334,7 @@ class Experiment:
         for result in results:
             result.compression_ratio = results[0].parameters / result.parameters
             if evaluator and result is not results[0]:
-                result.quality = evaluator.quality(generators[result.name], result.evaluation_path)
+                result.quality = progress.timed_quality(self.clock, evaluator, generators[result.name], result.evaluation_path)
                 result.fidelity = evaluator.fidelity(generators[result.name], teacher, self.heldout_z)
         for result in {r.name: r for r in candidates + results}.values():
             log_evaluation(self.root, result)

@@ -20,7 +20,7 @@ from kd_gan import teacher_cache as teacher_cache_lib
 from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.distribute import STRATEGIES, barrier, is_chief, worker_output_dir
 from kd_gan.errors import InputError
-from kd_gan.presets import PRESETS, preset_values
+from kd_gan.presets import PRESETS, default_preset, preset_values
 
 LOSS_CHOICES = ("mse", "joint", "both")
 # What a student distils besides the paper's pixel MSE: each kind is a student of its own.
@@ -273,8 +273,15 @@ class ExperimentConfig:
 
 
 def build_config(preset=None, **values):
-    """An `ExperimentConfig` from `preset`'s values (if any), overridden by `values`."""
-    merged = preset_values(preset, values.get("dataset", ExperimentConfig.dataset)) if preset else {}
+    """An `ExperimentConfig` from `preset`'s values, overridden by `values`.
+
+    `preset=None` takes the data set's default (`presets.DEFAULT_PRESETS`:
+    the `cpu` preset for cifar10 and celeb_a, none for mnist); "none" takes no
+    preset.
+    """
+    dataset = values.get("dataset", ExperimentConfig.dataset)
+    preset = default_preset(preset, dataset)
+    merged = preset_values(preset, dataset) if preset else {}
     merged.update(values)
     return ExperimentConfig(**merged)
 

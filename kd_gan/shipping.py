@@ -70,10 +70,10 @@ def quantization_aware_students(experiment, teacher, generators, results):
             trainer.compile(
                 student_optimizer=keras.optimizers.Adam(config.student_learning_rate * QAT_LEARNING_RATE_FACTOR, beta_1=0.5)
             )
-        generator, _ = stage.train(
+        generator, _ = experiment.timed(stage, lambda callbacks: stage.train(
             trainer, student, experiment.latent_stream, config.qat_epochs, experiment.steps_per_epoch(), config,
-            experiment.grid_z(), callbacks=[QuantizedView.Recalibrate(view)],
-        )
+            experiment.grid_z(), callbacks=[QuantizedView.Recalibrate(view), *callbacks],
+        ))
         tuned[result.name] = generator, stage
     return tuned
 

@@ -330,6 +330,26 @@ def test_presets_fill_values_and_flags_override_them():
     assert experiment.build_config(dataset="mnist") == experiment.ExperimentConfig()
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "celeb_a"])
+def test_colour_sets_default_to_the_cpu_preset_and_explicit_values_override_it(dataset):
+    config = experiment.build_config(dataset=dataset, loss="joint")
+    assert config == experiment.build_config("cpu", dataset=dataset, loss="joint")
+    cpu = experiment.preset_values("cpu", dataset)
+    assert (config.preset, config.objective, config.teacher_depths, config.teacher_epochs) == (
+        "cpu", "hinge", cpu["teacher_depths"], cpu["teacher_epochs"]
+    )
+    assert config.precision == "bfloat16" and config.ema_decay == 0.999 and config.teacher_cache == cpu["teacher_cache"]
+    overridden = experiment.build_config(dataset=dataset, teacher_epochs=2, objective="ns")
+    assert (overridden.teacher_epochs, overridden.objective, overridden.preset) == (2, "ns", "cpu")
+    bare = experiment.build_config("none", dataset=dataset)
+    assert bare == experiment.ExperimentConfig(dataset=dataset) and bare.preset is None
+
+
+def test_mnist_and_image_folders_take_no_preset_by_default():
+    assert experiment.build_config(dataset="mnist").preset is None
+    assert experiment.build_config(dataset="images", image_size=32, data_dir="faces/").preset is None
+
+
 def test_cli_rejects_bad_flags():
     completed = run_cli(["--dataset=svhn"], timeout=120)
     assert completed.returncode != 0

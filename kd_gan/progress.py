@@ -1,0 +1,241 @@
+"""What a run will do and about how long it will take on this machine.
+
+The run logs its plan (stages, steps, evaluations) before anything trains.
+Each stage measures its own speed over its first steps, and the run's
+remaining time is estimated again then and when the stage ends: stages not
+yet run are predicted from the measured ones by their cost per step, the
+multiply-accumulates of what one step runs (`models.count_multiply_accumulates`),
+as `seconds per step = overhead + seconds per multiply-accumulate * cost`.
+With one kind of stage measured, the overhead is the prior below; with two
+or more of different costs, both are fitted. Evaluations are predicted from
+the classifier's measured images per second.
+"""
+
+import dataclasses
+import os
+import time
+from typing import List, Optional
+
+import keras
+import numpy as np
+from absl import logging
+
+from kd_gan.models import Discriminator, Generator, count_multiply_accumulates
+from kd_gan.stages import Stage
+
+# Fixed cost of one training step, whatever the model (tf.function call, data
+# pipeline, metrics): ~5 ms for the d=1 CIFAR-10 students here (15,600 steps
+# in 80-140 s, README), used until two stages of different costs are measured.
+STEP_OVERHEAD_S = 0.005
+# Images per second of the classifiers before one is measured here: the FID
+# Inception on this CPU (README: 16.8 float32, 27.9 bfloat16), the MNIST network.
+CLASSIFIER_IMAGES_PER_S = {"float32": 16.8, "bfloat16": 27.9, "mnist": 2000.0}
+MEASURE_AFTER_STEPS = 50  # Steps a stage runs before its speed is measured (tracing excluded).
+
+
+@dataclasses.dataclass
+class PlannedStage:
+    """One stage of a run's plan.
+
+    Attributes:
+        name: the stage's name ("teacher_d32", "evaluation", ...).
+        steps: training steps (images, for an evaluation).
+        cost: multiply-accumulates of one step (0 for an evaluation).
+        done: finished before this invocation (loaded, not run).
+        seconds_per_step: measured, once the stage has run its first steps.
+    """
+
+    name: str
+    steps: int
+    cost: float = 0.0
+    done: bool = False
+    seconds_per_step: Optional[float] = None
+
+
+def _minutes(seconds):
+    return f"{seconds / 60:,.0f} min" if seconds >= 90 else f"{seconds:,.0f} s"
+
+
+class RunClock:
+    """The plan of a run and its estimated remaining time.
+
+    Args:
+        stages: `PlannedStage`s of the training stages, in run order.
+        evaluation_images: images the run's evaluations will classify.
+        classifier: key of `CLASSIFIER_IMAGES_PER_S` (until measured).
+    """
+
+    def __init__(self, stages: List[PlannedStage], evaluation_images=0, classifier="float32"):
+        self.stages = {stage.name: stage for stage in stages}
+        self.evaluation_images = int(evaluation_images)
+        self.images_per_s = CLASSIFIER_IMAGES_PER_S[classifier]
+        self.images_measured = False
+
+    def plan_lines(self):
+        """The plan in words, one line per stage."""
+        lines = [
+            f"{stage.name}: {stage.steps:,} steps" + (" (finished: loaded)" if stage.done else "")
+            for stage in self.stages.values()
+        ]
+        if self.evaluation_images:
+            lines.append(f"evaluation: {self.evaluation_images:,} images through the classifier")
+        return lines
+
+    def _model(self):
+        """`(overhead, seconds per multiply-accumulate)` from the measured stages."""
+        measured = [(s.cost, s.seconds_per_step) for s in self.stages.values() if s.seconds_per_step is not None]
+        costs = {cost for cost, _ in measured}
+        if len(costs) >= 2:
+            slope, overhead = np.polyfit(*zip(*measured), 1)
+            if slope > 0 and overhead >= 0:
+                return float(overhead), float(slope)
+        # One cost measured (or a fit that makes no sense): the prior overhead.
+        slopes = [max(seconds - STEP_OVERHEAD_S, 0.0) / cost for cost, seconds in measured if cost > 0]
+        return STEP_OVERHEAD_S, (float(np.mean(slopes)) if slopes else None)
+
+    def seconds_per_step(self, stage):
+        if stage.seconds_per_step is not None:
+            return stage.seconds_per_step
+        overhead, slope = self._model()
+        return None if slope is None else overhead + slope * stage.cost
+
+    def remaining_seconds(self, running=None, steps_done=0):
+        """Seconds left: the stages not finished (`running` has done
+        `steps_done` of its steps) and the evaluations; None before any
+        stage is measured."""
+        total = self.evaluation_images / self.images_per_s
+        for stage in self.stages.values():
+            if stage.done:
+                continue
+            rate = self.seconds_per_step(stage)
+            if rate is None:
+                return None
+            total += rate * (stage.steps - (steps_done if stage.name == running else 0))
+        return total
+
+    def measured(self, name, seconds_per_step, steps_done):
+        stage = self.stages[name]
+        stage.seconds_per_step = seconds_per_step
+        logging.info(
+            "%s: %.1f ms per step, ~%s for its %s steps; the run: ~%s left (estimate)",
+            name, 1000 * seconds_per_step, _minutes(seconds_per_step * stage.steps), f"{stage.steps:,}",
+            _minutes(self.remaining_seconds(name, steps_done)),
+        )
+
+    def finished(self, name, seconds):
+        stage = self.stages.get(name)
+        if stage is None:
+            return
+        stage.done = True
+        if stage.steps and stage.seconds_per_step is None:
+            stage.seconds_per_step = seconds / stage.steps
+        left = self.remaining_seconds()
+        if left is not None:
+            logging.info("%s done in %s; the run: ~%s left (estimate)", name, _minutes(seconds), _minutes(left))
+
+    def classified(self, images, seconds):
+        """A classifier pass of `images` took `seconds`: its speed, and the evaluation left."""
+        if images and seconds > 0:
+            self.images_per_s = images / seconds
+            self.images_measured = True
+        self.evaluation_images = max(self.evaluation_images - int(images), 0)
+
+
+class StageTimer(keras.callbacks.Callback):
+    """Measures a stage's speed over its first `MEASURE_AFTER_STEPS` steps
+    (after the first execution, which traces) and tells the `RunClock`."""
+
+    def __init__(self, clock, name):
+        super().__init__()
+        self.clock, self.name = clock, name
+        self.epoch = 0
+        self.start = None  # (time, steps) after the first execution; None again once measured.
+        self.measured = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch  # Counts the epochs of an interrupted run too (BackupAndRestore).
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras calls this once per execution of `steps_per_execution` steps.
+        if self.measured:
+            return
+        steps = self.epoch * (self.params.get("steps") or 0) + batch + 1
+        if self.start is None:
+            self.start = time.perf_counter(), steps
+        elif steps - self.start[1] >= MEASURE_AFTER_STEPS:
+            seconds = (time.perf_counter() - self.start[0]) / (steps - self.start[1])
+            self.clock.measured(self.name, seconds, steps)
+            self.measured = True
+
+
+def gan_step_cost(generator, discriminator, batch_size, critic_steps=1):
+    """Multiply-accumulates of one GAN step: the generator forward and
+    backward (~3 passes), the discriminator's steps on real and fake images
+    (~6 passes each) and its pass for the generator's loss (~3)."""
+    g, d = count_multiply_accumulates(generator), count_multiply_accumulates(discriminator)
+    return batch_size * (3 * g + 3 * d + critic_steps * (g + 6 * d))
+
+
+def plan(config, steps_per_epoch, root, image_shape, teacher_cost=0.0):
+    """The training stages of a run, in order, with steps and costs
+    (finished ones marked done). `teacher_cost`: a given teacher's
+    multiply-accumulates per image, when known."""
+    batch, critic = config.batch_size, config.critic_steps
+    latent = config.latent_dim
+
+    def generator(depth):
+        return Generator(latent, image_shape, depth)
+
+    def discriminator(depth):
+        return Discriminator(image_shape, depth)
+
+    stages = []
+    if not config.teacher_path:
+        for depth in config.teacher_depths:
+            stage = Stage(root, "teacher", depth)
+            cost = gan_step_cost(generator(depth), discriminator(depth), batch, critic)
+            stages.append(PlannedStage(stage.name, config.teacher_epochs * steps_per_epoch, cost, stage.done()))
+        teacher_cost = max(count_multiply_accumulates(generator(d)) for d in config.teacher_depths)
+    for depth in config.student_depths:
+        student = 3 * count_multiply_accumulates(generator(depth))
+        for loss in config.losses:
+            for kind in config.distillation:
+                stage = Stage(root, "student", depth, loss, kind)
+                # A teacher pass per step without a cache, and for feature maps always.
+                cost = student + (teacher_cost if not config.teacher_cache or "features" in kind else 0)
+                if loss == "joint":
+                    cost += gan_step_cost(generator(depth), discriminator(depth), 1, critic) - student
+                stages.append(PlannedStage(stage.name, config.student_epochs * steps_per_epoch, batch * cost, stage.done()))
+                if config.qat_epochs:
+                    stage = Stage(root, "student", depth, loss, kind, variant=f"qat{config.qat_epochs}")
+                    stages.append(PlannedStage(
+                        stage.name, config.qat_epochs * steps_per_epoch, batch * (student + teacher_cost), stage.done()
+                    ))
+        if config.scratch:
+            stage = Stage(root, "scratch", depth)
+            cost = gan_step_cost(generator(depth), discriminator(depth), batch, critic)
+            stages.append(PlannedStage(stage.name, config.student_epochs * steps_per_epoch, cost, stage.done()))
+    return stages
+
+
+def timed_quality(clock, evaluator, generator, path):
+    """`evaluator.quality(generator, path)`, its classifier time told to `clock` when not cached."""
+    cached = os.path.isfile(path)
+    start = time.perf_counter()
+    quality = evaluator.quality(generator, path)
+    if not cached:
+        clock.classified(evaluator.count, time.perf_counter() - start)
+    return quality
+
+
+def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, evaluator=None):
+    """The clock of a run, its plan logged: stages, steps, and the images its
+    evaluations will classify (every model not yet trained)."""
+    known = count_multiply_accumulates(given_teacher) if isinstance(given_teacher, Generator) else 0.0
+    stages = plan(config, steps_per_epoch, root, image_shape, known)
+    images = evaluator.count * sum(not s.done and "_qat" not in s.name for s in stages) if evaluator else 0
+    clock = RunClock(stages, images, "mnist" if config.dataset == "mnist" else config.inception_precision)
+    for line in clock.plan_lines():
+        logging.info("Plan: %s", line)
+    logging.info("Time estimate: after each stage's first %d steps.", MEASURE_AFTER_STEPS)
+    return clock

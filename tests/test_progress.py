@@ -1,0 +1,67 @@
+"""The run's plan and time estimate."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from kd_gan import Discriminator, Generator, count_multiply_accumulates, experiment, progress
+from kd_gan.progress import PlannedStage, RunClock
+
+from test_experiment import TINY, tiny_config
+
+
+def test_one_measured_stage_predicts_the_others_by_cost_over_the_prior_overhead():
+    clock = RunClock([PlannedStage("a", 100, cost=1e6), PlannedStage("b", 200, cost=3e6)], evaluation_images=0)
+    assert clock.remaining_seconds() is None  # Nothing measured yet.
+    clock.measured("a", progress.STEP_OVERHEAD_S + 0.01, steps_done=50)
+    slope = 0.01 / 1e6
+    assert clock.seconds_per_step(clock.stages["b"]) == pytest.approx(progress.STEP_OVERHEAD_S + slope * 3e6)
+    expected = 50 * (progress.STEP_OVERHEAD_S + 0.01) + 200 * (progress.STEP_OVERHEAD_S + slope * 3e6)
+    assert clock.remaining_seconds("a", steps_done=50) == pytest.approx(expected)
+
+
+def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():
+    stages = [PlannedStage(name, 10, cost=cost) for name, cost in (("a", 1e6), ("b", 2e6), ("c", 5e6))]
+    clock = RunClock(stages, evaluation_images=280, classifier="bfloat16")
+    clock.measured("a", 0.002 + 1e-9 * 1e6, 0)
+    clock.measured("b", 0.002 + 1e-9 * 2e6, 0)
+    assert clock.seconds_per_step(clock.stages["c"]) == pytest.approx(0.002 + 1e-9 * 5e6)
+    clock.finished("a", 0.03)
+    clock.classified(140, 7.0)  # 20 images/s measured; 140 images left.
+    assert clock.remaining_seconds() == pytest.approx(10 * 0.004 + 10 * 0.007 + 140 / 20)
+
+
+def test_gan_step_cost_counts_generator_and_discriminator_passes():
+    generator, discriminator = Generator(8, (28, 28, 1), 1), Discriminator((28, 28, 1), 1)
+    g, d = count_multiply_accumulates(generator), count_multiply_accumulates(discriminator)
+    assert progress.gan_step_cost(generator, discriminator, 4) == 4 * (3 * g + 3 * d + g + 6 * d)
+    assert progress.gan_step_cost(generator, discriminator, 4, critic_steps=5) == 4 * (3 * g + 3 * d + 5 * (g + 6 * d))
+
+
+def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(tiny_mnist, tmp_path, caplog):
+    config = tiny_config(tiny_mnist, tmp_path / "run", loss="both")
+    stages = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
+    names = ["teacher_d2", "student_mse_d1", "student_joint_d1", "scratch_d1"]
+    assert [s.name for s in stages] == names and all(s.steps == 3 and not s.done for s in stages)
+    joint, mse = stages[2].cost, stages[1].cost
+    assert joint > mse > 0
+    with caplog.at_level(logging.INFO):
+        experiment.run(config)
+    text = caplog.text
+    assert all(f"Plan: {name}: 3 steps" in text for name in names)
+    assert "left (estimate)" in text
+    again = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
+    assert all(s.done for s in again)
+    assert [s.name for s in again] == names
+
+
+def test_a_stage_measures_its_speed_after_its_first_steps():
+    clock = RunClock([PlannedStage("s", 200, cost=1.0)])
+    timer = progress.StageTimer(clock, "s")
+    timer.set_params({"steps": 100})
+    timer.on_epoch_begin(0)
+    for batch in range(9, 100, 10):  # Ten executions of 10 steps.
+        timer.on_train_batch_end(batch)
+    assert clock.stages["s"].seconds_per_step is not None and clock.stages["s"].seconds_per_step >= 0
+    assert np.isfinite(clock.remaining_seconds())
