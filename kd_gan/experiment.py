@@ -270,8 +270,10 @@ class Experiment:
         # missing or corrupt files and a batch larger than the split stop the run
         # here, before anything trains or is scored.
         given = self.load_teacher() if config.teacher_path else None
-        evaluator = evaluation.Evaluator(config) if evaluation.eval_sample_count(config) else None
-        self.clock = progress.run_clock(config, self.steps_per_epoch(), self.root, self.image_shape, given, evaluator)
+        eval_samples = evaluation.eval_sample_count(config)
+        self.clock = progress.run_clock(config, self.steps_per_epoch(), self.root, self.image_shape, given, eval_samples)
+        evaluator = evaluation.Evaluator(config) if eval_samples else None
+        progress.reference_ready(self.clock, evaluator)
         teacher, candidates = self.teacher_step(given, evaluator)
         generators, results = self.students_step(teacher, candidates)
         self.evaluation_step(evaluator, teacher, generators, results, candidates)

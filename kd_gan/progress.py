@@ -133,11 +133,15 @@ class RunClock:
         if left is not None:
             logging.info("%s done in %s; the run: ~%s left (estimate)", name, _minutes(seconds), _minutes(left))
 
-    def classified(self, images, seconds):
-        """A classifier pass of `images` took `seconds`: its speed, and the evaluation left."""
+    def classifier_speed(self, images, seconds):
+        """A classifier pass of `images` took `seconds`: the speed evaluations are predicted at."""
         if images and seconds > 0:
             self.images_per_s = images / seconds
             self.images_measured = True
+
+    def classified(self, images, seconds):
+        """An evaluation of `images` took `seconds`: its speed, and the evaluation left."""
+        self.classifier_speed(images, seconds)
         self.evaluation_images = max(self.evaluation_images - int(images), 0)
 
 
@@ -228,14 +232,27 @@ def timed_quality(clock, evaluator, generator, path):
     return quality
 
 
-def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, evaluator=None):
-    """The clock of a run, its plan logged: stages, steps, and the images its
-    evaluations will classify (every model not yet trained)."""
+def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, eval_samples=0):
+    """The clock of a run, its plan logged before anything is computed:
+    stages, steps, and the images its evaluations will classify
+    (`eval_samples` for every model not yet trained)."""
     known = count_multiply_accumulates(given_teacher) if isinstance(given_teacher, Generator) else 0.0
     stages = plan(config, steps_per_epoch, root, image_shape, known)
-    images = evaluator.count * sum(not s.done and "_qat" not in s.name for s in stages) if evaluator else 0
+    images = eval_samples * sum(not s.done and "_qat" not in s.name for s in stages)
     clock = RunClock(stages, images, "mnist" if config.dataset == "mnist" else config.inception_precision)
     for line in clock.plan_lines():
         logging.info("Plan: %s", line)
+    if eval_samples:
+        logging.info("Plan: the real reference's statistics first (once: cached for later runs).")
     logging.info("Time estimate: after each stage's first %d steps.", MEASURE_AFTER_STEPS)
     return clock
+
+
+def reference_ready(clock, evaluator):
+    """The evaluator's reference statistics are ready: when they were
+    computed now, their classifier pass measures the speed evaluations are
+    predicted at."""
+    reference = evaluator.reference if evaluator else None
+    if reference is not None and reference.seconds:
+        logging.info("Reference statistics of %s: %s", reference.source, _minutes(reference.seconds))
+        clock.classifier_speed(reference.count, reference.seconds)

@@ -21,6 +21,7 @@ import os
 import queue
 import sys
 import threading
+import time
 
 import keras
 import numpy as np
@@ -61,6 +62,7 @@ class ImageStatistics:
         self.fingerprint, self.preprocessing = fingerprint, preprocessing
         self.score = None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score)
         self.vol = None if vol is None or np.isnan(vol) else float(vol)
+        self.seconds = None  # The classifier pass that computed them; None when loaded from a file.
 
     def save(self, path):
         """Writes the statistics to `path` (`.npz`) atomically."""
@@ -201,7 +203,9 @@ def _key(*parts):
 def _cached(path, compute):
     if os.path.isfile(path):
         return ImageStatistics.load(path)
+    start = time.perf_counter()
     statistics = compute()
+    statistics.seconds = time.perf_counter() - start
     statistics.save(path)
     logging.info("Statistics of %s cached at %s", statistics.source, path)
     return statistics

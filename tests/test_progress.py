@@ -1,6 +1,7 @@
 """The run's plan and time estimate."""
 
 import logging
+import types
 
 import numpy as np
 import pytest
@@ -39,8 +40,9 @@ def test_gan_step_cost_counts_generator_and_discriminator_passes():
     assert progress.gan_step_cost(generator, discriminator, 4, critic_steps=5) == 4 * (3 * g + 3 * d + 5 * (g + 6 * d))
 
 
-def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(tiny_mnist, tmp_path, caplog):
-    config = tiny_config(tiny_mnist, tmp_path / "run", loss="both")
+def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(tiny_mnist, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path / "cache"))  # The reference is computed in this run.
+    config = tiny_config(tiny_mnist, tmp_path / "run", loss="both", eval_samples=4)
     stages = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
     names = ["teacher_d2", "student_mse_d1", "student_joint_d1", "scratch_d1"]
     assert [s.name for s in stages] == names and all(s.steps == 3 and not s.done for s in stages)
@@ -51,6 +53,8 @@ def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(
     text = caplog.text
     assert all(f"Plan: {name}: 3 steps" in text for name in names)
     assert "left (estimate)" in text
+    # The plan comes first, before the reference statistics are computed.
+    assert text.index("Plan: teacher_d2") < text.index("Computing the statistics") < text.index("Reference statistics of")
     again = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
     assert all(s.done for s in again)
     assert [s.name for s in again] == names
@@ -65,3 +69,15 @@ def test_a_stage_measures_its_speed_after_its_first_steps():
         timer.on_train_batch_end(batch)
     assert clock.stages["s"].seconds_per_step is not None and clock.stages["s"].seconds_per_step >= 0
     assert np.isfinite(clock.remaining_seconds())
+
+
+def test_a_reference_computed_now_sets_the_classifier_speed_and_a_loaded_one_does_not():
+    clock = RunClock([PlannedStage("s", 10, cost=1.0, seconds_per_step=0.1)], evaluation_images=1000, classifier="float32")
+    loaded = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=None, count=500, source="x"))
+    progress.reference_ready(clock, loaded)
+    progress.reference_ready(clock, None)  # A run without evaluation.
+    assert clock.images_per_s == progress.CLASSIFIER_IMAGES_PER_S["float32"] and not clock.images_measured
+    computed = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=10.0, count=500, source="x"))
+    progress.reference_ready(clock, computed)
+    assert clock.images_per_s == 50.0 and clock.evaluation_images == 1000  # The reference is not a model's evaluation.
+    assert clock.remaining_seconds() == pytest.approx(10 * 0.1 + 1000 / 50.0)
