@@ -11,6 +11,7 @@ from kd_gan import objectives, optimizers, weight_average
 from kd_gan.adversarial import adversarial_update, critic_update
 from kd_gan.training import ExactStepsMixin, images_from_batch, sample_latents, step_logs
 from kd_gan.errors import InputError
+from kd_gan.generators import latent_size
 
 
 def _check_is_model(value, argument):
@@ -37,8 +38,10 @@ class GAN(ExactStepsMixin, keras.Model):
     its own weights.
 
     Args:
-        generator: maps `(batch, latent_dim)` to images; must expose
-            `latent_dim` (as `kd_gan.Generator` does).
+        generator: any Keras model mapping `(batch, latent_dim)` to images
+            (a `kd_gan.Generator`, or your own functional or Sequential
+            model); the latent size is its `latent_dim` or its input's last
+            dimension.
         discriminator: maps images to one logit (critic value) per image; no
             batch norm (examples must not interact: WGAN-GP's penalty is per
             example).
@@ -62,11 +65,7 @@ class GAN(ExactStepsMixin, keras.Model):
         super().__init__(**kwargs)
         _check_is_model(generator, "generator")
         _check_is_model(discriminator, "discriminator")
-        if not hasattr(generator, "latent_dim"):
-            raise InputError(
-                "generator must have a `latent_dim` attribute (the size of z), as "
-                f"kd_gan.Generator does. Received a {type(generator).__name__} without one."
-            )
+        self.latent_dim = latent_size(generator)  # Raises when the generator does not tell it.
         self.generator = generator
         self.discriminator = discriminator
         self.seed = int(seed)
@@ -105,7 +104,7 @@ class GAN(ExactStepsMixin, keras.Model):
         return optimizers.optimizers_config(self, ("g_optimizer", "d_optimizer"))
 
     def _averaged_generator(self):
-        return self.generator, self.g_optimizer, self.generator.latent_dim
+        return self.generator, self.g_optimizer, self.latent_dim
 
     def compile_from_config(self, config):
         self.compile(**optimizers.deserialize_optimizers(config))
@@ -119,7 +118,7 @@ class GAN(ExactStepsMixin, keras.Model):
 
     def train_step(self, data):
         real_images = images_from_batch(data)
-        latent_dim = self.generator.latent_dim
+        latent_dim = self.latent_dim
         # The discriminator's extra steps (WGAN-GP's critic), each on fresh z.
         for _ in range(self.critic_steps - 1):
             critic_update(

@@ -72,9 +72,31 @@ def test_save_and_load_keeps_weights_and_optimizer_state(tmp_path):
 def test_rejects_non_models():
     with pytest.raises(ValueError, match="generator must be a Keras model"):
         GAN(lambda z: z, Discriminator((28, 28, 1), 1))
-    plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(28 * 28), keras.layers.Reshape((28, 28, 1))])
-    with pytest.raises(ValueError, match="latent_dim"):
-        GAN(plain, Discriminator((28, 28, 1), 1))
+
+
+class _Unbuilt(keras.Model):
+    """A subclassed generator that tells neither `latent_dim` nor an input shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(28 * 28, activation="tanh")
+
+    def call(self, z):
+        return keras.ops.reshape(self.dense(z), (-1, 28, 28, 1))
+
+
+def test_a_plain_keras_generator_trains_and_one_without_a_latent_size_is_refused():
+    plain = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(28 * 28, activation="tanh"), keras.layers.Reshape((28, 28, 1))]
+    )
+    model = GAN(plain, Discriminator((28, 28, 1), 1))
+    assert model.latent_dim == 8  # Read from the model's input.
+    model.compile()
+    before = weights_of(plain)
+    model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=2, epochs=1, verbose=0)
+    assert changed(before, plain)
+    with pytest.raises(ValueError, match="latent size of _Unbuilt"):
+        GAN(_Unbuilt(), Discriminator((28, 28, 1), 1))
 
 
 def test_leaky_relu_gradients_match_keras_to_second_order():
