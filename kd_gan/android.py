@@ -1,7 +1,7 @@
 """Android (Kotlin) code for a `.tflite` generator, written from the file's own signatures.
 
 Its constants and names are what LiteRT reports for the file, so the code cannot
-drift from it; README.md's snippet is checked against it (tests/test_android.py).
+drift from it; docs/DEPLOYMENT.md's snippet is checked against it (tests/test_android.py).
 
     python -m kd_gan.android --tflite=export/student_int8.tflite [--output=Snippet.kt]
 """

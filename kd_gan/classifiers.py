@@ -96,7 +96,7 @@ class InceptionClassifier:
         precision: "float32" (the standard, for reported FIDs) or "bfloat16":
             the graph's convolutions in bfloat16 through TensorFlow's oneDNN
             rewrite (CPU only), for monitoring during training. Its features
-            differ (README: the FID difference on the reference pair), so it
+            differ (docs/RESULTS.md: the FID difference on the reference pair), so it
             has its own `name` and its statistics are never mixed with
             float32 ones.
     """

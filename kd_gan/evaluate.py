@@ -45,7 +45,7 @@ flags.DEFINE_string("save_stats", None, "Write the reference's statistics to thi
 flags.DEFINE_string("output", "metrics.json", "JSON output path.")
 flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: README).")
+flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: docs/RESULTS.md).")
 flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 FLAGS = flags.FLAGS
 

@@ -109,7 +109,7 @@ class ExperimentConfig:
             else TF-Hub.
         inception_precision: "float32" (the standard) or "bfloat16": the
             Inception pass 1.66x faster on a CPU with AVX512-BF16, FID within
-            0.06% of float32 on the shared CIFAR-10 reference pair (README);
+            0.06% of float32 on the shared CIFAR-10 reference pair (docs/RESULTS.md);
             its statistics are kept apart from float32 ones. Not for mnist
             (scored by the float32 MNIST network).
         export: formats to export every student to: "tflite", "saved_model"

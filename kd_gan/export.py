@@ -161,7 +161,7 @@ def _converter(saved_model_dir, generator, quantization, batch_size, representat
         # unit: each unit's scale and zero point (12 bytes) are stored per
         # signature, 12 kB at d=8 (measured: 11% of the int8 file), and the
         # outputs match Keras as closely (PSNR within 0.4 dB on MNIST/CIFAR-10
-        # students, README "Export").
+        # students, docs/DEPLOYMENT.md).
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         latent_dim = latent_size(generator)
         # Calibrate both signatures: the same graph with two outputs.

@@ -244,7 +244,7 @@ class PerceptualLoss(DistillationLoss):
               training (joint loss) and its gradient reaches only the
               student. Cost per step: one more discriminator pass on two
               batches, forward and backward (about a third of a joint step
-              at equal depths, measured in the README).
+              at equal depths, measured in docs/RESULTS.md).
             - a Keras model (e.g. a trained teacher's `kd_gan.Discriminator`):
               frozen and saved with the loss.
             - "inception": the FID Inception (`$KD_GAN_INCEPTION` or

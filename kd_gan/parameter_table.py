@@ -1,4 +1,4 @@
-"""The README's parameter tables: `python -m kd_gan.parameter_table`."""
+"""The parameter tables of docs/API.md: `python -m kd_gan.parameter_table`."""
 
 from kd_gan.data import IMAGE_SHAPES
 from kd_gan.models import Discriminator, Generator, count_parameters

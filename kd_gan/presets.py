@@ -5,7 +5,7 @@ from kd_gan.errors import InputError
 # Presets fill config fields; explicit flags override them. Sample counts:
 # FID depends on them, so compare runs only at equal counts.
 PRESETS = {
-    # MNIST end to end in 10 min 14 s on a 2-core CPU (measured, README), 2 min 16 s
+    # MNIST end to end in 10 min 14 s on a 2-core CPU (measured, docs/RESULTS.md), 2 min 16 s
     # of it training the MNIST classifier the package now ships; CIFAR-10 18.5 min,
     # CelebA 14 min; 500 Inception samples per model for cifar10 / celeb_a (~20-30 s
     # each here) against the whole training split (its statistics computed once).
@@ -16,7 +16,7 @@ PRESETS = {
     # A teacher worth distilling in about an hour of a 2-core CPU (with AVX512-BF16)
     # per colour data set, then students at the paper's ratio and two milder ones,
     # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
-    # (README, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
+    # (docs/RESULTS.md, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
     # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
     # bfloat16 training and Inception, students on cached teacher outputs.
     "cpu": dict(
@@ -38,7 +38,7 @@ PRESETS = {
 }
 # The preset a run takes when none is named: the colour sets get the CPU
 # recipe, whose teacher is worth distilling (a three-epoch one is not: FID
-# ~300, README); MNIST keeps the short main job. NO_PRESET names none.
+# ~300, docs/RESULTS.md); MNIST keeps the short main job. NO_PRESET names none.
 DEFAULT_PRESETS = {"cifar10": "cpu", "celeb_a": "cpu"}
 NO_PRESET = "none"
 

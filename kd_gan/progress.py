@@ -25,10 +25,10 @@ from kd_gan.stages import Stage
 
 # Fixed cost of one training step, whatever the model (tf.function call, data
 # pipeline, metrics): ~5 ms for the d=1 CIFAR-10 students here (15,600 steps
-# in 80-140 s, README), used until two stages of different costs are measured.
+# in 80-140 s, docs/RESULTS.md), used until two stages of different costs are measured.
 STEP_OVERHEAD_S = 0.005
 # Images per second of the classifiers before one is measured here: the FID
-# Inception on this CPU (README: 16.8 float32, 27.9 bfloat16), the MNIST network.
+# Inception on this CPU (docs/RESULTS.md: 16.8 float32, 27.9 bfloat16), the MNIST network.
 CLASSIFIER_IMAGES_PER_S = {"float32": 16.8, "bfloat16": 27.9, "mnist": 2000.0}
 MEASURE_AFTER_STEPS = 50  # Steps a stage runs before its speed is measured (tracing excluded).
 

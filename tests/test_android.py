@@ -1,4 +1,4 @@
-"""Android snippet: written from a `.tflite` file's signatures; README's copy is the generated text."""
+"""Android snippet: written from a `.tflite` file's signatures; docs/DEPLOYMENT.md's copy is the generated text."""
 
 import os
 import re
@@ -33,9 +33,9 @@ def files(tmp_path_factory):
     }
 
 
-def readme_kotlin():
-    """The ```kotlin block of README.md's "### Android (LiteRT)" section."""
-    with open(os.path.join(ROOT, "README.md")) as file:
+def documented_kotlin():
+    """The ```kotlin block of docs/DEPLOYMENT.md's "### Android (LiteRT)" section."""
+    with open(os.path.join(ROOT, "docs", "DEPLOYMENT.md")) as file:
         section = file.read().split("### Android (LiteRT)\n", 1)[1].split("\n### ", 1)[0]
     blocks = re.findall(r"^```kotlin\n(.*?)^```$", section, flags=re.S | re.M)
     assert len(blocks) == 1, f"expected one kotlin block in the Android section, found {len(blocks)}"
@@ -109,9 +109,9 @@ def test_missing_file_is_refused(tmp_path):
         android.signatures(str(tmp_path / "absent.tflite"))
 
 
-def test_readme_snippet_is_the_generated_one(files):
-    # README.md shows the snippet of a d=1 MNIST int8 file, latent_dim=32 (the MNIST presets' size).
-    assert readme_kotlin() == android.kotlin_snippet(files["mnist"])
+def test_documented_snippet_is_the_generated_one(files):
+    # docs/DEPLOYMENT.md shows the snippet of a d=1 MNIST int8 file, latent_dim=32 (the MNIST presets' size).
+    assert documented_kotlin() == android.kotlin_snippet(files["mnist"])
 
 
 def test_command_line_writes_the_snippet(files, tmp_path):
