@@ -3,6 +3,7 @@
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -93,6 +94,32 @@ def training_curves(results, path):
         else:
             axis.text(0.5, 0.5, "not trained in this run", ha="center", va="center", transform=axis.transAxes)
     figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return os.path.basename(path)
+
+
+def labelled_samples(results, rows, path):
+    """The sample grid with each row named: its model, d, parameters and compression.
+
+    Args:
+        results: the run's results (`results["models"]`, in the order of `rows`).
+        rows: one uint8 array `(columns, height, width, channels)` per model.
+        path: the PNG to write.
+    """
+    row_inches, label_inches = 0.9, 1.8
+    aspect = len(rows[0]) * rows[0].shape[2] / rows[0].shape[1]  # A row's width over its height.
+    width = label_inches + row_inches * aspect
+    figure, axes = plt.subplots(len(rows), 1, figsize=(width, row_inches * len(rows) + 0.1), squeeze=False)
+    for axis, entry, row in zip(axes[:, 0], results["models"], rows):
+        strip = np.concatenate(list(row), axis=1)  # The row's images side by side.
+        axis.imshow(strip[..., 0] if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        ratio = entry.get("compression_ratio") or 1.0
+        name = f"{method_label(entry['method'])}" + (f", d={entry['depth']}" if entry["depth"] else "")
+        axis.set_ylabel(f"{name}\n{entry['parameters']:,} parameters\n{ratio:,.0f}:1", rotation=0, ha="right", va="center", fontsize=8)
+    figure.subplots_adjust(left=label_inches / width, right=0.995, top=0.99, bottom=0.01, hspace=0.08)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return os.path.basename(path)

@@ -27,9 +27,10 @@ def write(output_dir, results, generators, heldout_z, columns):
     names = [entry["name"] for entry in results["models"]]
     results["samples"] = "samples.png"
     grid_z = heldout_z[:columns]
-    images.save_png(
-        images.image_grid([np.asarray(generate(generators[name], grid_z)) for name in names]),
-        os.path.join(output_dir, results["samples"]),
+    rows = [np.asarray(generate(generators[name], grid_z)) for name in names]
+    images.save_png(images.image_grid(rows), os.path.join(output_dir, results["samples"]))
+    results["labelled_samples"] = plots.labelled_samples(
+        results, [images.to_uint8(row) for row in rows], os.path.join(output_dir, "samples_labelled.png")
     )
     results["interpolation"] = "interpolation.png"
     weights = np.linspace(0.0, 1.0, columns, dtype=np.float32)[:, None]
@@ -289,6 +290,8 @@ def markdown(results):
         f"Same latent vectors in every row. Rows, top to bottom: {rows}.",
         "",
         f"![samples]({results['samples']})",
+        "",
+        f"The same, each row named with its size: ![labelled samples]({results['labelled_samples']})",
         "",
         "Latent interpolation between two held-out z, same rows:",
         "",

@@ -100,7 +100,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
 
     markdown = (output_dir / "report.md").read_text()
     assert "FID (n=8 vs 12 real)" in markdown and "KID x1000" in markdown and "| student (joint) | 1 |" in markdown and "## Teacher candidates" in markdown
-    for picture in ("samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png"):
+    for picture in ("samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png"):
         assert f"({picture})" in markdown
         assert (output_dir / picture).read_bytes()[:8] == PNG_SIGNATURE
     # Grids: one row per model (7) x 4 columns of 28x28 images with 2-pixel padding.
