@@ -5,9 +5,10 @@ Each stage measures its own speed over its first steps, and the run's
 remaining time is estimated again then and when the stage ends: stages not
 yet run are predicted from the measured ones by their cost per step, the
 multiply-accumulates of what one step runs (`models.count_multiply_accumulates`),
-as `seconds per step = overhead + seconds per multiply-accumulate * cost`.
-With one kind of stage measured, the overhead is the prior below; with two
-or more of different costs, both are fitted. Evaluations are predicted from
+as `seconds per step = overhead of its kind + seconds per multiply-accumulate * cost`.
+Small models are all overhead (the many small ops of a step), large ones all
+multiply-accumulates; the overheads start from the priors below and are
+measured once a stage of their kind has run. Evaluations are predicted from
 the classifier's measured images per second.
 """
 
@@ -23,10 +24,13 @@ from absl import logging
 from kd_gan.models import Discriminator, Generator, count_multiply_accumulates
 from kd_gan.stages import Stage
 
-# Fixed cost of one training step, whatever the model (tf.function call, data
-# pipeline, metrics): ~5 ms for the d=1 CIFAR-10 students here (15,600 steps
-# in 80-140 s, docs/RESULTS.md), used until two stages of different costs are measured.
-STEP_OVERHEAD_S = 0.005
+# Fixed cost of one training step, whatever the model's size (the tf.function
+# call, the data pipeline, metrics, the many small ops of a step), by kind of
+# step: an adversarial step (teacher, scratch GAN, joint student) updates two
+# networks, a distillation step one. Measured here on the d=1 CIFAR-10 stages
+# (docs/RESULTS.md: 15,600 steps of a joint student or scratch GAN in 303-479 s,
+# of a cached MSE student in 145-200 s); used for a kind until a stage of it is measured.
+STEP_OVERHEAD_S = {"adversarial": 0.018, "distillation": 0.008}
 # Images per second of the classifiers before one is measured here: the FID
 # Inception on this CPU (docs/RESULTS.md: 16.8 float32, 27.9 bfloat16), the MNIST network.
 CLASSIFIER_IMAGES_PER_S = {"float32": 16.8, "bfloat16": 27.9, "mnist": 2000.0}
@@ -41,6 +45,7 @@ class PlannedStage:
         name: the stage's name ("teacher_d32", "evaluation", ...).
         steps: training steps (images, for an evaluation).
         cost: multiply-accumulates of one step (0 for an evaluation).
+        kind: "adversarial" (two networks updated per step) or "distillation".
         done: finished before this invocation (loaded, not run).
         seconds_per_step: measured, once the stage has run its first steps.
     """
@@ -48,6 +53,7 @@ class PlannedStage:
     name: str
     steps: int
     cost: float = 0.0
+    kind: str = "adversarial"
     done: bool = False
     seconds_per_step: Optional[float] = None
 
@@ -82,22 +88,40 @@ class RunClock:
         return lines
 
     def _model(self):
-        """`(overhead, seconds per multiply-accumulate)` from the measured stages."""
-        measured = [(s.cost, s.seconds_per_step) for s in self.stages.values() if s.seconds_per_step is not None]
-        costs = {cost for cost, _ in measured}
-        if len(costs) >= 2:
-            slope, overhead = np.polyfit(*zip(*measured), 1)
-            if slope > 0 and overhead >= 0:
-                return float(overhead), float(slope)
-        # One cost measured (or a fit that makes no sense): the prior overhead.
-        slopes = [max(seconds - STEP_OVERHEAD_S, 0.0) / cost for cost, seconds in measured if cost > 0]
-        return STEP_OVERHEAD_S, (float(np.mean(slopes)) if slopes else None)
+        """`({kind: overhead}, seconds per multiply-accumulate)` from the measured stages.
+
+        The slope is fitted on the stages of one kind measured at two or more
+        costs (the kind spanning the widest range of costs), else taken from
+        the costliest measured stage over its kind's prior overhead; each
+        kind's overhead is then what its measured stages take beyond the
+        slope's share (the prior while none of its stages is measured).
+        """
+        measured = [s for s in self.stages.values() if s.seconds_per_step is not None and s.cost > 0]
+        if not measured:
+            return dict(STEP_OVERHEAD_S), None
+        slope, spread = None, 0.0
+        for kind in STEP_OVERHEAD_S:
+            points = [(s.cost, s.seconds_per_step) for s in measured if s.kind == kind]
+            costs = [cost for cost, _ in points]
+            if len(set(costs)) >= 2 and max(costs) - min(costs) > spread:
+                fitted = float(np.polyfit(*zip(*points), 1)[0])
+                if fitted > 0:
+                    slope, spread = fitted, max(costs) - min(costs)
+        if slope is None:
+            largest = max(measured, key=lambda stage: stage.cost)
+            slope = max(largest.seconds_per_step - STEP_OVERHEAD_S[largest.kind], 0.0) / largest.cost
+        overheads = dict(STEP_OVERHEAD_S)
+        for kind in overheads:
+            own = [s.seconds_per_step - slope * s.cost for s in measured if s.kind == kind]
+            if own:
+                overheads[kind] = max(float(np.mean(own)), 0.0)
+        return overheads, slope
 
     def seconds_per_step(self, stage):
         if stage.seconds_per_step is not None:
             return stage.seconds_per_step
-        overhead, slope = self._model()
-        return None if slope is None else overhead + slope * stage.cost
+        overheads, slope = self._model()
+        return None if slope is None else overheads[stage.kind] + slope * stage.cost
 
     def remaining_seconds(self, running=None, steps_done=0):
         """Seconds left: the stages not finished (`running` has done
@@ -198,7 +222,7 @@ def plan(config, steps_per_epoch, root, image_shape, teacher_cost=0.0):
         for depth in config.teacher_depths:
             stage = Stage(root, "teacher", depth)
             cost = gan_step_cost(generator(depth), discriminator(depth), batch, critic)
-            stages.append(PlannedStage(stage.name, config.teacher_epochs * steps_per_epoch, cost, stage.done()))
+            stages.append(PlannedStage(stage.name, config.teacher_epochs * steps_per_epoch, cost, done=stage.done()))
         teacher_cost = max(count_multiply_accumulates(generator(d)) for d in config.teacher_depths)
     for depth in config.student_depths:
         student = 3 * count_multiply_accumulates(generator(depth))
@@ -209,16 +233,20 @@ def plan(config, steps_per_epoch, root, image_shape, teacher_cost=0.0):
                 cost = student + (teacher_cost if not config.teacher_cache or "features" in kind else 0)
                 if loss == "joint":
                     cost += gan_step_cost(generator(depth), discriminator(depth), 1, critic) - student
-                stages.append(PlannedStage(stage.name, config.student_epochs * steps_per_epoch, batch * cost, stage.done()))
+                stages.append(PlannedStage(
+                    stage.name, config.student_epochs * steps_per_epoch, batch * cost,
+                    "adversarial" if loss == "joint" else "distillation", stage.done(),
+                ))
                 if config.qat_epochs:
                     stage = Stage(root, "student", depth, loss, kind, variant=f"qat{config.qat_epochs}")
                     stages.append(PlannedStage(
-                        stage.name, config.qat_epochs * steps_per_epoch, batch * (student + teacher_cost), stage.done()
+                        stage.name, config.qat_epochs * steps_per_epoch, batch * (student + teacher_cost), "distillation",
+                        stage.done(),
                     ))
         if config.scratch:
             stage = Stage(root, "scratch", depth)
             cost = gan_step_cost(generator(depth), discriminator(depth), batch, critic)
-            stages.append(PlannedStage(stage.name, config.student_epochs * steps_per_epoch, cost, stage.done()))
+            stages.append(PlannedStage(stage.name, config.student_epochs * steps_per_epoch, cost, done=stage.done()))
     return stages
 
 

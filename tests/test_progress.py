@@ -12,14 +12,30 @@ from kd_gan.progress import PlannedStage, RunClock
 from test_experiment import TINY, tiny_config
 
 
-def test_one_measured_stage_predicts_the_others_by_cost_over_the_prior_overhead():
-    clock = RunClock([PlannedStage("a", 100, cost=1e6), PlannedStage("b", 200, cost=3e6)], evaluation_images=0)
+def test_one_measured_stage_predicts_the_others_by_cost_over_their_kinds_prior_overhead():
+    stages = [PlannedStage("a", 100, cost=1e6), PlannedStage("b", 200, cost=3e6), PlannedStage("m", 300, 2e6, "distillation")]
+    clock = RunClock(stages, evaluation_images=0)
     assert clock.remaining_seconds() is None  # Nothing measured yet.
-    clock.measured("a", progress.STEP_OVERHEAD_S + 0.01, steps_done=50)
+    adversarial, distillation = progress.STEP_OVERHEAD_S["adversarial"], progress.STEP_OVERHEAD_S["distillation"]
+    clock.measured("a", adversarial + 0.01, steps_done=50)
     slope = 0.01 / 1e6
-    assert clock.seconds_per_step(clock.stages["b"]) == pytest.approx(progress.STEP_OVERHEAD_S + slope * 3e6)
-    expected = 50 * (progress.STEP_OVERHEAD_S + 0.01) + 200 * (progress.STEP_OVERHEAD_S + slope * 3e6)
+    assert clock.seconds_per_step(clock.stages["b"]) == pytest.approx(adversarial + slope * 3e6)
+    assert clock.seconds_per_step(clock.stages["m"]) == pytest.approx(distillation + slope * 2e6)
+    expected = 50 * (adversarial + 0.01) + 200 * (adversarial + slope * 3e6) + 300 * (distillation + slope * 2e6)
     assert clock.remaining_seconds("a", steps_done=50) == pytest.approx(expected)
+
+
+def test_a_measured_kind_takes_its_own_overhead_and_small_stages_are_not_predicted_as_free():
+    teacher, student = PlannedStage("teacher", 10, cost=1e9), PlannedStage("scratch", 10, cost=1e6)
+    mse, other = PlannedStage("mse", 10, 1e6, "distillation"), PlannedStage("mse2", 10, 2e6, "distillation")
+    clock = RunClock([teacher, student, mse, other])
+    clock.measured("teacher", 0.1, 0)
+    # The small adversarial stage costs its overhead, not a thousandth of the teacher's step.
+    assert clock.seconds_per_step(student) > progress.STEP_OVERHEAD_S["adversarial"]
+    clock.measured("mse", 0.03, 0)
+    slope = (0.1 - progress.STEP_OVERHEAD_S["adversarial"]) / 1e9
+    assert clock.seconds_per_step(other) == pytest.approx(0.03 + slope * 1e6)  # Its kind's measured overhead.
+    assert clock.seconds_per_step(student) == pytest.approx(progress.STEP_OVERHEAD_S["adversarial"] + slope * 1e6)
 
 
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():
@@ -48,6 +64,7 @@ def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(
     assert [s.name for s in stages] == names and all(s.steps == 3 and not s.done for s in stages)
     joint, mse = stages[2].cost, stages[1].cost
     assert joint > mse > 0
+    assert [s.kind for s in stages] == ["adversarial", "distillation", "adversarial", "adversarial"]
     with caplog.at_level(logging.INFO):
         experiment.run(config)
     text = caplog.text
