@@ -1,11 +1,11 @@
 """FID, KID and precision/recall between two folders of images.
 
-The metrics' three rooms, used directly: a classifier (the standard FID
-Inception), statistics of each folder through it (`scoring.folder_statistics`;
-folders or tars of PNG/JPEG, searched recursively, any one image size), and
-the formulas on the two (`scoring.quality`). The reference's statistics are
-saved as `.npz`, so later comparisons against it skip its classifier pass
-(`python -m kd_gan.evaluate --images=... --reference_images=reference.npz`).
+Folders or tars of PNG/JPEG (searched recursively, any one image size) go
+through the standard FID Inception; the reference's statistics are cached by
+the folder's content and saved as `.npz`, so later comparisons against it
+skip its classifier pass
+(`python -m kd_gan.evaluate --images=... --reference_images=reference.npz`,
+the command line of the same function).
 
     python examples/evaluate_folders.py --images=samples/ --reference_images=real/ \\
         --inception_path=../shared/data/inception/fid_inception_v3
@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from kd_gan import classifiers, images, scoring
+from kd_gan import evaluate, images
 from kd_gan.jsonio import write_json
 
 flags.DEFINE_string("images", None, "Folder or tar of the images to score (e.g. a generator's samples).")
@@ -51,17 +51,16 @@ def main(argv):
     del argv
     if FLAGS.tiny:
         candidate_path, reference_path = write_tiny_folders(os.path.join(FLAGS.output_dir, "folders"))
-        classifier = classifiers.MnistClassifier()  # Ships with the package: no download.
     elif FLAGS.images and FLAGS.reference_images:
         candidate_path, reference_path = FLAGS.images, FLAGS.reference_images
-        classifier = classifiers.InceptionClassifier(FLAGS.inception_path)
     else:
         raise app.UsageError("Give --images and --reference_images (or --tiny).")
-
-    reference = scoring.folder_statistics(classifier, reference_path)  # Cached by the folder's content.
-    candidate = scoring.folder_statistics(classifier, candidate_path, FLAGS.num_samples, cache=False)
-    record = scoring.quality(candidate, reference, classifier.score_name)
-    record["saved_stats"] = reference.save(os.path.join(FLAGS.output_dir, "reference.npz"))
+    record = evaluate.evaluate(
+        # dataset="mnist" picks the MNIST network (it ships with the package); None, the FID Inception.
+        dataset="mnist" if FLAGS.tiny else None, images=candidate_path, reference_images=reference_path,
+        num_samples=FLAGS.num_samples, inception_path=FLAGS.inception_path,
+        save_stats=os.path.join(FLAGS.output_dir, "reference.npz"),
+    )
     write_json(os.path.join(FLAGS.output_dir, "metrics.json"), record)
     for key in ("fid", "kid", "precision", "recall", "num_samples", "reference_count"):
         print(f"{key:<16} {record[key]}")

@@ -26,31 +26,26 @@ from kd_gan.jsonio import write_json
 
 flags.DEFINE_string("generator", None, "The generator to ship: .keras or SavedModel folder.")
 flags.DEFINE_string("output_dir", "runs/export_for_android", "Where the files go.")
-flags.DEFINE_boolean("tiny", False, "Export an untrained tiny generator instead (what the tests run).")
+flags.DEFINE_boolean("tiny", False, "Export an untrained tiny generator instead of --generator (what the tests run).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    if FLAGS.generator:
-        generator = kd_gan.load_generator(FLAGS.generator)
-    elif FLAGS.tiny:
-        generator = kd_gan.Generator(latent_dim=8, image_shape=(28, 28, 1), depth=1)
-    else:
-        raise app.UsageError("Give --generator=PATH.keras (or --tiny).")
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    if bool(FLAGS.generator) == FLAGS.tiny:
+        raise app.UsageError("Give one of --generator=PATH.keras and --tiny.")
+    generator = kd_gan.load_generator(FLAGS.generator) if FLAGS.generator else kd_gan.Generator(8, (28, 28, 1), depth=1)
+    # Each file is checked against the Keras model on held-out z; a miss raises export.VerificationError.
+    exported = export.export_generator(generator, FLAGS.output_dir, quantizations=("none", "int8"), name="generator")
     record = {}
-    for quantization, name in (("none", "generator.tflite"), ("int8", "generator_int8.tflite")):
-        path = os.path.join(FLAGS.output_dir, name)
-        # Raises export.VerificationError when the file does not reproduce the Keras model.
-        exported = export.export_tflite(generator, path, quantization=quantization)
-        check = exported["verification"]
-        record[name] = {"bytes": exported["bytes"], "psnr_db": check["psnr_db"], "max_abs_error": check["max_abs_error"]}
+    for key, file in exported.items():
+        check, name = file["verification"], os.path.basename(file["path"])
+        record[name] = {"bytes": file["bytes"], "psnr_db": check["psnr_db"], "max_abs_error": check["max_abs_error"]}
         psnr = "exact" if check["psnr_db"] is None else f"{check['psnr_db']:.1f} dB"  # None: no difference at all.
-        print(f"{name}: {exported['bytes']:,} bytes, PSNR to Keras {psnr}")
+        print(f"{name}: {file['bytes']:,} bytes, PSNR to Keras {psnr}")
 
     # What the app feeds and reads: the file's own signatures.
-    shipped = os.path.join(FLAGS.output_dir, "generator_int8.tflite")
+    shipped = exported["tflite_int8"]["path"]
     record["signatures"] = android.signatures(shipped)
     for signature, tensors in record["signatures"].items():
         print(f"{signature}: inputs {tensors['inputs']} -> outputs {tensors['outputs']}")

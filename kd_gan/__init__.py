@@ -9,7 +9,7 @@ GANs trained from scratch.
 from kd_gan.distill import Distiller
 from kd_gan.training import latent_dataset
 from kd_gan.gan import GAN
-from kd_gan.generators import load_generator
+from kd_gan.generators import generator_shapes, load_generator
 from kd_gan.models import (
     Discriminator,
     Generator,
@@ -28,6 +28,7 @@ __all__ = [
     "compression_ratio",
     "count_multiply_accumulates",
     "count_parameters",
+    "generator_shapes",
     "latent_dataset",
     "load_generator",
 ]

@@ -32,24 +32,29 @@ from kd_gan.classifiers import INCEPTION_PRECISIONS
 from kd_gan.errors import InputError
 from kd_gan.jsonio import write_json
 
-flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set of the generator / real split (and of the reference split).")
-flags.DEFINE_string("generator", None, "A generator to score: .keras, SavedModel folder, or .tflite.")
-flags.DEFINE_string("images", None, "A folder or tar of PNG/JPEG images to score.")
-flags.DEFINE_string("real_split", None, "Score real images of this split of --dataset.")
-flags.DEFINE_string("reference_images", None, "Reference: a folder, tar, or .npz of saved statistics (default: --dataset's reference split).")
-flags.DEFINE_string("reference_split", None, "Reference split of --dataset (default: mnist test, cifar10/celeb_a train).")
-flags.DEFINE_enum("image_size", None, ["32", "64"], "Image size of --dataset=images (its reference split is the converted folder given as --data_dir).")
-flags.DEFINE_integer("reference_samples", None, "Seeded random subset of the reference (default: all of it).", lower_bound=2)
-flags.DEFINE_integer("num_samples", None, "Images scored: generator samples (default 10,000), or a seeded random subset of --images / --real_split (default all).", lower_bound=2)
-flags.DEFINE_string("save_stats", None, "Write the reference's statistics to this .npz (reuse it as --reference_images).")
-flags.DEFINE_string("output", "metrics.json", "JSON output path.")
-flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
-flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: docs/RESULTS.md).")
-flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 FLAGS = flags.FLAGS
 
 DEFAULT_GENERATOR_SAMPLES = 10_000
+
+
+def define_flags():
+    """The command line's flags (defined only when run as a script: importing
+    the module defines none, so other scripts may use these names)."""
+    flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Data set of the generator / real split (and of the reference split).")
+    flags.DEFINE_string("generator", None, "A generator to score: .keras, SavedModel folder, or .tflite.")
+    flags.DEFINE_string("images", None, "A folder or tar of PNG/JPEG images to score.")
+    flags.DEFINE_string("real_split", None, "Score real images of this split of --dataset.")
+    flags.DEFINE_string("reference_images", None, "Reference: a folder, tar, or .npz of saved statistics (default: --dataset's reference split).")
+    flags.DEFINE_string("reference_split", None, "Reference split of --dataset (default: mnist test, cifar10/celeb_a train).")
+    flags.DEFINE_enum("image_size", None, ["32", "64"], "Image size of --dataset=images (its reference split is the converted folder given as --data_dir).")
+    flags.DEFINE_integer("reference_samples", None, "Seeded random subset of the reference (default: all of it).", lower_bound=2)
+    flags.DEFINE_integer("num_samples", None, "Images scored: generator samples (default 10,000), or a seeded random subset of --images / --real_split (default all).", lower_bound=2)
+    flags.DEFINE_string("save_stats", None, "Write the reference's statistics to this .npz (reuse it as --reference_images).")
+    flags.DEFINE_string("output", "metrics.json", "JSON output path.")
+    flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
+    flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
+    flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: docs/RESULTS.md).")
+    flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 
 
 def reference_statistics(classifier, dataset=None, reference_images=None, reference_split=None,
@@ -145,4 +150,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

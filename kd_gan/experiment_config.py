@@ -38,7 +38,7 @@ RERUNNABLE_FIELDS = frozenset(
 # What `overwrite` deletes: only what a run writes.
 OUTPUTS = (
     "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
-    "report.md", "samples.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
+    "report.md", "samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
     "heldout_z.npy", "teacher_evaluation.json", "workers", "teacher_cache",
 )
 
@@ -282,6 +282,9 @@ def build_config(preset=None, **values):
     dataset = values.get("dataset", ExperimentConfig.dataset)
     preset = default_preset(preset, dataset)
     merged = preset_values(preset, dataset) if preset else {}
+    if merged.get("inception_precision") == "bfloat16" and "inception_precision" not in values and precision_lib.gpu_available():
+        # The bfloat16 Inception is oneDNN's CPU rewrite: a preset run on a GPU scores in float32.
+        merged["inception_precision"] = "float32"
     merged.update(values)
     return ExperimentConfig(**merged)
 

@@ -33,6 +33,18 @@ def latent_size(generator):
         ) from None
 
 
+def generator_shapes(generator):
+    """`(latent_dim, image_shape)` of any generator: the size of z it takes
+    (`latent_size`) and the shape of one image it makes (from one call).
+
+    Example:
+        latent_dim, image_shape = generator_shapes(load_generator("my_generator.keras"))
+    """
+    latent_dim = latent_size(generator)
+    image = generate(generator, tf.zeros((1, latent_dim)))
+    return latent_dim, tuple(int(size) for size in image.shape[1:])
+
+
 def generate(generator, z, training=False):
     """Images of `generator` for `z`: a Keras model (in inference mode unless
     `training`) or any callable.

@@ -57,6 +57,11 @@ def cpu_flags(path="/proc/cpuinfo"):
     return frozenset()
 
 
+def gpu_available():
+    """Whether TensorFlow sees a GPU."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def check_hardware(precision, flags=None, has_gpu=None):
     """Warns (never fails) when `precision` is slow on this machine; returns the warning.
 
@@ -66,7 +71,7 @@ def check_hardware(precision, flags=None, has_gpu=None):
     """
     policy(precision)
     if has_gpu is None:
-        has_gpu = bool(tf.config.list_logical_devices("GPU"))
+        has_gpu = gpu_available()
     flags = cpu_flags() if flags is None else flags
     message = None
     if precision == "bfloat16" and not has_gpu and flags and not set(BF16_CPU_FLAGS) & set(flags):

@@ -13,40 +13,54 @@ from conftest import ROOT
 from kd_gan import android, evaluate, litert, load_generator, scoring
 
 
-def run_example(name, *flags, cache_dir):
-    command = [sys.executable, os.path.join(ROOT, "examples", name), "--tiny", *flags]
+def run_example(name, *flags, cache_dir, tiny=True, check=True):
+    command = [sys.executable, os.path.join(ROOT, "examples", name), *(["--tiny"] if tiny else []), *flags]
     environment = dict(os.environ, KD_GAN_CACHE_DIR=str(cache_dir))
     completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout
+    if check:
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
 
 
 @pytest.fixture(scope="module")
 def distilled(tiny_mnist, tmp_path_factory):
     output = tmp_path_factory.mktemp("distil")
-    stdout = run_example(
+    completed = run_example(
         "distil_your_generator.py", f"--data_dir={tiny_mnist[0]}", f"--output_dir={output}", cache_dir=output / "cache"
     )
-    return output, stdout
+    return output, completed
 
 
-def test_distil_your_generator_trains_students_that_load_and_move_towards_the_teacher(distilled):
-    output, stdout = distilled
+def test_distil_your_generator_trains_students_that_load_and_move_towards_a_teacher_that_stays(distilled):
+    output, completed = distilled
     with open(output / "summary.json") as file:
         summary = json.load(file)
-    # The MSE scheme optimises exactly the held-out measure: it must fall.
-    assert summary["mse"]["mse_to_teacher_after"] < summary["mse"]["mse_to_teacher_before"]
-    assert summary["teacher_parameters"] > summary["student_parameters"] > 0
-    z = np.random.default_rng(0).standard_normal((2, 64)).astype("float32")
-    for name in ("teacher", "student_mse", "student_joint"):
-        images = np.asarray(load_generator(str(output / f"{name}.keras"))(z))
-        assert images.shape == (2, 28, 28, 1) and np.all(np.abs(images) <= 1)
-    assert "mse student: MSE to the teacher" in stdout
+    # The MSE scheme optimises the held-out measure itself: it must fall clearly.
+    assert summary["mse"]["mse_to_teacher_after"] < 0.95 * summary["mse"]["mse_to_teacher_before"]
+    assert summary["joint"]["mse_to_teacher_after"] != summary["joint"]["mse_to_teacher_before"]  # It trained.
+    # teacher.keras, saved before distillation, gives the summary's numbers: distilling did not move the teacher.
+    teacher = load_generator(str(output / "teacher.keras"))
+    z = np.random.default_rng(1234).standard_normal((256, 64)).astype("float32")  # The example's held-out z.
+    for scheme in ("mse", "joint"):
+        student = load_generator(str(output / f"student_{scheme}.keras"))
+        mse = float(np.mean((np.asarray(student(z)) - np.asarray(teacher(z))) ** 2))
+        assert mse == pytest.approx(summary[scheme]["mse_to_teacher_after"], rel=1e-4)
+    assert summary["compression_ratio"] == pytest.approx(summary["teacher_parameters"] / summary["student_parameters"])
+    assert "mse student: MSE to the teacher" in completed.stdout
 
 
-def test_export_for_android_ships_a_verified_int8_file_and_its_kotlin(distilled, tmp_path):
-    student = distilled[0] / "student_mse.keras"
-    run_example("export_for_android.py", f"--generator={student}", f"--output_dir={tmp_path}", cache_dir=tmp_path / "cache")
+@pytest.mark.parametrize("source", ["distilled student", "tiny"])
+def test_export_for_android_ships_a_verified_int8_file_and_its_kotlin(distilled, tmp_path, source):
+    if source == "tiny":
+        run_example("export_for_android.py", f"--output_dir={tmp_path}", cache_dir=tmp_path / "cache")
+        latent_dim = 8
+    else:
+        student = distilled[0] / "student_mse.keras"
+        run_example(
+            "export_for_android.py", f"--generator={student}", f"--output_dir={tmp_path}", cache_dir=tmp_path / "cache",
+            tiny=False,
+        )
+        latent_dim = 64
     with open(tmp_path / "export.json") as file:
         record = json.load(file)
     shipped = str(tmp_path / "generator_int8.tflite")
@@ -56,13 +70,18 @@ def test_export_for_android_ships_a_verified_int8_file_and_its_kotlin(distilled,
         with open(tmp_path / f"{name}.verification.json") as file:
             assert json.load(file)["passed"]
     # The sample is the int8 file's own output for the example's z.
-    z = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    z = np.random.default_rng(0).standard_normal((1, latent_dim)).astype(np.float32)
     expected = litert.run_tflite(shipped, z, signature=litert.UINT8_SIGNATURE)[0]
     sample = tf.io.decode_png(tf.io.read_file(str(tmp_path / "sample.png"))).numpy()
     np.testing.assert_array_equal(sample, expected)
     with open(tmp_path / "Generator.kt") as file:
         assert file.read() == android.kotlin_snippet(shipped)
-    assert "const val LATENT_DIM = 64" in android.kotlin_snippet(shipped)
+    assert f"const val LATENT_DIM = {latent_dim}" in android.kotlin_snippet(shipped)
+
+
+def test_export_for_android_takes_one_source(tmp_path):
+    completed = run_example("export_for_android.py", "--generator=x.keras", cache_dir=tmp_path, check=False)
+    assert completed.returncode != 0 and "Give one of --generator=PATH.keras and --tiny" in completed.stderr
 
 
 def test_evaluate_folders_matches_the_command_line_on_its_saved_reference(tmp_path):
@@ -74,6 +93,6 @@ def test_evaluate_folders_matches_the_command_line_on_its_saved_reference(tmp_pa
     again = evaluate.evaluate(
         dataset="mnist", images=str(tmp_path / "folders" / "noise"), reference_images=str(tmp_path / "reference.npz")
     )
-    assert again["fid"] == pytest.approx(record["fid"], rel=1e-6)
+    assert again["fid"] == pytest.approx(record["fid"], rel=1e-4)
     reference = scoring.ImageStatistics.load(str(tmp_path / "reference.npz"))
-    assert scoring.quality(reference, reference, "mnist_score")["fid"] == pytest.approx(0, abs=1e-6)
+    assert reference.count == 24 and reference.network == record["classifier"] and "squares" in reference.source

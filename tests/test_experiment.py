@@ -345,6 +345,16 @@ def test_colour_sets_default_to_the_cpu_preset_and_explicit_values_override_it(d
     assert bare == experiment.ExperimentConfig(dataset=dataset) and bare.preset is None
 
 
+def test_a_preset_scores_in_float32_on_a_gpu_unless_told_otherwise(monkeypatch):
+    from kd_gan import precision
+
+    monkeypatch.setattr(precision, "gpu_available", lambda: True)
+    assert experiment.build_config(dataset="celeb_a").inception_precision == "float32"
+    assert experiment.build_config(dataset="celeb_a", inception_precision="bfloat16").inception_precision == "bfloat16"
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
+    assert experiment.build_config(dataset="celeb_a").inception_precision == "bfloat16"
+
+
 def test_mnist_and_image_folders_take_no_preset_by_default():
     assert experiment.build_config(dataset="mnist").preset is None
     assert experiment.build_config(dataset="images", image_size=32, data_dir="faces/").preset is None
