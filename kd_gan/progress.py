@@ -277,10 +277,10 @@ def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, ev
 
 
 def reference_ready(clock, evaluator):
-    """The evaluator's reference statistics are ready: when they were
-    computed now, their classifier pass measures the speed evaluations are
-    predicted at."""
+    """The evaluator's reference statistics are ready: the classifier pass
+    that computed them (now, or when they were cached on this machine)
+    gives the speed evaluations are predicted at."""
     reference = evaluator.reference if evaluator else None
     if reference is not None and reference.seconds:
-        logging.info("Reference statistics of %s: %s", reference.source, _minutes(reference.seconds))
+        logging.info("Reference statistics of %s: computed in %s", reference.source, _minutes(reference.seconds))
         clock.classifier_speed(reference.count, reference.seconds)

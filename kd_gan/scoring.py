@@ -62,7 +62,9 @@ class ImageStatistics:
         self.fingerprint, self.preprocessing = fingerprint, preprocessing
         self.score = None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score)
         self.vol = None if vol is None or np.isnan(vol) else float(vol)
-        self.seconds = None  # The classifier pass that computed them; None when loaded from a file.
+        # How long the classifier pass that computed them took (saved with them;
+        # None when unknown): what the run's time estimate reads the classifier's speed from.
+        self.seconds = None
 
     def save(self, path):
         """Writes the statistics to `path` (`.npz`) atomically."""
@@ -76,6 +78,7 @@ class ImageStatistics:
             **{name: getattr(self, name) for name in self.FIELDS if name not in ("score", "vol")},
             score=np.nan if self.score is None else self.score,
             vol=np.nan if self.vol is None else self.vol,
+            seconds=np.nan if self.seconds is None else self.seconds,
         )
         os.replace(temporary, path)
         return path
@@ -102,10 +105,13 @@ class ImageStatistics:
                 f"(missing {missing or 'nothing'}, version {values.get('version')}); recompute it with --save_stats."
             )
         strings = {name: str(values[name]) for name in ("network", "source", "fingerprint", "preprocessing")}
-        return cls(
+        statistics = cls(
             values["mean"], values["covariance"], int(values["count"]), values["activations"],
             score=float(values["score"]), vol=float(values["vol"]), **strings,
         )
+        seconds = float(values["seconds"]) if "seconds" in values else np.nan  # Files written before it was kept.
+        statistics.seconds = None if np.isnan(seconds) else seconds
+        return statistics
 
 
 def prefetched(iterable, depth=2):
@@ -205,7 +211,7 @@ def _cached(path, compute):
         return ImageStatistics.load(path)
     start = time.perf_counter()
     statistics = compute()
-    statistics.seconds = time.perf_counter() - start
+    statistics.seconds = time.perf_counter() - start  # Before `save`, which keeps it.
     statistics.save(path)
     logging.info("Statistics of %s cached at %s", statistics.source, path)
     return statistics

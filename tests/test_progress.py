@@ -88,9 +88,9 @@ def test_a_stage_measures_its_speed_after_its_first_steps():
     assert np.isfinite(clock.remaining_seconds())
 
 
-def test_a_reference_computed_now_sets_the_classifier_speed_and_a_loaded_one_does_not():
+def test_a_reference_that_kept_its_pass_time_sets_the_classifier_speed_and_an_older_one_does_not():
     clock = RunClock([PlannedStage("s", 10, cost=1.0, seconds_per_step=0.1)], evaluation_images=1000, classifier="float32")
-    loaded = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=None, count=500, source="x"))
+    loaded = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=None, count=500, source="x"))  # An older file.
     progress.reference_ready(clock, loaded)
     progress.reference_ready(clock, None)  # A run without evaluation.
     assert clock.images_per_s == progress.CLASSIFIER_IMAGES_PER_S["float32"] and not clock.images_measured
