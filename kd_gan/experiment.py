@@ -130,16 +130,10 @@ class Experiment:
                 g_optimizer=optimizers.objective_optimizer(config.objective, config.learning_rate, config.ema_decay),
                 d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate),
             )
-        return self.timed(stage, lambda callbacks: stage.train(
+        return progress.timed(self.clock, stage, lambda callbacks: stage.train(
             trainer, generator, self.real_stream, epochs, self.steps_per_epoch(), config, self.grid_z(),
             discriminator=trainer.discriminator if stage.role == "teacher" else None, callbacks=callbacks,
         ))
-
-    def timed(self, stage, train):
-        """`train(callbacks)` with the stage's speed measured, and the run's time estimated again after it."""
-        generator, record = train([progress.StageTimer(self.clock, stage.name)])
-        self.clock.finished(stage.name, record["wall_time_s"])
-        return generator, record
 
     def _generator(self, stage):
         return models.Generator(
@@ -182,7 +176,7 @@ class Experiment:
         else:
             # The MSE scheme needs no real data: it learns from fresh latent vectors.
             stream = self.real_stream if joint else self.latent_stream
-        return self.timed(stage, lambda callbacks: stage.train(
+        return progress.timed(self.clock, stage, lambda callbacks: stage.train(
             trainer, student, stream, config.student_epochs, self.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
         ))
 

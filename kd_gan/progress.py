@@ -196,6 +196,14 @@ class StageTimer(keras.callbacks.Callback):
             self.measured = True
 
 
+def timed(clock, stage, train):
+    """`train(callbacks)` of a stage with its speed measured, and the run's
+    time estimated again when it ends; returns what `train` returns."""
+    generator, record = train([StageTimer(clock, stage.name)])
+    clock.finished(stage.name, record["wall_time_s"])
+    return generator, record
+
+
 def gan_step_cost(generator, discriminator, batch_size, critic_steps=1):
     """Multiply-accumulates of one GAN step: the generator forward and
     backward (~3 passes), the discriminator's steps on real and fake images

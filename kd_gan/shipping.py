@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from kd_gan import distill, files, precision
+from kd_gan import distill, files, precision, progress
 from kd_gan import export as export_lib
 from kd_gan.litert import INPUT_NAME, SIGNATURE, TFLiteGenerator, interpreter
 from kd_gan.quantization import QuantizedView
@@ -70,7 +70,7 @@ def quantization_aware_students(experiment, teacher, generators, results):
             trainer.compile(
                 student_optimizer=keras.optimizers.Adam(config.student_learning_rate * QAT_LEARNING_RATE_FACTOR, beta_1=0.5)
             )
-        generator, _ = experiment.timed(stage, lambda callbacks: stage.train(
+        generator, _ = progress.timed(experiment.clock, stage, lambda callbacks: stage.train(
             trainer, student, experiment.latent_stream, config.qat_epochs, experiment.steps_per_epoch(), config,
             experiment.grid_z(), callbacks=[QuantizedView.Recalibrate(view), *callbacks],
         ))
