@@ -55,7 +55,7 @@ from kd_gan.experiment_config import (  # noqa: F401 (re-exported: the experimen
 from kd_gan.jsonio import read_json, write_json
 from kd_gan.results import ModelResult, log_evaluation
 from kd_gan.shipping import export_students, quantization_aware_students
-from kd_gan.stages import Stage
+from kd_gan.stages import GIVEN_TEACHER_EVALUATION, Stage
 
 
 class Experiment:
@@ -286,8 +286,8 @@ class Experiment:
             result = ModelResult.of("teacher", "teacher", given, {"path": os.path.abspath(config.teacher_path)})
             if evaluator:
                 # Keyed on the file's content: another teacher at the same path is scored anew.
-                result.quality = evaluator.quality(
-                    given, os.path.join(self.root, "teacher_evaluation.json"),
+                result.quality = progress.timed_quality(
+                    self.clock, evaluator, given, os.path.join(self.root, GIVEN_TEACHER_EVALUATION),
                     identity=files.file_digest(config.teacher_path),
                 )
             result.selected = True

@@ -7,8 +7,9 @@ yet run are predicted from the measured ones by their cost per step, the
 multiply-accumulates of what one step runs (`models.count_multiply_accumulates`),
 as `seconds per step = overhead of its kind + seconds per multiply-accumulate * cost`.
 Small models are all overhead (the many small ops of a step), large ones all
-multiply-accumulates; the overheads start from the priors below and are
-measured once a stage of their kind has run. Evaluations are predicted from
+multiply-accumulates; both start from the priors below, measured on this
+CPU, scaled by the first measured stage's speed against them, and are fitted
+once stages of one kind have run at two costs. Evaluations are predicted from
 the classifier's measured images per second.
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from kd_gan.models import Discriminator, Generator, count_multiply_accumulates
-from kd_gan.stages import Stage
+from kd_gan.stages import GIVEN_TEACHER_EVALUATION, Stage
 
 # Fixed cost of one training step, whatever the model's size (the tf.function
 # call, the data pipeline, metrics, the many small ops of a step), by kind of
@@ -31,6 +32,10 @@ from kd_gan.stages import Stage
 # (docs/RESULTS.md: 15,600 steps of a joint student or scratch GAN in 303-479 s,
 # of a cached MSE student in 145-200 s); used for a kind until a stage of it is measured.
 STEP_OVERHEAD_S = {"adversarial": 0.018, "distillation": 0.008}
+# Seconds per multiply-accumulate of a training step beyond that overhead, in
+# bfloat16 on this CPU: 2.97e-12 from the d=32 CelebA teacher (121.7 ms per step,
+# docs/RESULTS.md), 2.73e-12 from the d=32 CIFAR-10 one (34 ms).
+SECONDS_PER_MAC = 2.9e-12
 # Images per second of the classifiers before one is measured here: the FID
 # Inception on this CPU (docs/RESULTS.md: 16.8 float32, 27.9 bfloat16), the MNIST network.
 CLASSIFIER_IMAGES_PER_S = {"float32": 16.8, "bfloat16": 27.9, "mnist": 2000.0}
@@ -90,11 +95,12 @@ class RunClock:
     def _model(self):
         """`({kind: overhead}, seconds per multiply-accumulate)` from the measured stages.
 
-        The slope is fitted on the stages of one kind measured at two or more
-        costs (the kind spanning the widest range of costs), else taken from
-        the costliest measured stage over its kind's prior overhead; each
-        kind's overhead is then what its measured stages take beyond the
-        slope's share (the prior while none of its stages is measured).
+        With the stages of one kind measured at two or more costs, the slope
+        is fitted on them (the kind spanning the widest range of costs).
+        Otherwise the priors are scaled by how much slower or faster the
+        costliest measured stage ran than they predict (another machine, a
+        shared CPU). Each measured kind's overhead is then what its stages take
+        beyond the slope's share.
         """
         measured = [s for s in self.stages.values() if s.seconds_per_step is not None and s.cost > 0]
         if not measured:
@@ -107,10 +113,13 @@ class RunClock:
                 fitted = float(np.polyfit(*zip(*points), 1)[0])
                 if fitted > 0:
                     slope, spread = fitted, max(costs) - min(costs)
+        speed = 1.0
         if slope is None:
+            # The costliest measured stage says most about the large ones to come.
             largest = max(measured, key=lambda stage: stage.cost)
-            slope = max(largest.seconds_per_step - STEP_OVERHEAD_S[largest.kind], 0.0) / largest.cost
-        overheads = dict(STEP_OVERHEAD_S)
+            speed = largest.seconds_per_step / (STEP_OVERHEAD_S[largest.kind] + SECONDS_PER_MAC * largest.cost)
+            slope = SECONDS_PER_MAC * speed
+        overheads = {kind: overhead * speed for kind, overhead in STEP_OVERHEAD_S.items()}
         for kind in overheads:
             own = [s.seconds_per_step - slope * s.cost for s in measured if s.kind == kind]
             if own:
@@ -258,11 +267,11 @@ def plan(config, steps_per_epoch, root, image_shape, teacher_cost=0.0):
     return stages
 
 
-def timed_quality(clock, evaluator, generator, path):
-    """`evaluator.quality(generator, path)`, its classifier time told to `clock` when not cached."""
+def timed_quality(clock, evaluator, generator, path, identity=None):
+    """`evaluator.quality(generator, path, identity)`, its classifier time told to `clock` when not cached."""
     cached = os.path.isfile(path)
     start = time.perf_counter()
-    quality = evaluator.quality(generator, path)
+    quality = evaluator.quality(generator, path, identity=identity)
     if not cached:
         clock.classified(evaluator.count, time.perf_counter() - start)
     return quality
@@ -274,7 +283,10 @@ def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, ev
     (`eval_samples` for every model not yet trained)."""
     known = count_multiply_accumulates(given_teacher) if isinstance(given_teacher, Generator) else 0.0
     stages = plan(config, steps_per_epoch, root, image_shape, known)
-    images = eval_samples * sum(not s.done and "_qat" not in s.name for s in stages)
+    models = sum(not s.done and "_qat" not in s.name for s in stages)
+    if given_teacher is not None and not os.path.isfile(os.path.join(root, GIVEN_TEACHER_EVALUATION)):
+        models += 1  # A given teacher is scored too, once.
+    images = eval_samples * models
     clock = RunClock(stages, images, "mnist" if config.dataset == "mnist" else config.inception_precision)
     for line in clock.plan_lines():
         logging.info("Plan: %s", line)

@@ -14,6 +14,9 @@ from absl import logging
 from kd_gan import generators, precision
 from kd_gan.jsonio import read_json, write_json
 
+# Where a run caches the scores of a teacher it was given (`--teacher_path`).
+GIVEN_TEACHER_EVALUATION = "teacher_evaluation.json"
+
 
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a stage at the first NaN or infinite loss, naming stage and step."""

@@ -12,30 +12,37 @@ from kd_gan.progress import PlannedStage, RunClock
 from test_experiment import TINY, tiny_config
 
 
-def test_one_measured_stage_predicts_the_others_by_cost_over_their_kinds_prior_overhead():
-    stages = [PlannedStage("a", 100, cost=1e6), PlannedStage("b", 200, cost=3e6), PlannedStage("m", 300, 2e6, "distillation")]
+def test_one_measured_stage_scales_the_priors_by_its_speed_against_them():
+    stages = [PlannedStage("a", 100, cost=1e9), PlannedStage("b", 200, cost=3e9), PlannedStage("m", 300, 2e9, "distillation")]
     clock = RunClock(stages, evaluation_images=0)
     assert clock.remaining_seconds() is None  # Nothing measured yet.
-    adversarial, distillation = progress.STEP_OVERHEAD_S["adversarial"], progress.STEP_OVERHEAD_S["distillation"]
-    clock.measured("a", adversarial + 0.01, steps_done=50)
-    slope = 0.01 / 1e6
-    assert clock.seconds_per_step(clock.stages["b"]) == pytest.approx(adversarial + slope * 3e6)
-    assert clock.seconds_per_step(clock.stages["m"]) == pytest.approx(distillation + slope * 2e6)
-    expected = 50 * (adversarial + 0.01) + 200 * (adversarial + slope * 3e6) + 300 * (distillation + slope * 2e6)
+    overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
+
+    def prior(kind, cost):
+        return overhead[kind] + per_mac * cost
+
+    clock.measured("a", 2 * prior("adversarial", 1e9), steps_done=50)  # A machine half as fast as the priors'.
+    assert clock.seconds_per_step(clock.stages["b"]) == pytest.approx(2 * prior("adversarial", 3e9))
+    assert clock.seconds_per_step(clock.stages["m"]) == pytest.approx(2 * prior("distillation", 2e9))
+    expected = 50 * 2 * prior("adversarial", 1e9) + 200 * 2 * prior("adversarial", 3e9) + 300 * 2 * prior("distillation", 2e9)
     assert clock.remaining_seconds("a", steps_done=50) == pytest.approx(expected)
 
 
 def test_a_measured_kind_takes_its_own_overhead_and_small_stages_are_not_predicted_as_free():
-    teacher, student = PlannedStage("teacher", 10, cost=1e9), PlannedStage("scratch", 10, cost=1e6)
-    mse, other = PlannedStage("mse", 10, 1e6, "distillation"), PlannedStage("mse2", 10, 2e6, "distillation")
+    # The default CelebA run's teacher: 3.49e10 multiply-accumulates per step, 121.7 ms.
+    teacher, student = PlannedStage("teacher", 10, cost=3.49e10), PlannedStage("scratch", 10, cost=1e8)
+    mse, other = PlannedStage("mse", 10, 2.5e7, "distillation"), PlannedStage("mse4", 10, 1.9e8, "distillation")
     clock = RunClock([teacher, student, mse, other])
-    clock.measured("teacher", 0.1, 0)
-    # The small adversarial stage costs its overhead, not a thousandth of the teacher's step.
-    assert clock.seconds_per_step(student) > progress.STEP_OVERHEAD_S["adversarial"]
-    clock.measured("mse", 0.03, 0)
-    slope = (0.1 - progress.STEP_OVERHEAD_S["adversarial"]) / 1e9
-    assert clock.seconds_per_step(other) == pytest.approx(0.03 + slope * 1e6)  # Its kind's measured overhead.
-    assert clock.seconds_per_step(student) == pytest.approx(progress.STEP_OVERHEAD_S["adversarial"] + slope * 1e6)
+    clock.measured("teacher", 0.1217, 0)
+    # The small adversarial stage costs about its overhead, not a thousandth of the teacher's step.
+    assert clock.seconds_per_step(student) == pytest.approx(progress.STEP_OVERHEAD_S["adversarial"], rel=0.1)
+    clock.measured("mse", 0.03, 0)  # Slower than its kind's prior: its overhead follows.
+    overheads, slope = clock._model()
+    prior = progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 3.49e10
+    assert slope == pytest.approx(0.1217 / prior * progress.SECONDS_PER_MAC)
+    assert overheads["distillation"] == pytest.approx(0.03 - slope * 2.5e7)
+    assert clock.seconds_per_step(other) == pytest.approx(overheads["distillation"] + slope * 1.9e8)
+    assert overheads["adversarial"] == pytest.approx(0.1217 - slope * 3.49e10)  # Unmoved by the other kind.
 
 
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():
@@ -98,3 +105,15 @@ def test_a_reference_that_kept_its_pass_time_sets_the_classifier_speed_and_an_ol
     progress.reference_ready(clock, computed)
     assert clock.images_per_s == 50.0 and clock.evaluation_images == 1000  # The reference is not a model's evaluation.
     assert clock.remaining_seconds() == pytest.approx(10 * 0.1 + 1000 / 50.0)
+
+
+def test_a_given_teacher_is_planned_as_one_more_evaluation_until_its_score_is_cached(tiny_mnist, tmp_path):
+    root = tmp_path / "run"
+    config = tiny_config(tiny_mnist, root, teacher_path=str(tmp_path / "teacher.keras"), loss="both")
+    teacher = Generator(config.latent_dim, (28, 28, 1), 2)
+    clock = progress.run_clock(config, 3, str(root), (28, 28, 1), teacher, eval_samples=10)
+    assert [s.name for s in clock.stages.values()] == ["student_mse_d1", "student_joint_d1", "scratch_d1"]
+    assert clock.evaluation_images == 10 * 4  # Three models trained here, and the given teacher.
+    root.mkdir()
+    (root / progress.GIVEN_TEACHER_EVALUATION).write_text("{}")
+    assert progress.run_clock(config, 3, str(root), (28, 28, 1), teacher, eval_samples=10).evaluation_images == 10 * 3
