@@ -80,7 +80,6 @@ class RunClock:
         self.stages = {stage.name: stage for stage in stages}
         self.evaluation_images = int(evaluation_images)
         self.images_per_s = CLASSIFIER_IMAGES_PER_S[classifier]
-        self.images_measured = False
 
     def plan_lines(self):
         """The plan in words, one line per stage."""
@@ -170,7 +169,6 @@ class RunClock:
         """A classifier pass of `images` took `seconds`: the speed evaluations are predicted at."""
         if images and seconds > 0:
             self.images_per_s = images / seconds
-            self.images_measured = True
 
     def classified(self, images, seconds):
         """An evaluation of `images` took `seconds`: its speed, and the evaluation left."""
