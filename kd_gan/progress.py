@@ -8,7 +8,7 @@ multiply-accumulates of what one step runs (`models.count_multiply_accumulates`)
 as `seconds per step = overhead of its kind + seconds per multiply-accumulate * cost`.
 Small models are all overhead (the many small ops of a step), large ones all
 multiply-accumulates; both start from the priors below, measured on this
-CPU, scaled by the first measured stage's speed against them, and are fitted
+CPU, scaled by the costliest measured stage's speed against them, and are fitted
 once stages of one kind have run at two costs. Evaluations are predicted from
 the classifier's measured images per second.
 """
@@ -112,11 +112,12 @@ class RunClock:
                 fitted = float(np.polyfit(*zip(*points), 1)[0])
                 if fitted > 0:
                     slope, spread = fitted, max(costs) - min(costs)
-        speed = 1.0
+        # The costliest measured stage says most about the large ones to come,
+        # and how this machine runs against the priors: kinds not measured yet
+        # take their prior at that speed, fitted slope or not.
+        largest = max(measured, key=lambda stage: stage.cost)
+        speed = largest.seconds_per_step / (STEP_OVERHEAD_S[largest.kind] + SECONDS_PER_MAC * largest.cost)
         if slope is None:
-            # The costliest measured stage says most about the large ones to come.
-            largest = max(measured, key=lambda stage: stage.cost)
-            speed = largest.seconds_per_step / (STEP_OVERHEAD_S[largest.kind] + SECONDS_PER_MAC * largest.cost)
             slope = SECONDS_PER_MAC * speed
         overheads = {kind: overhead * speed for kind, overhead in STEP_OVERHEAD_S.items()}
         for kind in overheads:
@@ -289,7 +290,7 @@ def run_clock(config, steps_per_epoch, root, image_shape, given_teacher=None, ev
     for line in clock.plan_lines():
         logging.info("Plan: %s", line)
     if eval_samples:
-        logging.info("Plan: the real reference's statistics first (once: cached for later runs).")
+        logging.info("Plan: the real reference's statistics first, unless cached (computed once per machine).")
     logging.info("Time estimate: after each stage's first %d steps.", MEASURE_AFTER_STEPS)
     return clock
 

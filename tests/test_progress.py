@@ -45,6 +45,17 @@ def test_a_measured_kind_takes_its_own_overhead_and_small_stages_are_not_predict
     assert overheads["adversarial"] == pytest.approx(0.1217 - slope * 3.49e10)  # Unmoved by the other kind.
 
 
+def test_after_a_fit_a_kind_not_measured_keeps_the_machines_speed():
+    stages = [PlannedStage("big", 10, cost=1e10), PlannedStage("small", 10, cost=1e8), PlannedStage("qat", 10, 1e9, "distillation")]
+    clock = RunClock(stages)
+    prior = progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 1e10
+    clock.measured("big", 3 * prior, 0)  # A machine three times slower than the priors'.
+    clock.measured("small", 3 * (progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 1e8), 0)
+    overheads, slope = clock._model()
+    assert slope == pytest.approx(3 * progress.SECONDS_PER_MAC)  # Fitted on the two adversarial stages.
+    assert overheads["distillation"] == pytest.approx(3 * progress.STEP_OVERHEAD_S["distillation"])
+
+
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():
     stages = [PlannedStage(name, 10, cost=cost) for name, cost in (("a", 1e6), ("b", 2e6), ("c", 5e6))]
     clock = RunClock(stages, evaluation_images=280, classifier="bfloat16")
