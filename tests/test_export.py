@@ -105,6 +105,34 @@ def test_files_carry_no_tensor_names_but_keep_their_signature_names(tflite_files
     }
 
 
+@pytest.mark.parametrize("quantization", export.QUANTIZATIONS)
+def test_both_signatures_share_one_graph_with_no_empty_buffers_or_shape_copies(generator, tflite_files, quantization):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tflite_files[quantization]["path"]
+    model = _model(path)
+    assert len(model.subgraphs) == 1 and [s.subgraphIndex for s in model.signatureDefs] == [0, 0]
+    (graph,) = model.subgraphs
+    outputs = {signature.signatureKey: signature.outputs[0].tensorIndex for signature in model.signatureDefs}
+    assert sorted(graph.outputs) == sorted(outputs.values()) and len(set(outputs.values())) == 2
+    tensors = graph.tensors
+    assert all(tensor.shapeSignature is None for tensor in tensors)
+    assert all(model.buffers[t.buffer].data is not None for t in tensors if t.buffer != 0)
+    assert len(model.buffers) == 1 + len({t.buffer for t in tensors if t.buffer != 0}) + len(model.metadata)
+    # Each signature still returns its own output, whichever ran last.
+    interpreter = Interpreter(model_path=path)
+    z = latents(1)
+    as_uint8 = interpreter.get_signature_runner(export.UINT8_SIGNATURE)(z=z)["image"]
+    as_float = interpreter.get_signature_runner(export.SIGNATURE)(z=z)["image"]
+    assert as_uint8.dtype == np.uint8 and as_float.dtype == np.float32
+    np.testing.assert_allclose(images.to_uint8(as_float).astype(int), as_uint8.astype(int), atol=1 if "int8" in quantization else 0)
+
+
+def test_uint8_conversion_clips_then_truncates_like_the_numpy_rounding():
+    values = np.array([-2.0, -1.0, -0.999, -0.5, 0.0, 0.0039, 0.5, 0.996, 1.0, 3.0], np.float32)
+    np.testing.assert_array_equal(export._to_uint8(values).numpy(), images.to_uint8(values))
+
+
 def test_int8_projection_has_one_weight_scale_and_convolutions_one_per_channel(generator, tflite_files):
     from tensorflow.lite.python import schema_py_generated as schema
 
