@@ -58,12 +58,12 @@ def _time_calls(call, calls):
     return latencies
 
 
-def _time_interleaved(entries, calls, rounds):
-    """Per entry, the latencies of each round: `rounds` passes over all entries in turn."""
-    latencies = [[] for _ in entries]
+def _time_interleaved(functions, calls, rounds):
+    """Per function, the latencies of each round: `rounds` passes over all functions in turn."""
+    latencies = [[] for _ in functions]
     for _ in range(rounds):
-        for index, entry in enumerate(entries):
-            latencies[index].append(_time_calls(entry["call"], calls))
+        for index, function in enumerate(functions):
+            latencies[index].append(_time_calls(function, calls))
     return latencies
 
 
@@ -142,6 +142,11 @@ def _checks(ratios, tflite_rows, teacher_depth, teacher_float32_ms):
             "holds": ratio["int8_p50_ms"] <= ratio["float32_p50_ms"],
         })
         checks.append({
+            "check": f"d={depth}: int8 uint8 p50 <= float32 uint8 p50 (generate_uint8)",
+            "measured": f"{ratio['int8_uint8_p50_ms']:.4f} ms vs {ratio['float32_uint8_p50_ms']:.4f} ms",
+            "holds": ratio["int8_uint8_p50_ms"] <= ratio["float32_uint8_p50_ms"],
+        })
+        checks.append({
             "check": f"d={depth}: int8 bytes / float32 bytes <= {MAX_INT8_BYTES_RATIO}",
             "measured": f"{ratio['bytes_ratio']:.3f} ({ratio['int8_bytes']:,} / {ratio['float32_bytes']:,})",
             "holds": ratio["bytes_ratio"] <= MAX_INT8_BYTES_RATIO,
@@ -205,13 +210,21 @@ def main(argv):
                 export.export_tflite(generator, path, quantization=quantization, verify=False)
                 interpreter = Interpreter(model_path=path, num_threads=FLAGS.threads)
                 runner = interpreter.get_signature_runner(export.SIGNATURE)
+                uint8_runner = interpreter.get_signature_runner(export.UINT8_SIGNATURE)
                 entries.append(dict(
                     name=_display_name(quantization), depth=depth, parameters=parameters,
                     multiply_accumulates=multiply_accumulates, bytes=os.path.getsize(path),
                     call=lambda runner=runner: runner(z=z), quantization=quantization,
+                    uint8_call=lambda runner=uint8_runner: runner(z=z),
                     activation_bytes=_activation_bytes(interpreter, path, export.SIGNATURE),
                 ))
-        latencies = _time_interleaved(entries, FLAGS.calls, FLAGS.rounds)
+        # The `generate` signature of every model, then `generate_uint8` (what
+        # the Android snippet calls) of every file, all interleaved.
+        uint8_entries = [entry for entry in entries if "uint8_call" in entry]
+        functions = [entry["call"] for entry in entries] + [entry["uint8_call"] for entry in uint8_entries]
+        latencies = _time_interleaved(functions, FLAGS.calls, FLAGS.rounds)
+        for entry, entry_latencies in zip(uint8_entries, latencies[len(entries):]):
+            entry["uint8_p50_ms"] = round(float(min(np.median(r) for r in entry_latencies)) * 1000, 4)
     rows, tflite_rows = [], {}  # tflite_rows: (depth, quantization) -> row.
     for entry, entry_latencies in zip(entries, latencies):
         row = _summary(
@@ -221,6 +234,7 @@ def main(argv):
         if "quantization" in entry:
             row["quantization"] = entry["quantization"]
             row["activation_bytes_upper_bound"] = entry["activation_bytes"]
+            row["uint8_p50_ms"] = entry["uint8_p50_ms"]
             tflite_rows[entry["depth"], entry["quantization"]] = row
         rows.append(row)
 
@@ -245,6 +259,8 @@ def main(argv):
                 "float32_p50_ms": float32["p50_ms"],
                 "int8_p50_ms": int8["p50_ms"],
                 "p50_ratio": round(int8["p50_ms"] / float32["p50_ms"], 3),
+                "float32_uint8_p50_ms": float32["uint8_p50_ms"],
+                "int8_uint8_p50_ms": int8["uint8_p50_ms"],
             })
     checks = _checks(ratios, tflite_rows, teacher_depth, teacher_ms["none"])
 
@@ -255,20 +271,22 @@ def main(argv):
     )
     print(
         "\nMACs: multiply-accumulates per image (kd_gan.models.count_multiply_accumulates). "
+        "p50 and p95: the `generate` signature (float32 image); uint8 p50: the `generate_uint8` signature "
+        "(uint8 image, what the Android snippet calls). "
         "vs teacher fp32: the teacher's float32 .tflite p50 / this row's p50; vs teacher int8: the teacher's int8 "
         ".tflite p50 / this int8 row's p50. Activations: bytes of the non-constant tensors of the `generate` "
         "subgraph, an upper bound of LiteRT's activation arena (which reuses memory).\n"
     )
-    print("| model | role | d | parameters | MACs | bytes | p50 ms | p95 ms | images/s | vs teacher fp32 | "
-          "vs teacher int8 | activations (upper bound) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | role | d | parameters | MACs | bytes | p50 ms | p95 ms | images/s | uint8 p50 ms | "
+          "vs teacher fp32 | vs teacher int8 | activations (upper bound) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup_float32 = _format(row["speedup_vs_teacher_tflite_float32"], ",.1f", "x")
         speedup_int8 = _format(row["speedup_vs_teacher_tflite_int8"], ",.1f", "x")
         print(
             f"| {row['model']} | {row['role']} | {row['depth']} | {row['parameters']:,} | "
             f"{row['multiply_accumulates_per_image']:,} | {row['bytes']:,} | {row['p50_ms']:.4f} | "
-            f"{row['p95_ms']:.4f} | {row['images_per_s']:,.0f} | {speedup_float32} | {speedup_int8} | {_format(row.get('activation_bytes_upper_bound'), ',')} |"
+            f"{row['p95_ms']:.4f} | {row['images_per_s']:,.0f} | {_format(row.get('uint8_p50_ms'), '.4f')} | {speedup_float32} | {speedup_int8} | {_format(row.get('activation_bytes_upper_bound'), ',')} |"
         )
     print("\nStudents, int8 .tflite / float32 .tflite:\n")
     print("| d | float32 bytes | int8 bytes | int8 / float32 bytes | float32 p50 ms | int8 p50 ms | int8 / float32 p50 |")

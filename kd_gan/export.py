@@ -18,7 +18,6 @@ Command line, for a generator saved as `.keras`:
         --output_dir=export --formats=tflite,saved_model --quantizations=none,float16,int8
 """
 
-import copy
 import os
 import re
 import tempfile
@@ -27,10 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.lite.tools import flatbuffer_utils
 
 from kd_gan import images as images_lib
-from kd_gan import precision
+from kd_gan import precision, tflite_graph
 from kd_gan.generators import latent_size, load_generator
 from kd_gan.litert import INPUT_NAME, OUTPUT_NAME, SIGNATURE, UINT8_SIGNATURE, TFLiteGenerator, run_tflite  # noqa: F401 (TFLiteGenerator re-exported)
 from kd_gan.jsonio import write_json
@@ -54,7 +52,7 @@ TOLERANCES = {
 INT8_SCORE_TOLERANCE = 0.05
 CALIBRATION_SAMPLES = 200  # Batches of z an int8 file's activation ranges are calibrated on.
 # The one graph a `.tflite` file is converted from, and its uint8 output's name
-# there; the file's two signatures share it (`_shared_signatures`).
+# there; the file's two signatures share it (`tflite_graph.compact`).
 _TFLITE_SIGNATURE = "generate_both"
 _UINT8_OUTPUT = "image_uint8"
 VERIFICATION_STREAM = 1  # Verification z come from rng([seed, 1]); calibration uses rng(seed): never the same draws.
@@ -182,59 +180,6 @@ def _converter(saved_model_dir, generator, quantization, batch_size, representat
     return converter
 
 
-def _compact(flatbuffer):
-    """The converted file with its two signatures on one graph, and no dead weight.
-
-    The file is converted from one graph with both outputs (float32 and
-    uint8 images); `generate` and `generate_uint8` become two signatures on
-    it, each naming its own output "image". Converted as two signatures, the
-    file held two copies of every tensor's and op's tables (2.5 kB, 11% of a
-    d=2 MNIST int8 file); now a call computes both outputs, the uint8 one a
-    few element-wise ops at the end. Also dropped: tensor and subgraph names
-    and the description (the converter names each tensor after the ops fused
-    into it; LiteRT runs a file by tensor index and apps reach it through the
-    signatures), shape signatures equal to the fixed shapes, and the empty
-    buffers of non-constant tensors (index 0 is the shared empty one).
-    """
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    (both,) = model.signatureDefs
-    outputs = {_text(output.name): output for output in both.outputs}
-    model.signatureDefs = []
-    for key, output_name in ((SIGNATURE, OUTPUT_NAME), (UINT8_SIGNATURE, _UINT8_OUTPUT)):
-        signature = copy.deepcopy(both)
-        signature.signatureKey = key
-        signature.outputs = [copy.deepcopy(outputs[output_name])]
-        signature.outputs[0].name = OUTPUT_NAME
-        model.signatureDefs.append(signature)
-    model.description = None
-    for subgraph in model.subgraphs:
-        subgraph.name = None
-        for tensor in subgraph.tensors:
-            tensor.name = None
-            if tensor.shapeSignature is not None and list(tensor.shapeSignature) == list(tensor.shape):
-                tensor.shapeSignature = None
-            if not _buffer_bytes(model.buffers[tensor.buffer]):
-                tensor.buffer = 0
-    kept = sorted({0} | {t.buffer for g in model.subgraphs for t in g.tensors} | {m.buffer for m in model.metadata or []})
-    index = {old: new for new, old in enumerate(kept)}
-    model.buffers = [model.buffers[old] for old in kept]
-    for tensor in (t for g in model.subgraphs for t in g.tensors):
-        tensor.buffer = index[tensor.buffer]
-    for metadata in model.metadata or []:
-        metadata.buffer = index[metadata.buffer]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _text(name):
-    return name.decode() if isinstance(name, bytes) else name
-
-
-def _buffer_bytes(buffer):
-    if getattr(buffer, "offset", 0):  # Data stored after the flatbuffer (files over 2 GB).
-        return buffer.size
-    return 0 if buffer.data is None else len(buffer.data)
-
-
 def _check_quantization(quantization):
     if quantization not in QUANTIZATIONS:
         raise InputError(f"Unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}.")
@@ -276,7 +221,7 @@ def export_tflite(
         module = _Serving(_scope_safe(generator), batch_size)
         tf.saved_model.save(module, saved_model_dir, signatures={_TFLITE_SIGNATURE: module.generate_both.get_concrete_function()})
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
-        flatbuffer = _compact(converter.convert())
+        flatbuffer = tflite_graph.compact(converter.convert(), _UINT8_OUTPUT)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as file:
         file.write(flatbuffer)

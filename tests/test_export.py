@@ -89,6 +89,14 @@ def test_file_sizes_shrink_with_quantization(tflite_files):
     assert all(sizes[q] == tflite_files[q]["bytes"] for q in sizes)
 
 
+def _builtin(model, operator):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    code = model.operatorCodes[operator.opcodeIndex]
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+
 def _model(path):
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -119,6 +127,15 @@ def test_both_signatures_share_one_graph_with_no_empty_buffers_or_shape_copies(g
     assert all(tensor.shapeSignature is None for tensor in tensors)
     assert all(model.buffers[t.buffer].data is not None for t in tensors if t.buffer != 0)
     assert len(model.buffers) == 1 + len({t.buffer for t in tensors if t.buffer != 0}) + len(model.metadata)
+    used = {int(i) for op in graph.operators for i in list(op.inputs) + list(op.outputs) if i >= 0}
+    assert used | {int(i) for i in graph.inputs} == set(range(len(tensors)))
+    (producer,) = [op for op in graph.operators if outputs[b"generate_uint8"] in op.outputs]
+    if quantization == "int8":  # One requantization of the int8 tensor the float image is dequantized from.
+        (dequantize,) = [op for op in graph.operators if outputs[b"generate"] in op.outputs]
+        assert _builtin(model, producer) == "QUANTIZE" and _builtin(model, dequantize) == "DEQUANTIZE"
+        assert list(producer.inputs) == list(dequantize.inputs) and tensors[producer.inputs[0]].type == 9  # INT8
+    else:
+        assert _builtin(model, producer) == "CAST"
     # Each signature still returns its own output, whichever ran last.
     interpreter = Interpreter(model_path=path)
     z = latents(1)
