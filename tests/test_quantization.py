@@ -105,3 +105,23 @@ def test_config_round_trip():
     view = QuantizedView(trained_like((28, 28, 1), 1))
     again = QuantizedView.from_config(view.get_config())
     assert again.generator.get_config() == view.generator.get_config()
+
+
+def test_fine_tuning_under_int8_rounding_brings_the_int8_file_closer_to_the_teacher(tmp_path):
+    teacher = trained_like((32, 32, 3), 2, seed=10)
+    student = trained_like((32, 32, 3), 1, seed=20)
+    z = latents()
+    target = teacher(z, training=False)
+
+    def int8_error(name):
+        path = str(tmp_path / f"{name}.tflite")
+        export.export_tflite(student, path, quantization="int8", verify=False)
+        return mean_squared(export.run_tflite(path, z), target)
+
+    before = int8_error("before")
+    view = QuantizedView(student)
+    distiller = Distiller(teacher, view)
+    distiller.compile(keras.optimizers.Adam(1e-3))
+    distiller.fit(latent_dataset(16, LATENT, seed=1), epochs=2, steps_per_epoch=10, verbose=0,
+                  callbacks=[QuantizedView.Recalibrate(view)])
+    assert int8_error("after") < 0.7 * before  # Measured: 0.36x.
