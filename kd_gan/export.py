@@ -47,6 +47,11 @@ TOLERANCES = {
     "dynamic_int8": {"min_correlation": 0.99, "min_psnr_db": 30.0},
     "int8": {"min_correlation": 0.98, "min_psnr_db": 25.0},
 }
+# Levels the `generate_uint8` image of a file may differ from its own float
+# image in uint8 (`images.to_uint8`): rounding ties, and an int8 file's
+# requantized image (`tflite_graph.UINT8_SCALE`); a wrong scale, zero point or
+# source tensor is off by many.
+UINT8_LEVELS = 1
 # Relative difference allowed between the MNIST FID / score of an int8 file
 # (scored through LiteRT) and of its Keras model (tests/test_scoring.py).
 INT8_SCORE_TOLERANCE = 0.05
@@ -243,8 +248,8 @@ def verify_tflite(generator, path, quantization="none", num_samples=32, seed=0):
     an int8 file is checked on inputs it was not calibrated on. Writes
     `<path>.verification.json` with max/mean absolute error (float output, in
     the [-1, 1] image range), PSNR, the correlation of the outputs, the
-    largest uint8 pixel difference of `generate_uint8`, the tolerance and
-    whether it passed.
+    largest uint8 pixel difference of `generate_uint8` from Keras and from the
+    file's own float image, the tolerance and whether it passed.
 
     Raises:
         VerificationError: the file misses `TOLERANCES[quantization]`.
@@ -269,9 +274,12 @@ def verify_tflite(generator, path, quantization="none", num_samples=32, seed=0):
         "uint8_max_abs_error": int(
             np.abs(actual_uint8.astype(np.int32) - images_lib.to_uint8(expected).astype(np.int32)).max()
         ),
-        "tolerance": TOLERANCES[quantization],
+        "uint8_levels_from_own_image": int(
+            np.abs(actual_uint8.astype(np.int32) - images_lib.to_uint8(actual).astype(np.int32)).max()
+        ),
+        "tolerance": {**TOLERANCES[quantization], "uint8_levels_from_own_image": UINT8_LEVELS},
     }
-    failures = _failures(result, TOLERANCES[quantization])
+    failures = _failures(result, result["tolerance"])
     result["passed"] = not failures
     # Identical outputs give an infinite PSNR, constant ones an undefined correlation: null in JSON.
     result.update({key: None for key in ("psnr_db", "correlation") if not np.isfinite(result[key])})
@@ -296,6 +304,11 @@ def _failures(result, tolerance):
         failures.append(f"correlation {result['correlation']:.4f} below {tolerance['min_correlation']}")
     if "min_psnr_db" in tolerance and not result["psnr_db"] >= tolerance["min_psnr_db"]:
         failures.append(f"PSNR {result['psnr_db']:.1f} dB below {tolerance['min_psnr_db']} dB")
+    if not result["uint8_levels_from_own_image"] <= tolerance["uint8_levels_from_own_image"]:
+        failures.append(
+            f"{UINT8_SIGNATURE} is {result['uint8_levels_from_own_image']} levels from the file's own float image "
+            f"in uint8 (at most {tolerance['uint8_levels_from_own_image']})"
+        )
     return failures
 
 

@@ -39,7 +39,9 @@ def compact(flatbuffer, uint8_output):
       names each tensor after the ops fused into it; LiteRT runs a file by
       tensor index and apps reach it through the signatures, whose names stay),
       shape signatures equal to the fixed shapes, empty buffers of non-constant
-      tensors (index 0 is the shared empty one), and tensors no op uses.
+      tensors (index 0 is the shared empty one), and the ops, tensors and
+      operator codes no output needs (LiteRT resolves every operator code a
+      file lists, used or not).
     """
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     (both,) = model.signatureDefs
@@ -51,8 +53,9 @@ def compact(flatbuffer, uint8_output):
         signature.outputs = [copy.deepcopy(outputs[output_name])]
         signature.outputs[0].name = OUTPUT_NAME
         model.signatureDefs.append(signature)
-    _requantize_uint8_output(model)
-    _drop_unused(model)
+    if len(model.subgraphs) == 1:  # Files with control flow (more graphs) keep the converter's graph.
+        _requantize_uint8_output(model)
+        _drop_unused(model)
     model.description = None
     for subgraph in model.subgraphs:
         subgraph.name = None
@@ -71,7 +74,6 @@ def _builtin(model, operator):
 def _opcode_index(model, builtin, version):
     for index, code in enumerate(model.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            code.version = max(code.version, version)
             return index
     code = schema.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
@@ -96,23 +98,28 @@ def _requantize_uint8_output(model):
     image.quantization.scale = np.array([UINT8_SCALE], np.float32)
     image.quantization.zeroPoint = np.array([UINT8_ZERO_POINT], np.int64)
     requantize = schema.OperatorT()
-    # Version 2: QUANTIZE of an int8 tensor (requantization).
-    requantize.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.QUANTIZE, version=2)
+    # Version 1 runs int8 -> uint8 (op_version.cc: 2 is for int16 outputs).
+    requantize.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.QUANTIZE, version=1)
     requantize.inputs, requantize.outputs = np.array([source], np.int32), np.array([uint8_index], np.int32)
     graph.operators = [op for op in graph.operators if uint8_index not in op.outputs] + [requantize]
 
 
 def _drop_unused(model):
-    """Removes ops no output needs, then tensors and buffers nothing uses, and
-    renumbers what is left."""
+    """Removes ops no output needs, then the tensors, buffers and operator
+    codes nothing uses, and renumbers what is left."""
     graph = model.subgraphs[0]
     needed = set(int(i) for i in graph.outputs)
     kept_ops = []
     for op in reversed(graph.operators):  # The converter writes ops in execution order.
         if needed & set(int(i) for i in op.outputs):
             kept_ops.append(op)
-            needed |= {int(i) for i in op.inputs if i >= 0}
+            tensors = list(op.inputs) + list(op.outputs) + list(op.intermediates if op.intermediates is not None else [])
+            needed |= {int(i) for i in tensors if i >= 0}
     graph.operators = kept_ops[::-1]
+    codes = sorted({op.opcodeIndex for op in graph.operators})
+    model.operatorCodes = [model.operatorCodes[old] for old in codes]
+    for op in graph.operators:
+        op.opcodeIndex = codes.index(op.opcodeIndex)
     used = sorted(needed | {int(i) for i in graph.inputs})
     index = {old: new for new, old in enumerate(used)}
     graph.tensors = [graph.tensors[old] for old in used]

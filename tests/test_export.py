@@ -89,9 +89,14 @@ def test_file_sizes_shrink_with_quantization(tflite_files):
     assert all(sizes[q] == tflite_files[q]["bytes"] for q in sizes)
 
 
-def _builtin(model, operator):
+def _schema():
     from tensorflow.lite.python import schema_py_generated as schema
 
+    return schema
+
+
+def _builtin(model, operator):
+    schema = _schema()
     code = model.operatorCodes[operator.opcodeIndex]
     names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
@@ -129,11 +134,12 @@ def test_both_signatures_share_one_graph_with_no_empty_buffers_or_shape_copies(g
     assert len(model.buffers) == 1 + len({t.buffer for t in tensors if t.buffer != 0}) + len(model.metadata)
     used = {int(i) for op in graph.operators for i in list(op.inputs) + list(op.outputs) if i >= 0}
     assert used | {int(i) for i in graph.inputs} == set(range(len(tensors)))
+    assert {op.opcodeIndex for op in graph.operators} == set(range(len(model.operatorCodes)))
     (producer,) = [op for op in graph.operators if outputs[b"generate_uint8"] in op.outputs]
     if quantization == "int8":  # One requantization of the int8 tensor the float image is dequantized from.
         (dequantize,) = [op for op in graph.operators if outputs[b"generate"] in op.outputs]
         assert _builtin(model, producer) == "QUANTIZE" and _builtin(model, dequantize) == "DEQUANTIZE"
-        assert list(producer.inputs) == list(dequantize.inputs) and tensors[producer.inputs[0]].type == 9  # INT8
+        assert list(producer.inputs) == list(dequantize.inputs) and tensors[producer.inputs[0]].type == _schema().TensorType.INT8
     else:
         assert _builtin(model, producer) == "CAST"
     # Each signature still returns its own output, whichever ran last.
@@ -190,10 +196,31 @@ def test_a_quantised_file_of_another_model_fails_its_tolerance(tflite_files, qua
     assert written["passed"] is False
 
 
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_a_file_whose_uint8_image_is_off_fails_verification(generator, tflite_files, quantization, tmp_path):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model(tflite_files[quantization]["path"])
+    uint8 = next(s.outputs[0].tensorIndex for s in model.signatureDefs if s.signatureKey == b"generate_uint8")
+    (producer,) = [op for op in model.subgraphs[0].operators if uint8 in op.outputs]
+    if quantization == "int8":  # The requantization's zero point, moved by 20 levels.
+        model.subgraphs[0].tensors[uint8].quantization.zeroPoint[:] = export.tflite_graph.UINT8_ZERO_POINT - 20
+    else:  # The uint8 image cast from the float image itself, without the [0, 255] mapping.
+        float_image = next(s.outputs[0].tensorIndex for s in model.signatureDefs if s.signatureKey == b"generate")
+        producer.inputs[0] = float_image
+    path = str(tmp_path / "broken.tflite")
+    flatbuffer_utils.write_model(model, path)
+    with pytest.raises(export.VerificationError, match="generate_uint8 is [0-9]+ levels from"):
+        export.verify_tflite(generator, path, quantization=quantization)
+
+
 def test_quantised_files_pass_their_tolerance_on_held_out_latents(generator, tflite_files, monkeypatch):
     for quantization, record in tflite_files.items():
         verification = record["verification"]
-        assert verification["passed"] and verification["tolerance"] == export.TOLERANCES[quantization]
+        assert verification["passed"] and verification["tolerance"] == {
+            **export.TOLERANCES[quantization], "uint8_levels_from_own_image": export.UINT8_LEVELS
+        }
+        assert verification["uint8_levels_from_own_image"] <= export.UINT8_LEVELS
         assert verification["seed"] == [0, export.VERIFICATION_STREAM]
     # The z verification feeds the file are none of the int8 calibration draws.
     fed = []
