@@ -104,7 +104,11 @@ def test_the_readme_example_distils_a_generator_and_exports_it(tmp_path, teacher
     budget = "epochs=20, steps_per_epoch=1000"
     assert code.count(budget) == 1  # The one line the test shortens; the rest runs as printed.
     script = tmp_path / "example.py"
-    script.write_text(code.replace(budget, "epochs=1, steps_per_epoch=3"))
+    # Seeded: three steps leave a student near its random start, whose int8
+    # file's correlation to it fell below the int8 tolerance (0.98) in about
+    # one unseeded run in ten.
+    seeded = "import keras\nkeras.utils.set_random_seed(0)\n"
+    script.write_text(seeded + code.replace(budget, "epochs=1, steps_per_epoch=3"))
     completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "compression" in completed.stdout
