@@ -81,10 +81,9 @@ class _Serving(tf.Module):
         # Track the backing tf.Variables themselves: without them the TFLite
         # converter does not find a Keras 3 model's weights (its outputs were NaN).
         self.weights = [weight.value for weight in generator.weights]
-        spec = tf.TensorSpec([batch_size, latent_size(generator)], tf.float32, name=INPUT_NAME)
-        self.generate = tf.function(self._generate, input_signature=[spec])
-        self.generate_uint8 = tf.function(self._generate_uint8, input_signature=[spec])
-        self.generate_both = tf.function(self._generate_both, input_signature=[spec])
+        self.spec = tf.TensorSpec([batch_size, latent_size(generator)], tf.float32, name=INPUT_NAME)
+        self.generate = tf.function(self._generate, input_signature=[self.spec])
+        self.generate_uint8 = tf.function(self._generate_uint8, input_signature=[self.spec])
 
     def _generate(self, z):
         return {OUTPUT_NAME: tf.cast(self.generator(z, training=False), tf.float32)}
@@ -92,7 +91,9 @@ class _Serving(tf.Module):
     def _generate_uint8(self, z):
         return {OUTPUT_NAME: _to_uint8(self._generate(z)[OUTPUT_NAME])}
 
-    def _generate_both(self, z):
+    def generate_both(self, z):
+        """Both images from one graph: what a `.tflite` file is converted from
+        (traced in `export_tflite` only, so a SavedModel does not carry it)."""
         images = self._generate(z)[OUTPUT_NAME]
         return {OUTPUT_NAME: images, _UINT8_OUTPUT: _to_uint8(images)}
 
@@ -224,7 +225,8 @@ def export_tflite(
     generator = precision.float32_copy(generator)  # Trained in any precision, converted from float32.
     with tempfile.TemporaryDirectory() as saved_model_dir:
         module = _Serving(_scope_safe(generator), batch_size)
-        tf.saved_model.save(module, saved_model_dir, signatures={_TFLITE_SIGNATURE: module.generate_both.get_concrete_function()})
+        both = tf.function(module.generate_both, input_signature=[module.spec]).get_concrete_function()
+        tf.saved_model.save(module, saved_model_dir, signatures={_TFLITE_SIGNATURE: both})
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
         flatbuffer = tflite_graph.compact(converter.convert(), _UINT8_OUTPUT)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -34,7 +34,7 @@ def compact(flatbuffer, uint8_output):
     - In an int8 file, the uint8 image is one QUANTIZE op (int8 -> uint8) of
       the tensor the float image is dequantized from, instead of the
       converter's chain of int8 multiply, add, clipping, dequantize and cast
-      (38 us of a 110 us call of a 64x64x3 d=2 student).
+      (38 us of a 110 us call of a 64x64x3 d=2 generator).
     - Dropped: tensor and subgraph names and the description (the converter
       names each tensor after the ops fused into it; LiteRT runs a file by
       tensor index and apps reach it through the signatures, whose names stay),
@@ -66,14 +66,17 @@ def compact(flatbuffer, uint8_output):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def _code_builtin(code):
+    return max(code.builtinCode, code.deprecatedBuiltinCode)  # Codes above 127 are only in the newer field.
+
+
 def _builtin(model, operator):
-    code = model.operatorCodes[operator.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    return _code_builtin(model.operatorCodes[operator.opcodeIndex])
 
 
 def _opcode_index(model, builtin, version):
     for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _code_builtin(code) == builtin:
             return index
     code = schema.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
@@ -116,13 +119,12 @@ def _drop_unused(model):
             tensors = list(op.inputs) + list(op.outputs) + list(op.intermediates if op.intermediates is not None else [])
             needed |= {int(i) for i in tensors if i >= 0}
     graph.operators = kept_ops[::-1]
-    codes = sorted({op.opcodeIndex for op in graph.operators})
+    codes = _renumbering({op.opcodeIndex for op in graph.operators})
     model.operatorCodes = [model.operatorCodes[old] for old in codes]
     for op in graph.operators:
-        op.opcodeIndex = codes.index(op.opcodeIndex)
-    used = sorted(needed | {int(i) for i in graph.inputs})
-    index = {old: new for new, old in enumerate(used)}
-    graph.tensors = [graph.tensors[old] for old in used]
+        op.opcodeIndex = codes[op.opcodeIndex]
+    index = _renumbering(needed | {int(i) for i in graph.inputs})
+    graph.tensors = [graph.tensors[old] for old in index]
 
     def renumber(indices):
         return np.array([index[int(i)] if i >= 0 else -1 for i in indices], np.int32)
@@ -138,13 +140,17 @@ def _drop_unused(model):
     for tensor in graph.tensors:
         if not _buffer_bytes(model.buffers[tensor.buffer]):
             tensor.buffer = 0
-    kept = sorted({0} | {t.buffer for t in graph.tensors} | {m.buffer for m in model.metadata or []})
-    buffers = {old: new for new, old in enumerate(kept)}
-    model.buffers = [model.buffers[old] for old in kept]
+    buffers = _renumbering({0} | {t.buffer for t in graph.tensors} | {m.buffer for m in model.metadata or []})
+    model.buffers = [model.buffers[old] for old in buffers]
     for tensor in graph.tensors:
         tensor.buffer = buffers[tensor.buffer]
     for metadata in model.metadata or []:
         metadata.buffer = buffers[metadata.buffer]
+
+
+def _renumbering(kept):
+    """`{old index: new index}` for the indices `kept`, in their order (a dict iterates its old indices in order)."""
+    return {old: new for new, old in enumerate(sorted(kept))}
 
 
 def _text(name):
