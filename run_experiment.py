@@ -11,11 +11,13 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from kd_gan import data, experiment, objectives
-from kd_gan import export as export_lib
-from kd_gan import precision as precision_lib
+from kd_gan import experiment
+from kd_gan.data import loading as data
+from kd_gan.training import objectives
+from kd_gan.export import converters as export_lib
+from kd_gan.models import precision as precision_lib
 from kd_gan.errors import InputError
-from kd_gan.presets import NO_PRESET
+from kd_gan.experiment.presets import NO_PRESET
 
 _DEFAULTS = experiment.ExperimentConfig()
 

@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
-from kd_gan import GAN, Discriminator, Distiller, Generator, latent_dataset  # noqa: E402
+from kd_gan import GAN, Discriminator, Distiller, Generator, latent_dataset
 
 flags.DEFINE_integer("steps", 300, "Timed steps per method and round.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")

@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from kd_gan import classifiers
+    from kd_gan.evaluation import classifiers
 
     classifier = classifiers.InceptionClassifier(FLAGS.inception_path)
     batch = np.random.default_rng(0).uniform(-1, 1, (FLAGS.batch_size, 32, 32, 3)).astype(np.float32)

@@ -177,10 +177,11 @@ def main(argv):
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
-    from kd_gan import Generator, count_parameters, export
-    from kd_gan.data import IMAGE_SHAPES
-    from kd_gan.jsonio import write_json
-    from kd_gan.models import count_multiply_accumulates
+    from kd_gan import Generator, count_parameters
+    from kd_gan.export import converters as export
+    from kd_gan.data.loading import IMAGE_SHAPES
+    from kd_gan._io import write_json
+    from kd_gan.models.dcgan import count_multiply_accumulates
 
     keras.utils.set_random_seed(0)
     latent_dim, shape = 128, IMAGE_SHAPES[FLAGS.dataset]

@@ -25,8 +25,14 @@ import keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
-from kd_gan import GAN, Discriminator, Generator, classifiers, data, objectives, optimizers, precision, scoring  # noqa: E402
-from kd_gan.evaluation import REFERENCE_SPLITS  # noqa: E402
+from kd_gan import GAN, Discriminator, Generator
+from kd_gan.evaluation import classifiers
+from kd_gan.data import loading as data
+from kd_gan.training import objectives
+from kd_gan.training import optimizers
+from kd_gan.models import precision
+from kd_gan.evaluation import scoring
+from kd_gan.experiment.evaluator import REFERENCE_SPLITS  # noqa: E402
 
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "celeb_a"], "Colour data set.")
 flags.DEFINE_string("data_dir", None, "Local data (default $KD_GAN_DATA_DIR).")

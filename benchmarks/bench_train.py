@@ -31,8 +31,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
-from kd_gan import GAN, Discriminator, Distiller, Generator, classifiers, latent_dataset, precision, scoring  # noqa: E402
-from kd_gan.teacher_cache import TeacherCache  # noqa: E402
+from kd_gan import GAN, Discriminator, Distiller, Generator, latent_dataset
+from kd_gan.evaluation import classifiers
+from kd_gan.models import precision
+from kd_gan.evaluation import scoring
+from kd_gan.distillation.teacher_cache import TeacherCache  # noqa: E402
 
 flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the median is reported.")
 flags.DEFINE_integer("batch_size", 64, "Batch size of every training step.")

@@ -20,9 +20,12 @@ import time
 
 import keras
 
-from kd_gan import Distiller, count_parameters, objectives, optimizers, precision
-from kd_gan.generators import load_generator
-from kd_gan.teacher_cache import TeacherCache
+from kd_gan import Distiller, count_parameters
+from kd_gan.training import objectives
+from kd_gan.training import optimizers
+from kd_gan.models import precision
+from kd_gan.models.any_generator import load_generator
+from kd_gan.distillation.teacher_cache import TeacherCache
 
 
 def probe_student(widths, latent_dim=128):

@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from kd_gan import optimizers
+from kd_gan.training import optimizers
 
 
 class StepClock(keras.callbacks.Callback):
@@ -96,7 +96,7 @@ def write_results(path, settings, rows, **extra):
     """Writes the benchmark's JSON: settings, library versions, CPU count, extras, rows (NaN as null)."""
     import os
 
-    from kd_gan.jsonio import write_json
+    from kd_gan._io import write_json
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     record = {"settings": settings, "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count()}

@@ -20,6 +20,7 @@ before and after distillation in `summary.json`.
     python examples/distil_your_generator.py --tiny --data_dir=../shared/data   # seconds
 """
 
+import json
 import os
 
 import keras
@@ -28,9 +29,8 @@ from absl import app, flags
 
 import kd_gan
 from kd_gan.data import load_dataset
-from kd_gan.generators import check_generator, latent_size
-from kd_gan.jsonio import write_json
-from kd_gan.scoring import latent_fidelity
+from kd_gan.evaluation import latent_fidelity
+from kd_gan.models import check_generator, latent_size
 
 flags.DEFINE_string("teacher", None, "Your generator (.keras or SavedModel folder); default: train a plain Keras DCGAN.")
 flags.DEFINE_string("data_dir", None, "MNIST files or a tfds data dir (default: $KD_GAN_DATA_DIR, else tfds).")
@@ -117,7 +117,8 @@ def main(argv):
         teacher_parameters=kd_gan.count_parameters(teacher), student_parameters=kd_gan.count_parameters(student),
         compression_ratio=kd_gan.compression_ratio(teacher, student),
     )
-    write_json(os.path.join(FLAGS.output_dir, "summary.json"), summary)
+    with open(os.path.join(FLAGS.output_dir, "summary.json"), "w") as file:
+        json.dump(summary, file, indent=2)
     print(f"Teacher {summary['teacher_parameters']:,} parameters, students {summary['student_parameters']:,} "
           f"({summary['compression_ratio']:.0f}:1)")
     for scheme in ("mse", "joint"):

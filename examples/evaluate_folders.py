@@ -15,13 +15,14 @@ FIDs depend on the number of images: compare them only at equal counts (KID
 does not). Writes `--output_dir/metrics.json` and `reference.npz`.
 """
 
+import json
 import os
 
 import numpy as np
 from absl import app, flags
 
-from kd_gan import evaluate, images
-from kd_gan.jsonio import write_json
+from kd_gan.data import save_png
+from kd_gan.evaluation import evaluate
 
 flags.DEFINE_string("images", None, "Folder or tar of the images to score (e.g. a generator's samples).")
 flags.DEFINE_string("reference_images", None, "Folder or tar of the real images.")
@@ -43,7 +44,7 @@ def write_tiny_folders(root, count=24):
                 image[top : top + 12, left : left + 12] = 255
             else:
                 image = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
-            images.save_png(image, os.path.join(root, name, f"{index:03d}.png"))
+            save_png(image, os.path.join(root, name, f"{index:03d}.png"))
     return os.path.join(root, "noise"), os.path.join(root, "squares")
 
 
@@ -55,13 +56,14 @@ def main(argv):
         candidate_path, reference_path = FLAGS.images, FLAGS.reference_images
     else:
         raise app.UsageError("Give --images and --reference_images (or --tiny).")
-    record = evaluate.evaluate(
+    record = evaluate(
         # dataset="mnist" picks the MNIST network (it ships with the package); None, the FID Inception.
         dataset="mnist" if FLAGS.tiny else None, images=candidate_path, reference_images=reference_path,
         num_samples=FLAGS.num_samples, inception_path=FLAGS.inception_path,
         save_stats=os.path.join(FLAGS.output_dir, "reference.npz"),
     )
-    write_json(os.path.join(FLAGS.output_dir, "metrics.json"), record)
+    with open(os.path.join(FLAGS.output_dir, "metrics.json"), "w") as file:
+        json.dump(record, file, indent=2)
     for key in ("fid", "kid", "precision", "recall", "num_samples", "reference_count"):
         print(f"{key:<16} {record[key]}")
     print(f"Wrote {FLAGS.output_dir}/metrics.json")

@@ -15,14 +15,16 @@ to ship: `app/src/main/assets/`), their `.verification.json`, `Generator.kt`,
 `sample.png` (what the app gets back) and `export.json`.
 """
 
+import json
 import os
 
 import numpy as np
 from absl import app, flags
 
 import kd_gan
-from kd_gan import android, export, images, litert
-from kd_gan.jsonio import write_json
+from kd_gan import export
+from kd_gan.data import save_png
+from kd_gan.models import run_tflite
 
 flags.DEFINE_string("generator", None, "The generator to ship: .keras or SavedModel folder.")
 flags.DEFINE_string("output_dir", "runs/export_for_android", "Where the files go.")
@@ -46,20 +48,21 @@ def main(argv):
 
     # What the app feeds and reads: the file's own signatures.
     shipped = exported["tflite_int8"]["path"]
-    record["signatures"] = android.signatures(shipped)
+    record["signatures"] = export.signatures(shipped)
     for signature, tensors in record["signatures"].items():
         print(f"{signature}: inputs {tensors['inputs']} -> outputs {tensors['outputs']}")
 
     # One image as the app gets it: z ~ N(0, I) in, uint8 pixels out.
-    latent_dim = record["signatures"][litert.UINT8_SIGNATURE]["inputs"][litert.INPUT_NAME]["shape"][1]
+    latent_dim = record["signatures"][export.UINT8_SIGNATURE]["inputs"][export.INPUT_NAME]["shape"][1]
     z = np.random.default_rng(0).standard_normal((1, latent_dim)).astype(np.float32)
-    pixels = litert.run_tflite(shipped, z, signature=litert.UINT8_SIGNATURE)[0]
-    images.save_png(pixels, os.path.join(FLAGS.output_dir, "sample.png"))
+    pixels = run_tflite(shipped, z, signature=export.UINT8_SIGNATURE)[0]
+    save_png(pixels, os.path.join(FLAGS.output_dir, "sample.png"))
 
     kotlin = os.path.join(FLAGS.output_dir, "Generator.kt")
     with open(kotlin, "w") as file:
-        file.write(android.kotlin_snippet(shipped))
-    write_json(os.path.join(FLAGS.output_dir, "export.json"), record)
+        file.write(export.kotlin_snippet(shipped))
+    with open(os.path.join(FLAGS.output_dir, "export.json"), "w") as file:
+        json.dump(record, file, indent=2)
     print(f"Ship {shipped} (app/src/main/assets/) with {kotlin}; sample image: {FLAGS.output_dir}/sample.png")
 
 

@@ -43,7 +43,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def mirrored():
     """MirroredStrategy over the two logical CPUs (one per process, see make_strategy)."""
-    from kd_gan.distribute import make_strategy
+    from kd_gan.experiment.distribute import make_strategy
 
     strategy = make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2, "conftest sets up two logical CPUs"

@@ -10,7 +10,10 @@ import pytest
 import tensorflow as tf
 
 import keras
-from kd_gan import Generator, android, export, litert
+from kd_gan import Generator
+from kd_gan.export import android
+from kd_gan.export import converters as export
+from kd_gan.models import tflite_generator as litert
 from kd_gan.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import data
+from kd_gan.data import loading as data
 
 
 def to_unit(images):

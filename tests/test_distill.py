@@ -204,7 +204,7 @@ def test_evaluate_draws_a_new_z_per_image_batch_deterministic_in_the_batch_index
         np.testing.assert_array_equal(a, np.asarray(b))  # The same z sequence at every evaluation.
     assert first["mse"] == pytest.approx(second["mse"], rel=1e-6)
     # Batch i's z is the draw keyed on step -1 - i: a stream training's steps (>= 0) never use.
-    from kd_gan import training
+    from kd_gan.training import steps as training
 
     for index, z in enumerate(first_z):
         np.testing.assert_array_equal(z, training.sample_latents(4, LATENT, 3, -1 - index).numpy())

@@ -10,7 +10,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from kd_gan import android, evaluate, litert, load_generator, scoring
+from kd_gan import load_generator
+from kd_gan.export import android
+from kd_gan.evaluation import cli as evaluate
+from kd_gan.models import tflite_generator as litert
+from kd_gan.evaluation import scoring
 
 
 def run_example(name, *flags, cache_dir, tiny=True, check=True):

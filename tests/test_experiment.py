@@ -13,11 +13,17 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import Generator, count_parameters, evaluation, experiment, generators, images, load_generator, report, stages
-from kd_gan import export
-from kd_gan.export import export_saved_model
-from kd_gan.files import file_digest
-from kd_gan.results import ModelResult
+from kd_gan import Generator, count_parameters, experiment, load_generator
+from kd_gan.experiment import evaluator as evaluation
+from kd_gan.models import any_generator as generators
+from kd_gan.data import pixels as images
+from kd_gan.experiment import report
+from kd_gan.experiment import stage as stages
+from kd_gan.export import converters as export
+from kd_gan.export.converters import export_saved_model
+from kd_gan._io import file_digest
+from kd_gan.experiment.plan import StageSpec
+from kd_gan.experiment.results import ModelResult
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
@@ -223,9 +229,10 @@ def test_nan_loss_stops_the_stage_naming_it(tiny_mnist, tmp_path, monkeypatch):
     # A NaN teacher is refused up front (tests/test_experiment_checks.py) and by the
     # Distiller's probe; past those checks, the guard of every stage stops on the
     # first non-finite loss.
-    from kd_gan import taps
+    from kd_gan.distillation import feature_taps as taps
+    from kd_gan.experiment import runner
 
-    monkeypatch.setattr(experiment.generators_lib, "check_generator", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "check_generator", lambda *args, **kwargs: None)
     monkeypatch.setattr(taps, "check_image_range", lambda *args, **kwargs: None)
     teacher = Generator(8, (28, 28, 1), 2)
     for weight in teacher.weights:
@@ -293,7 +300,7 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
             np.testing.assert_array_equal(a, b, err_msg=name)
     # The student trained: its weights left the initial ones (rebuilt from the stage's seed).
     run = experiment.Experiment(tiny_config(tiny_mnist, tmp_path / "init"))
-    run.seed_stage(run.stage("student", 1, "mse"))
+    run.seed_stage(run.stage(StageSpec("student", 1, 1, "mse")))
     initial = weights_of(Generator(8, (28, 28, 1), 1))
     assert changed(initial, load_generator(str(output_dir / "students/mse_d1/generator.keras")))
 
@@ -346,7 +353,7 @@ def test_colour_sets_default_to_the_cpu_preset_and_explicit_values_override_it(d
 
 
 def test_a_preset_scores_in_float32_on_a_gpu_unless_told_otherwise(monkeypatch):
-    from kd_gan import precision
+    from kd_gan.models import precision
 
     monkeypatch.setattr(precision, "gpu_available", lambda: True)
     assert experiment.build_config(dataset="celeb_a").inception_precision == "float32"
@@ -377,11 +384,11 @@ def test_report_table_and_findings_from_results():
     results = {
         "dataset": "mnist",
         "models": [
-            {"name": "teacher_d8", "method": "teacher", "depth": 8, "parameters": 1000, "compression_ratio": 1.0,
+            {"name": "teacher_d8", "method": "teacher", "role": "teacher", "label": "teacher", "depth": 8, "parameters": 1000, "compression_ratio": 1.0,
              "quality": quality(8.0, 10.0)},
-            {"name": "student_mse_d1", "method": "student_mse", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
+            {"name": "student_mse_d1", "method": "student_mse", "role": "student", "label": "student (MSE)", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
              "quality": quality(6.0, 20.0, kid=0.0123), "fidelity": {"mse": 0.01, "psnr_db": 26.0}},
-            {"name": "scratch_d1", "method": "scratch", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
+            {"name": "scratch_d1", "method": "scratch", "role": "scratch", "label": "scratch GAN", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
              "quality": quality(2.0, 50.0), "fidelity": {"mse": 0.5, "psnr_db": 9.0}},
         ],
         "real": {"split": "test", "num_samples": 10_000, "mnist_score": 9.9, "vol": 1.0},
@@ -396,7 +403,10 @@ def test_report_table_and_findings_from_results():
 
 def test_teacher_selection_lowest_fid_then_highest_score():
     def candidate(name, fid, score, score_name="mnist_score"):
-        return ModelResult(name, "teacher", 1, 10, {}, quality={"fid": fid, score_name: score})
+        return ModelResult(
+            name, "teacher", "teacher", "teacher", None, depth=1, parameters=10, training={},
+            quality={"fid": fid, score_name: score},
+        )
 
     assert evaluation.select_teacher([candidate("a", 12.0, 9.0), candidate("b", 10.0, 5.0)]).name == "b"
     assert evaluation.select_teacher([candidate("a", 10.0, 5.0), candidate("b", 10.0, 6.0)]).name == "b"
@@ -409,7 +419,7 @@ def test_zero_epochs_saves_the_stage_initial_generator(tiny_mnist, tmp_path):
     config = tiny_config(tiny_mnist, tmp_path, student_epochs=0)
     experiment.run(config)
     run = experiment.Experiment(config)
-    run.seed_stage(run.stage("student", 1, "mse"))
+    run.seed_stage(run.stage(StageSpec("student", 1, 1, "mse")))
     initial = Generator(8, (28, 28, 1), 1)
     saved = load_generator(str(tmp_path / "students" / "mse_d1" / "generator.keras"))
     assert not changed(weights_of(initial), saved)
@@ -471,7 +481,7 @@ def test_config_refuses_what_it_cannot_run(tiny_mnist, tmp_path):
 
 
 def test_a_failed_export_verification_keeps_the_report(tiny_mnist, tmp_path, monkeypatch):
-    from kd_gan import export
+    from kd_gan.export import converters as export
 
     def failing(generator, path, quantization="none", **kwargs):
         raise export.VerificationError(f"{path} ({quantization}) does not reproduce the Keras generator")

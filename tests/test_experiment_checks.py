@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from conftest import weights_of
 
-from kd_gan import Generator, experiment, experiment_config, load_generator
+from kd_gan import Generator, experiment, load_generator
+from kd_gan.experiment import run_folder
 from kd_gan.errors import InputError
-from kd_gan.generators import check_generator
+from kd_gan.models.any_generator import check_generator
 
 TINY = dict(
     dataset="mnist", teacher_depths=(2,), student_depths=(1,), latent_dim=8, batch_size=4,
@@ -76,8 +77,8 @@ def test_overwrite_deletes_what_each_process_writes(tiny_mnist, tmp_path, monkey
     changed = tiny_config(tiny_mnist, tmp_path, seed=1)
     strategy = tf.distribute.get_strategy()
     # Another worker clears its own folder only.
-    monkeypatch.setattr(experiment_config, "is_chief", lambda strategy: False)
-    monkeypatch.setattr(experiment_config, "worker_output_dir", lambda strategy, output_dir: str(worker_dir))
+    monkeypatch.setattr(run_folder, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(run_folder, "worker_output_dir", lambda strategy, output_dir: str(worker_dir))
     experiment.prepare_output_dir(changed, True, strategy)
     assert os.path.isfile(tmp_path / "teachers" / "d2" / "generator.keras")
     assert not os.path.exists(worker_dir / "teachers") and not os.path.exists(worker_dir / "config.json")
@@ -85,7 +86,7 @@ def test_overwrite_deletes_what_each_process_writes(tiny_mnist, tmp_path, monkey
         experiment.prepare_output_dir(changed, False, strategy)
     # The chief clears the run's folder; under several replicas the workers' folders are theirs.
     experiment.run(tiny_config(tiny_mnist, worker_dir))
-    monkeypatch.setattr(experiment_config, "is_chief", lambda strategy: True)
+    monkeypatch.setattr(run_folder, "is_chief", lambda strategy: True)
     experiment.prepare_output_dir(changed, True, _Replicas(2))
     assert not os.path.exists(tmp_path / "teachers") and not os.path.exists(tmp_path / "config.json")
     assert os.path.isfile(worker_dir / "config.json")

@@ -7,7 +7,7 @@ import pytest
 
 from kd_gan import experiment, load_generator
 from kd_gan.errors import InputError
-from kd_gan.results import method_label
+from kd_gan.experiment.plan import StageSpec
 from test_experiment import tiny_config
 
 
@@ -49,9 +49,9 @@ def test_each_kind_trains_its_own_student_and_reports_a_row(tiny_mnist, tmp_path
 
 
 def test_method_labels():
-    assert method_label("student_mse") == "student (MSE)"
-    assert method_label("student_joint+perceptual") == "student (joint + perceptual)"
-    assert method_label("scratch") == "scratch GAN"
+    assert StageSpec("student", 1, 1, "mse").label == "student (MSE)"
+    assert StageSpec("student", 1, 1, "joint", "perceptual").label == "student (joint + perceptual)"
+    assert StageSpec("scratch", 1, 1).label == "scratch GAN"
 
 
 @pytest.mark.parametrize(

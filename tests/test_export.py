@@ -10,7 +10,9 @@ import pytest
 import tensorflow as tf
 
 import keras
-from kd_gan import Generator, export, images
+from kd_gan import Generator
+from kd_gan.export import converters as export
+from kd_gan.data import pixels as images
 
 LATENT = 16
 

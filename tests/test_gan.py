@@ -10,7 +10,11 @@ import tensorflow as tf
 
 import keras
 from conftest import ROOT, changed, weights_of
-from kd_gan import GAN, Discriminator, Generator, models, objectives, optimizers, training
+from kd_gan import GAN, Discriminator, Generator
+from kd_gan.models import dcgan as models
+from kd_gan.training import objectives
+from kd_gan.training import optimizers
+from kd_gan.training import steps as training
 
 
 def tiny_gan(seed=0):

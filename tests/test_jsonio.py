@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from kd_gan.jsonio import read_json, write_json
+from kd_gan._io import read_json, write_json
 
 
 def test_non_finite_numbers_are_written_as_null_and_the_file_is_strict_json(tmp_path):

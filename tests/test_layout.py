@@ -1,7 +1,6 @@
 """Files written before the subpackage layout still load, and a finished run still resumes."""
 
 import json
-import os
 import pathlib
 import shutil
 

@@ -9,7 +9,7 @@ import keras
 from conftest import changed, weights_of
 from kd_gan import Discriminator, Distiller, Generator, count_parameters, latent_dataset
 from kd_gan.errors import InputError
-from kd_gan.losses import FeatureLoss, PerceptualLoss, PixelL1, PixelMSE
+from kd_gan.distillation.losses import FeatureLoss, PerceptualLoss, PixelL1, PixelMSE
 from test_distill import LATENT, SHAPE, fixed_teacher
 
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (8, *SHAPE)).astype("float32")
@@ -173,7 +173,7 @@ def test_presets_reproduce_the_papers_losses_by_hand():
 def test_weight_average_covers_adapters_and_writes_only_the_student():
     """With use_ema, the optimizer averages student and adapters; fit ends with
     the student's averages in the student and the discriminator untouched."""
-    from kd_gan import optimizers
+    from kd_gan.training import optimizers
 
     keras.utils.set_random_seed(0)
     distiller = Distiller(

@@ -10,7 +10,8 @@ import scipy.special
 import scipy.stats
 import tensorflow as tf
 
-from kd_gan import metrics, tfgan
+from kd_gan.evaluation import formulas as metrics
+from kd_gan.evaluation import _tfgan as tfgan
 
 
 def reference_inception_score(logits):

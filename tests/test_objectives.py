@@ -6,9 +6,11 @@ import tensorflow as tf
 
 import keras
 from conftest import changed, weights_of
-from kd_gan import GAN, Discriminator, Distiller, Generator, objectives, weight_average
-from kd_gan import adversarial
-from kd_gan import optimizers
+from kd_gan import GAN, Discriminator, Distiller, Generator
+from kd_gan.training import objectives
+from kd_gan.training import weight_average
+from kd_gan.training import adversarial_steps as adversarial
+from kd_gan.training import optimizers
 
 SHAPE = (28, 28, 1)
 

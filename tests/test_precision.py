@@ -7,7 +7,11 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import GAN, Discriminator, Distiller, Generator, adversarial, load_generator, losses, precision, training
+from kd_gan import GAN, Discriminator, Distiller, Generator, load_generator
+from kd_gan.training import adversarial_steps as adversarial
+from kd_gan.distillation import losses
+from kd_gan.models import precision
+from kd_gan.training import steps as training
 from kd_gan.errors import InputError
 
 SHAPE = (8, 8, 1)

@@ -6,8 +6,10 @@ import types
 import numpy as np
 import pytest
 
-from kd_gan import Discriminator, Generator, count_multiply_accumulates, experiment, progress
-from kd_gan.progress import PlannedStage, RunClock
+from kd_gan import Discriminator, Generator, count_multiply_accumulates, experiment
+from kd_gan.experiment import progress
+from kd_gan.experiment.plan import plan_stages
+from kd_gan.experiment.progress import PlannedStage, RunClock
 
 from test_experiment import TINY, tiny_config
 
@@ -77,7 +79,7 @@ def test_gan_step_cost_counts_generator_and_discriminator_passes():
 def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(tiny_mnist, tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path / "cache"))  # The reference is computed in this run.
     config = tiny_config(tiny_mnist, tmp_path / "run", loss="both", eval_samples=4)
-    stages = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
+    stages = progress.planned_stages(plan_stages(config), config, 3, str(tmp_path / "run"), (28, 28, 1))
     names = ["teacher_d2", "student_mse_d1", "student_joint_d1", "scratch_d1"]
     assert [s.name for s in stages] == names and all(s.steps == 3 and not s.done for s in stages)
     joint, mse = stages[2].cost, stages[1].cost
@@ -91,7 +93,7 @@ def test_the_plan_names_the_run_stages_with_their_steps_and_marks_finished_ones(
     assert "left (estimate)" in text
     # The plan comes first, before the reference statistics are computed.
     assert text.index("Plan: teacher_d2") < text.index("Computing the statistics") < text.index("Reference statistics of")
-    again = progress.plan(config, 3, str(tmp_path / "run"), (28, 28, 1))
+    again = progress.planned_stages(plan_stages(config), config, 3, str(tmp_path / "run"), (28, 28, 1))
     assert all(s.done for s in again)
     assert [s.name for s in again] == names
 
@@ -123,9 +125,9 @@ def test_a_given_teacher_is_planned_as_one_more_evaluation_until_its_score_is_ca
     root = tmp_path / "run"
     config = tiny_config(tiny_mnist, root, teacher_path=str(tmp_path / "teacher.keras"), loss="both")
     teacher = Generator(config.latent_dim, (28, 28, 1), 2)
-    clock = progress.run_clock(config, 3, str(root), (28, 28, 1), teacher, eval_samples=10)
+    clock = progress.run_clock(config, plan_stages(config), 3, str(root), (28, 28, 1), teacher, eval_samples=10)
     assert [s.name for s in clock.stages.values()] == ["student_mse_d1", "student_joint_d1", "scratch_d1"]
     assert clock.evaluation_images == 10 * 4  # Three models trained here, and the given teacher.
     root.mkdir()
     (root / progress.GIVEN_TEACHER_EVALUATION).write_text("{}")
-    assert progress.run_clock(config, 3, str(root), (28, 28, 1), teacher, eval_samples=10).evaluation_images == 10 * 3
+    assert progress.run_clock(config, plan_stages(config), 3, str(root), (28, 28, 1), teacher, eval_samples=10).evaluation_images == 10 * 3

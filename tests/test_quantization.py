@@ -5,10 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-from kd_gan import Distiller, Generator, export
+from kd_gan import Distiller, Generator
+from kd_gan.export import converters as export
 from kd_gan.errors import InputError
-from kd_gan.quantization import QuantizedView
-from kd_gan.training import latent_dataset
+from kd_gan.export.quantization import QuantizedView
+from kd_gan.training.steps import latent_dataset
 
 LATENT = 8
 
@@ -49,7 +50,7 @@ def test_the_view_reproduces_the_int8_file_far_closer_than_the_float_model(tmp_p
 
 
 def test_transposed_convolution_weights_round_per_output_channel():
-    from kd_gan.quantization import _fake_quantize_weights
+    from kd_gan.export.quantization import _fake_quantize_weights
 
     kernel = np.random.default_rng(3).normal(size=(5, 5, 3, 2)).astype(np.float32)  # (kh, kw, out, in)
     kernel[..., 1, :] *= 40  # One output channel far wider than the others.

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_gan import Generator, classifiers, data, evaluation, files, metrics, precision, scoring
+from kd_gan import Generator
+from kd_gan.evaluation import classifiers
+from kd_gan.data import loading as data
+from kd_gan import _io as files
+from kd_gan.evaluation import formulas as metrics
+from kd_gan.models import precision
+from kd_gan.evaluation import EvaluationCallback, scoring, statistics
 from kd_gan.errors import InputError
 
 from test_metrics import reference_fid, reference_inception_score
@@ -225,7 +231,7 @@ def make_folder(root, count, size=(16, 16), channels=3, seed=0):
 
 
 def test_folder_and_tar_read_the_same_images(tmp_path):
-    from kd_gan.image_files import ImageSource
+    from kd_gan.data.image_folders import ImageSource
 
     images = make_folder(str(tmp_path / "folder"), 6)
     (tmp_path / "folder" / "notes.txt").write_text("not an image")
@@ -241,7 +247,7 @@ def test_folder_and_tar_read_the_same_images(tmp_path):
 
 
 def test_grey_images_are_tiled_to_rgb(tmp_path):
-    from kd_gan.image_files import ImageSource
+    from kd_gan.data.image_folders import ImageSource
 
     grey = make_folder(str(tmp_path / "grey"), 2, channels=1)
     batch = next(ImageSource(str(tmp_path / "grey")).batches())
@@ -250,7 +256,7 @@ def test_grey_images_are_tiled_to_rgb(tmp_path):
 
 
 def test_folder_errors_each_say_one_clear_thing(tmp_path):
-    from kd_gan.image_files import ImageSource
+    from kd_gan.data.image_folders import ImageSource
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no PNG or JPEG"):
@@ -275,7 +281,7 @@ def test_folder_errors_each_say_one_clear_thing(tmp_path):
 
 
 def test_folder_subset_is_seeded_and_centre_crop_resizes(tmp_path):
-    from kd_gan.image_files import ImageSource
+    from kd_gan.data.image_folders import ImageSource
 
     make_folder(str(tmp_path / "f"), 10, size=(20, 12))
     source = ImageSource(str(tmp_path / "f"))
@@ -297,7 +303,7 @@ def test_evaluate_folders_on_the_command_line(tmp_path, fake_inception_path):
     record = json.loads((tmp_path / "m.json").read_text())
     assert record["num_samples"] == 12 and record["reference_count"] == 12 and record["fid"] > 0
     # The saved statistics stand in for the folder, with the same result.
-    from kd_gan import evaluate
+    from kd_gan.evaluation import cli as evaluate
 
     again = evaluate.evaluate(images=str(tmp_path / "a"), reference_images=str(tmp_path / "b.npz"), inception_path=fake_inception_path)
     assert again["fid"] == pytest.approx(record["fid"], rel=1e-9) and again["kid"] == pytest.approx(record["kid"], rel=1e-9)
@@ -309,7 +315,7 @@ def test_evaluate_folders_on_the_command_line(tmp_path, fake_inception_path):
 
 
 def test_evaluate_scores_a_generator_and_a_real_split(tiny_mnist, tmp_path):
-    from kd_gan import evaluate
+    from kd_gan.evaluation import cli as evaluate
 
     generator = Generator(8, (28, 28, 1), 1)
     generator.save(tmp_path / "g.keras")
@@ -332,7 +338,7 @@ def test_evaluate_scores_a_generator_and_a_real_split(tiny_mnist, tmp_path):
 
 
 def test_tflite_generator_scores_like_its_keras_model(tiny_mnist, tmp_path):
-    from kd_gan import export
+    from kd_gan.export import converters as export
 
     generator = Generator(8, (28, 28, 1), 1)
     path = export.export_tflite(generator, str(tmp_path / "g.tflite"))["path"]
@@ -356,7 +362,7 @@ def test_evaluation_callback_logs_every_n_epochs(tmp_path):
     classifier = _CountingClassifier()
     rows = np.random.default_rng(0).normal(size=(16, 4))
     reference = scoring.ImageStatistics(rows.mean(0), np.cov(rows, rowvar=False), 16, rows, "counting", "rows")
-    callback = evaluation.EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
+    callback = EvaluationCallback(generator, classifier, reference, 16, str(tmp_path / "logs"), every_n_epochs=2)
     model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=2, epochs=4, verbose=0, callbacks=[callback])
     assert [record["epoch"] for record in callback.history] == [2, 4]
     assert all(record["num_samples"] == 16 and record["fid"] > 0 for record in callback.history)
@@ -448,7 +454,7 @@ def test_mnist_classifier_on_real_mnist(shared_data_dir):
 
 def test_int8_tflite_scores_like_its_keras_model_on_mnist(shared_data_dir, tmp_path):
     """The shipped int8 file, scored through LiteRT, within export.INT8_SCORE_TOLERANCE of Keras."""
-    from kd_gan import export
+    from kd_gan.export import converters as export
 
     # Random kernels scaled up: images spread over the tanh range (a trained
     # generator at this size is minutes of CPU), so quantisation error shows.
@@ -495,7 +501,7 @@ def test_shared_inception_in_bfloat16_is_close_to_float32_and_leaves_it_alone(sh
 
 
 def test_prefetched_batches_keep_order_and_raise_where_production_failed():
-    assert list(scoring.prefetched(iter(range(7)))) == list(range(7))
+    assert list(statistics.prefetched(iter(range(7)))) == list(range(7))
 
     def failing():
         yield 1
@@ -504,9 +510,9 @@ def test_prefetched_batches_keep_order_and_raise_where_production_failed():
 
     seen = []
     with pytest.raises(InputError, match="corrupt file b.png"):
-        for item in scoring.prefetched(failing()):
+        for item in statistics.prefetched(failing()):
             seen.append(item)
     assert seen == [1, 2]
     # A consumer that stops early does not hang the producer.
-    first = next(iter(scoring.prefetched(iter(range(1000)))))
+    first = next(iter(statistics.prefetched(iter(range(1000)))))
     assert first == 0

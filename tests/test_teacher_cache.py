@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 from conftest import changed, weights_of
 
-from kd_gan import Discriminator, Distiller, Generator, teacher_cache
+from kd_gan import Discriminator, Distiller, Generator
+from kd_gan.distillation import teacher_cache
 from kd_gan.errors import InputError
-from kd_gan.teacher_cache import TeacherCache
+from kd_gan.distillation.teacher_cache import TeacherCache
 
 SHAPE = (8, 8, 1)
 LATENT = 4
@@ -197,7 +198,7 @@ def test_experiment_students_share_one_cache_and_reruns_reuse_it(tiny_mnist, tmp
 
 
 def test_an_opaque_tflite_teacher_fills_a_cache_students_learn_from(tmp_path):
-    from kd_gan.export import TFLiteGenerator, export_tflite
+    from kd_gan.export.converters import TFLiteGenerator, export_tflite
 
     model = teacher()
     export_tflite(model, str(tmp_path / "teacher.tflite"), verify=False)

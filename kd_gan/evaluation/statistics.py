@@ -1,0 +1,183 @@
+"""A classifier's pass over images and what it leaves: `ImageStatistics`
+(mean, covariance and kept activations, stored as `.npz`), computed by
+`run_classifier` on batches produced in a background thread (`prefetched`)."""
+
+import os
+import queue
+import sys
+import threading
+
+import keras
+import numpy as np
+from absl import logging
+
+from kd_gan.errors import InputError
+from kd_gan.evaluation import formulas
+
+STATISTICS_VERSION = 1
+KEPT_ACTIVATIONS = 10_000  # Rows kept per set for KID and precision/recall.
+PRECISION_RECALL_K = 3
+
+
+class ImageStatistics:
+    """What a set of images looks like to a classifier; save/load as `.npz`.
+
+    Attributes:
+        mean, covariance: float64 moments of the activations over all `count` images.
+        count: images the moments cover.
+        activations: a seeded random sample of the activations (at most
+            `KEPT_ACTIVATIONS` rows), for KID and precision/recall.
+        network: the classifier's name (content fingerprint of its files).
+        source: what the images are (data set and split, folder, generator).
+        fingerprint: content fingerprint of the data the images came from.
+        preprocessing: version of the image preprocessing (`data.PREPROCESSING_VERSION`).
+        score: Inception/MNIST score of the set, or None without logits.
+        vol: mean variance of Laplacian.
+    """
+
+    FIELDS = ("mean", "covariance", "count", "activations", "network", "source", "fingerprint", "preprocessing", "score", "vol")
+
+    def __init__(self, mean, covariance, count, activations, network, source, fingerprint="", preprocessing="", score=None, vol=None):
+        self.mean, self.covariance, self.count = mean, covariance, int(count)
+        self.activations, self.network, self.source = activations, network, source
+        self.fingerprint, self.preprocessing = fingerprint, preprocessing
+        self.score = None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score)
+        self.vol = None if vol is None or np.isnan(vol) else float(vol)
+        # How long the classifier pass that computed them took (saved with them;
+        # None when unknown): what the run's time estimate reads the classifier's speed from.
+        self.seconds = None
+
+    def save(self, path):
+        """Writes the statistics to `path` (`.npz`) atomically."""
+        if not path.endswith(".npz"):
+            raise InputError(f"Statistics are saved as .npz (reused as --reference_images=PATH.npz); got {path!r}.")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        temporary = f"{path}.partial.npz"
+        np.savez(
+            temporary,
+            version=STATISTICS_VERSION,
+            **{name: getattr(self, name) for name in self.FIELDS if name not in ("score", "vol")},
+            score=np.nan if self.score is None else self.score,
+            vol=np.nan if self.vol is None else self.vol,
+            seconds=np.nan if self.seconds is None else self.seconds,
+        )
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Reads statistics written by `save`.
+
+        Raises:
+            FileNotFoundError: no file.
+            InputError: not a statistics file of this version.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No statistics file at {path!r}.")
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                values = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError) as error:
+            raise InputError(f"Cannot read statistics from {path!r}: {error}.") from None
+        missing = [name for name in cls.FIELDS + ("version",) if name not in values]
+        if missing or int(values["version"]) != STATISTICS_VERSION:
+            raise InputError(
+                f"{path!r} is not a kd_gan statistics file of version {STATISTICS_VERSION} "
+                f"(missing {missing or 'nothing'}, version {values.get('version')}); recompute it with --save_stats."
+            )
+        strings = {name: str(values[name]) for name in ("network", "source", "fingerprint", "preprocessing")}
+        statistics = cls(
+            values["mean"], values["covariance"], int(values["count"]), values["activations"],
+            score=float(values["score"]), vol=float(values["vol"]), **strings,
+        )
+        seconds = float(values["seconds"]) if "seconds" in values else np.nan  # Files written before it was kept.
+        statistics.seconds = None if np.isnan(seconds) else seconds
+        return statistics
+
+
+def prefetched(iterable, depth=2):
+    """`iterable`'s items, the next `depth` produced in a background thread.
+
+    Overlaps making batches (a generator's forward pass, decoding files) with
+    the classifier's pass on the previous one. An exception raised while
+    producing is raised here, at the item it stopped on.
+    """
+    items = queue.Queue(maxsize=depth)
+    finished = threading.Event()
+    end = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not finished.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if finished.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as error:  # Handed to the consumer, raised there.
+            items.put((end, error))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        finished.set()  # A consumer that stops early lets the producer go.
+
+
+def run_classifier(classifier, batches, num_samples, description="images", keep=KEPT_ACTIVATIONS, seed=0):
+    """Runs every batch through `classifier` with a progress bar; returns `ImageStatistics` fields.
+
+    Returns:
+        Dict with `mean`, `covariance`, `count`, `activations` (a seeded random
+        sample of `keep` rows, all when fewer), `score` and `vol`.
+    """
+    interactive = sys.stdout.isatty()
+    progress = keras.utils.Progbar(num_samples, unit_name=description, verbose=1 if interactive else 2)
+    next_report = num_samples // 10  # In logs (no live bar): a line every 10%.
+    kept_rows = np.ones(num_samples, bool)
+    if num_samples > keep:
+        kept_rows[:] = False
+        kept_rows[np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)] = True
+    moments, kept, logits, sharpness, count = None, [], [], 0.0, 0
+    for batch in prefetched(batches):
+        batch_activations, batch_logits = classifier(batch)
+        if moments is None:
+            moments = formulas.Moments(batch_activations.shape[-1])
+        moments.update(batch_activations)
+        if count + len(batch) > num_samples:
+            raise InputError(f"Expected {num_samples} {description}; the batches hold more.")
+        kept.append(batch_activations[kept_rows[count : count + len(batch)]])
+        if batch_logits is not None:
+            logits.append(batch_logits)
+        sharpness += formulas.variance_of_laplacian(batch) * len(batch)
+        count += len(batch)
+        progress.add(len(batch))
+        if not interactive and count >= next_report and count < num_samples:
+            logging.info("%s: %d of %d", description, count, num_samples)
+            next_report += max(1, num_samples // 10)
+    if count != num_samples:
+        raise InputError(f"Expected {num_samples} {description}; the batches held {count}.")
+    # Kept rows in a seeded random order: images often come sorted (folders by
+    # class), and KID's blocks and precision/recall's equal-count prefix need
+    # a random order.
+    kept = np.concatenate(kept).astype(np.float32)
+    kept = kept[np.random.default_rng([seed, num_samples, 1]).permutation(len(kept))]
+    return {
+        "mean": moments.mean,
+        "covariance": moments.covariance,
+        "count": count,
+        "activations": kept,
+        "score": formulas.inception_score(np.concatenate(logits)) if logits else None,
+        "vol": sharpness / count,
+    }

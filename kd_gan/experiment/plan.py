@@ -1,0 +1,163 @@
+"""The run plan: every stage of a run as a typed, frozen record, enumerated in
+one place (`plan_stages`) and read by the runner, the time estimate, shipping
+and the report.
+
+A stage's name and folder are derived from its record, never parsed back:
+`teachers/d32`, `students/mse_d2`, `students/joint+features_d1_qat2`,
+`scratch/d1` (the names runs have always been written under, so older run
+folders are found and resumed).
+"""
+
+import dataclasses
+from typing import Optional, Tuple
+
+TEACHER, STUDENT, SCRATCH = "teacher", "student", "scratch"
+ROLES = (TEACHER, STUDENT, SCRATCH)
+PIXEL = "pixel"  # The paper's student: pixel MSE to the teacher, nothing else distilled.
+FEATURES, PERCEPTUAL = "features", "perceptual"
+DISTILLATION_TERMS = (FEATURES, PERCEPTUAL)  # What a student kind may add to the pixel MSE.
+JOINT = "joint"
+_FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
+_LOSS_LABELS = {"mse": "MSE", JOINT: "joint"}
+_ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """One stage of a run.
+
+    Attributes:
+        role: "teacher" (a candidate), "student" (distilled) or "scratch"
+            (the student's generator trained as an ordinary GAN).
+        depth: depth scale factor d of its generator.
+        epochs: training epochs.
+        loss: a student's loss, "mse" or "joint"; None otherwise.
+        kind: what a student distils: "pixel" (the paper's), or terms added
+            to it, e.g. "features+perceptual".
+        fine_tune_epochs: for a further stage of a student (quantization-aware
+            fine-tuning under int8 rounding), its epochs; 0 for a stage of its own.
+    """
+
+    role: str
+    depth: int
+    epochs: int
+    loss: Optional[str] = None
+    kind: str = PIXEL
+    fine_tune_epochs: int = 0
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown stage role {self.role!r}; choose one of {ROLES}.")
+        if (self.role == STUDENT) != (self.loss is not None):
+            raise ValueError(f"A loss is given to students only; got role {self.role!r} with loss {self.loss!r}.")
+
+    # What it is ---------------------------------------------------------
+
+    @property
+    def terms(self) -> Tuple[str, ...]:
+        """What a student distils besides the pixel MSE (() for the paper's students)."""
+        return () if self.kind == PIXEL else tuple(self.kind.split("+"))
+
+    @property
+    def distils_features(self):
+        """Reads the teacher's feature maps each step (no cached teacher output replaces them)."""
+        return FEATURES in self.terms
+
+    @property
+    def perceptual(self):
+        """Reads a discriminator's features: the teacher's, or its own when joint."""
+        return PERCEPTUAL in self.terms
+
+    @property
+    def joint(self):
+        return self.loss == JOINT
+
+    @property
+    def adversarial(self):
+        """Trains a discriminator beside its generator (teacher, scratch GAN, joint student)."""
+        return self.role != STUDENT or (self.joint and not self.fine_tuning)
+
+    @property
+    def fine_tuning(self):
+        """A further stage of a student: quantization-aware fine-tuning."""
+        return self.fine_tune_epochs > 0
+
+    @property
+    def parent(self):
+        """The student a fine-tuning stage continues (None for a stage of its own)."""
+        return dataclasses.replace(self, fine_tune_epochs=0) if self.fine_tuning else None
+
+    @property
+    def training_epochs(self):
+        """Epochs this stage trains (its own, or the fine-tuning's)."""
+        return self.fine_tune_epochs if self.fine_tuning else self.epochs
+
+    # Names and labels ---------------------------------------------------
+
+    @property
+    def method(self):
+        """"teacher", "scratch" or "student_<loss>[+<terms>]" (results.json's method)."""
+        return f"student_{self._recipe}" if self.role == STUDENT else self.role
+
+    @property
+    def _recipe(self):
+        return "+".join((self.loss,) + self.terms)  # The paper's students keep their names ("mse").
+
+    @property
+    def leaf(self):
+        leaf = f"{self._recipe}_d{self.depth}" if self.role == STUDENT else f"d{self.depth}"
+        return leaf + (f"_qat{self.fine_tune_epochs}" if self.fine_tuning else "")
+
+    @property
+    def folder(self):
+        """Its folder, relative to the run's: e.g. "students/mse_d2"."""
+        return f"{_FOLDERS[self.role]}/{self.leaf}"
+
+    @property
+    def name(self):
+        """e.g. "teacher_d32", "student_joint+features_d1", "student_mse_d2_qat2"."""
+        return f"{self.role}_{self.leaf}"
+
+    @property
+    def recipe_label(self):
+        """A student's recipe in words ("MSE + features"); None for other roles."""
+        if self.role != STUDENT:
+            return None
+        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms)
+
+    @property
+    def label(self):
+        """Its method in words: "teacher", "scratch GAN", "student (joint + features)"."""
+        return f"student ({self.recipe_label})" if self.role == STUDENT else _ROLE_LABELS[self.role]
+
+
+def plan_stages(config):
+    """Every training stage of a run, in the order the plan lists them: the
+    teacher candidates (none with a given teacher), then for each student size
+    each loss x kind student (each followed by its quantization-aware
+    fine-tuning when `config.qat_epochs`) and the scratch GAN of that size.
+
+    Args:
+        config: an `ExperimentConfig`.
+
+    Returns:
+        Tuple of `StageSpec`.
+    """
+    stages = []
+    if not config.teacher_path:
+        stages += [StageSpec(TEACHER, depth, config.teacher_epochs) for depth in config.teacher_depths]
+    for depth in config.student_depths:
+        for loss in config.losses:
+            for kind in config.distillation:
+                student = StageSpec(STUDENT, depth, config.student_epochs, loss, kind)
+                stages.append(student)
+                if config.qat_epochs:
+                    stages.append(dataclasses.replace(student, fine_tune_epochs=config.qat_epochs))
+        if config.scratch:
+            stages.append(StageSpec(SCRATCH, depth, config.student_epochs))
+    return tuple(stages)
+
+
+def of_role(stages, role, fine_tuning=False):
+    """The stages of `role` (own stages, or with `fine_tuning` the fine-tuning ones), in plan order."""
+    return tuple(stage for stage in stages if stage.role == role and stage.fine_tuning == fine_tuning)

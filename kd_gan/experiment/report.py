@@ -1,0 +1,315 @@
+"""The experiment's report: results.json / results.csv / report.md, sample
+grids and plots (the scores come from `kd_gan.evaluation`)."""
+
+import csv
+import os
+
+import numpy as np
+
+from kd_gan.evaluation import classifiers
+from kd_gan.experiment import evaluator
+from kd_gan.data import pixels
+from kd_gan.experiment import plots
+from kd_gan.models.any_generator import generate
+from kd_gan._io import write_json
+
+def student_methods(rows):
+    """The student methods of a run's rows, in order of appearance."""
+    return list(dict.fromkeys(row["method"] for row in rows if row["role"] == "student"))
+
+
+CSV_COLUMNS = (
+    "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
+    "reference_count", "kid", "kid_std", "precision", "recall", "vol", "mse_to_teacher", "psnr_db", "interpolation_psnr_db", "epochs", "generator_steps", "train_wall_time_s",
+)
+
+
+def write(output_dir, results, generators, heldout_z, columns):
+    """Writes results.json, results.csv, the grids, the plots and report.md."""
+    names = [entry["name"] for entry in results["models"]]
+    results["samples"] = "samples.png"
+    grid_z = heldout_z[:columns]
+    rows = [np.asarray(generate(generators[name], grid_z)) for name in names]
+    pixels.save_png(pixels.image_grid(rows), os.path.join(output_dir, results["samples"]))
+    results["labelled_samples"] = plots.labelled_samples(
+        results, [pixels.to_uint8(row) for row in rows], os.path.join(output_dir, "samples_labelled.png")
+    )
+    results["interpolation"] = "interpolation.png"
+    weights = np.linspace(0.0, 1.0, columns, dtype=np.float32)[:, None]
+    path = (1 - weights) * heldout_z[columns] + weights * heldout_z[columns + 1]
+    pixels.save_png(
+        pixels.image_grid([np.asarray(generate(generators[name], path)) for name in names]),
+        os.path.join(output_dir, results["interpolation"]),
+    )
+    results["plots"] = {
+        "quality_vs_compression": plots.quality_vs_compression(results, os.path.join(output_dir, "quality_vs_compression.png")),
+        "training_curves": plots.training_curves(results, os.path.join(output_dir, "training_curves.png")),
+    }
+    write_json(os.path.join(output_dir, "results.json"), results)
+    with open(os.path.join(output_dir, "results.csv"), "w", newline="") as file:
+        writer = csv.DictWriter(file, CSV_COLUMNS, extrasaction="ignore")  # role and label: for the report only
+        writer.writeheader()
+        writer.writerows(csv_rows(results))
+    with open(os.path.join(output_dir, "report.md"), "w") as file:
+        file.write(markdown(results))
+
+
+def csv_rows(results):
+    """One flat row per model (the columns of `CSV_COLUMNS`)."""
+    name = classifiers.score_name(results["dataset"])
+    rows = []
+    for entry in results["models"]:
+        quality = entry.get("quality") or {}
+        fidelity = entry.get("fidelity") or {}
+        training = entry.get("training") or {}
+        rows.append({
+            "name": entry["name"], "method": entry["method"], "role": entry["role"], "label": entry["label"],
+            "depth": entry["depth"],
+            "parameters": entry["parameters"], "compression_ratio": round(entry["compression_ratio"], 3),
+            "score_name": name, "score": quality.get(name), "fid": quality.get("fid"),
+            "fid_samples": quality.get("num_samples"), "reference_count": quality.get("reference_count"),
+            "kid": quality.get("kid"), "kid_std": quality.get("kid_std"),
+            "precision": quality.get("precision"), "recall": quality.get("recall"), "vol": quality.get("vol"),
+            "mse_to_teacher": fidelity.get("mse"), "psnr_db": fidelity.get("psnr_db"),
+            "interpolation_psnr_db": (fidelity.get("interpolation") or {}).get("psnr_db"),
+            "epochs": training.get("epochs"), "train_wall_time_s": training.get("wall_time_s"),
+            # Generator (student) steps: equal for a student and its scratch GAN, so the comparison is fair.
+            "generator_steps": training["epochs"] * training["steps_per_epoch"] if "steps_per_epoch" in training else None,
+        })
+    return rows
+
+
+def ratio(value):
+    """A compression ratio as text: 2.5:1, 29:1, 1,696:1."""
+    return f"{value:,.1f}:1" if value < 10 else f"{value:,.0f}:1"
+
+
+def _number(value, digits):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def results_table(results):
+    """The paper's table: one row per model (teacher, then each student size)."""
+    name = classifiers.score_name(results["dataset"])
+    real = results.get("real")
+    rows = csv_rows(results)
+    count = next((row["fid_samples"] for row in rows if row["fid_samples"]), None)
+    reference = f" vs {real['num_samples']:,} real" if real else ""
+    lines = [
+        f"| model | d | parameters | compression | {name} | FID (n={count}{reference}) | KID x1000 | precision | recall "
+        "| VoL | MSE to teacher | PSNR dB | generator steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if real:
+        lines.append(
+            f"| real images ({real['split']}) | | | | {_number(real.get(name), 2)} | 0 | | | | {_number(real['vol'], 0)} | | | | |"
+        )
+    for row in rows:
+        kid = _number(None if row["kid"] is None else 1000 * row["kid"], 1)
+        if row["kid_std"] is not None:
+            kid += f" ± {1000 * row['kid_std']:.1f}"
+        lines.append(
+            f"| {row['label']} | {row['depth'] or ''} | {row['parameters']:,} | "
+            f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
+            f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
+            f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
+            f"{_number(row['generator_steps'], 0)} | {_number(row['train_wall_time_s'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def shipped_table(results):
+    """The exported `.tflite` files: size, latency and the file's own scores
+    (through LiteRT) against its Keras student's."""
+    name = classifiers.score_name(results["dataset"])
+    keras_quality = {entry["name"]: entry.get("quality") or {} for entry in results["models"]}
+    lines = [
+        f"| student | file | bytes | p50 ms | {name} | FID | Keras {name} | Keras FID | FID change |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for student, records in results["export"].items():
+        if "error" in records:
+            lines.append(f"| {student} | export failed: {records['error']} | | | | | | | |")
+            continue
+        for key, record in records.items():
+            if not key.startswith("tflite"):
+                continue
+            quality = record.get("quality") or {}
+            reference = record.get("keras_quality") or keras_quality.get(student) or {}
+            fid, keras_fid = quality.get("fid"), reference.get("fid")
+            change = f"{100 * (fid - keras_fid) / keras_fid:+.1f}%" if fid is not None and keras_fid else "-"
+            lines.append(
+                f"| {student} | `{os.path.basename(record['path'])}` | {record['bytes']:,} | "
+                f"{_number(record.get('latency_ms'), 4)} | {_number(quality.get(name), 2)} | {_number(fid, 1)} | "
+                f"{_number(reference.get(name), 2)} | {_number(keras_fid, 1)} | {change} |"
+            )
+    return "\n".join(lines)
+
+
+def findings(results):
+    """Sentences read off the numbers: score kept, student vs scratch, sharpness."""
+    name = classifiers.score_name(results["dataset"])
+    rows = csv_rows(results)
+    teacher = rows[0]
+    if teacher["fid"] is None:
+        return ["No evaluation was run (eval_samples=0): see the training losses and the grids."]
+    lines = []
+    for depth in sorted({row["depth"] for row in rows[1:]}):
+        at_depth = {row["method"]: row for row in rows[1:] if row["depth"] == depth}
+        scratch = at_depth.get("scratch")
+        for method in student_methods(rows):
+            student = at_depth.get(method)
+            if student is None:
+                continue
+            kept = ""
+            if student["score"] is not None and teacher["score"]:
+                kept = (
+                    f"keeps {100 * student['score'] / teacher['score']:.0f}% of the teacher's {name} "
+                    f"({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); "
+                )
+            if scratch is None:  # Students only (scratch=False).
+                lines.append(
+                    f"d={depth} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
+                    f"{student['fid']:.1f} (teacher {teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher "
+                    f"{teacher['vol']:,.0f})."
+                )
+                continue
+            verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
+            lines.append(
+                f"d={depth} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
+                f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
+                f"{teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher {teacher['vol']:,.0f}, scratch "
+                f"{scratch['vol']:,.0f})."
+            )
+    return lines
+
+
+def _objective_sentence(config):
+    """How the GANs trained: objective, critic steps, learning rates, weight average."""
+    objective = config.get("objective", "ns")
+    label = {"ns": "the non-saturating GAN loss", "hinge": "the hinge loss", "wgan-gp": "WGAN-GP (gradient penalty 10)"}
+    critic = config.get("critic_steps") or 1
+    text = (
+        f"GANs trained with {label.get(objective, objective)}"
+        + (f", {critic} discriminator steps per generator step" if critic > 1 else "")
+        + f", Adam learning rates {config.get('learning_rate')} (generators) and "
+        f"{config.get('d_learning_rate', config.get('learning_rate'))} (discriminators)"
+    )
+    decay = config.get("ema_decay") or 0
+    return text + (f"; every generator is the moving average of its weights (decay {decay})." if decay else ".")
+
+
+def markdown(results):
+    """report.md: what ran, the table, findings, candidates, grids, plots, settings."""
+    config = results["config"]
+    name = classifiers.score_name(results["dataset"])
+    teacher = results["models"][0]
+    real = results.get("real") or {}
+    depths = sorted({entry["depth"] for entry in results["models"][1:]})
+    out = [
+        f"# Compressing a {results['dataset']} GAN by knowledge distillation",
+        "",
+        f"Teacher: **{teacher['name']}** ({teacher['parameters']:,} parameters"
+        + (
+            f", chosen by lowest FID among d = {', '.join(str(c['depth']) for c in results['teacher_candidates'])})."
+            if not config.get("teacher_path")
+            else f", loaded from `{config['teacher_path']}`)."
+        ),
+        f"Students of depth d = {', '.join(map(str, depths))} distilled with the "
+        f"{' and '.join(results['losses'])} loss"
+        + (
+            f"; each size also trained from scratch as an ordinary GAN with the same {config['student_epochs']} epochs."
+            if config.get("scratch", True)
+            else f" ({config['student_epochs']} epochs; no scratch baselines)."
+        )
+        + f" Trained in {config.get('precision', 'float32')}"
+        + (
+            f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool"
+            + (f", a fresh pool every {config['cache_refresh_epochs']} epochs." if config.get("cache_refresh_epochs") else ".")
+            if config.get("teacher_cache")
+            else "; students saw fresh z every step."
+        )
+        + f" {_objective_sentence(config)}"
+        + f" Training took {results['training_time_s']:,.0f} s over all stages; "
+        f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
+        f"{results['strategy']['replicas']} replica(s)).",
+        "",
+        "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
+        "generator trained to minimise the pixel MSE between its images and the teacher's for the same random z "
+        "(no real data); a *student (joint)* adds that MSE (weight "
+        f"{config['mse_weight']}) to its own GAN loss against a student-sized discriminator on real images; a "
+        "*scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
+        "Compression is the teacher's parameter count over the model's.",
+        "",
+        "## Results",
+        "",
+        results_table(results),
+        "",
+    ]
+    if real:
+        out += [
+            f"{name}: {'exp E[KL(p(y|x) || p(y))] with a small CNN trained on MNIST train, 10 at most' if name == 'mnist_score' else 'Inception Score (null when the classifier has no logits)'}. "
+            f"FID against the statistics of {real['num_samples']:,} real images of the {real['split']} split "
+            f"({real.get('source', 'the whole split')}) with {real['classifier']}, from {results.get('eval_samples') or '-'} "
+            "samples per model; all models draw the same z. Compare FIDs only at equal sample counts; KID (x1000, "
+            "± its standard error) is unbiased. Precision / recall (k=3 nearest-neighbour manifolds, Kynkäänniemi "
+            "et al. 2019): the share of samples on the real manifold (fidelity) and of real images on the samples' "
+            "(diversity), on up to 10,000 activations per side. VoL: variance of the Laplacian, higher is sharper. "
+            "MSE / PSNR to teacher: on the same "
+            f"{min(results.get('eval_samples') or evaluator.FIDELITY_SAMPLES, evaluator.FIDELITY_SAMPLES)} held-out z (`heldout_z.npy`), images in [-1, 1].",
+            "",
+        ]
+    out += ["## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
+    if results.get("export"):
+        out += [
+            "## Shipped files",
+            "",
+            "Each `.tflite` file under `export/`, scored itself through LiteRT on the same z as its Keras student; "
+            "p50: median batch-1 call, one LiteRT thread, this machine. `_int8_qat`: the student fine-tuned "
+            f"{results['config'].get('qat_epochs', 0)} epoch(s) under int8 rounding before its int8 export; its "
+            "Keras columns are the fine-tuned Keras model's.",
+            "",
+            shipped_table(results),
+            "",
+        ]
+    if len(results["teacher_candidates"]) > 1 or not config.get("teacher_path"):
+        out += [
+            "## Teacher candidates",
+            "",
+            f"| teacher | parameters | {name} | FID | chosen |",
+            "|---|---|---|---|---|",
+        ]
+        for candidate in results["teacher_candidates"]:
+            quality = candidate.get("quality") or {}
+            out.append(
+                f"| d={candidate['depth']} | {candidate['parameters']:,} | {_number(quality.get(name), 2)} | "
+                f"{_number(quality.get('fid'), 1)} | {'yes' if candidate.get('selected') else ''} |"
+            )
+        out.append("")
+    rows = ", ".join(f"{e['label']} d={e['depth']}" for e in results["models"])
+    out += [
+        "## Samples",
+        "",
+        f"Same latent vectors in every row. Rows, top to bottom: {rows}.",
+        "",
+        f"![samples]({results['samples']})",
+        "",
+        f"The same, each row named with its size: ![labelled samples]({results['labelled_samples']})",
+        "",
+        "Latent interpolation between two held-out z, same rows:",
+        "",
+        f"![interpolation]({results['interpolation']})",
+        "",
+        "## Plots",
+        "",
+        f"![quality against compression]({results['plots']['quality_vs_compression']})",
+        "",
+        f"![training curves]({results['plots']['training_curves']})",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    out += [f"| {key} | {value} |" for key, value in config.items()]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,87 @@
+"""A run folder: refusing one that holds a run with other settings, clearing
+it on request, waiting for every worker."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+from kd_gan.errors import InputError
+from kd_gan.experiment.config import ExperimentConfig
+from kd_gan.experiment.distribute import barrier, is_chief, worker_output_dir
+from kd_gan.training import objectives
+
+# Fields that may change between runs in one output folder: they do not
+# change what the finished stages trained (evaluation and export are redone).
+RERUNNABLE_FIELDS = frozenset(
+    {
+        "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
+        "grid_columns", "verbose", "distillation", "qat_epochs",
+    }
+)
+# What `overwrite` deletes: only what a run writes.
+OUTPUTS = (
+    "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
+    "report.md", "samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
+    "heldout_z.npy", "teacher_evaluation.json", "workers", "teacher_cache",
+)
+
+
+
+def check_output_dir(config, overwrite=False, keep=()):
+    """Refuses a folder holding a run with another configuration; `overwrite`
+    clears it (what a run writes, except the outputs named in `keep`)."""
+    path = os.path.join(config.output_dir, "config.json")
+    if overwrite:
+        for name in (name for name in OUTPUTS if name not in keep):
+            target = os.path.join(config.output_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+        return
+    if not os.path.isfile(path):
+        return
+    with open(path) as file:
+        previous = json.load(file)
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
+    # A field newer than the folder's run had its default value there.
+    defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
+    # Settings that default to another's value: derived from the folder's own.
+    objective = previous.get("objective", objectives.NON_SATURATING)
+    derived = {
+        "critic_steps": objectives.OBJECTIVE_DEFAULTS.get(objective, {}).get("critic_steps"),
+        "d_learning_rate": previous.get("learning_rate"),
+    }
+    previous = {**defaults, **derived, **previous}
+    changed = {
+        key: (previous.get(key), value)
+        for key, value in current.items()
+        if key not in RERUNNABLE_FIELDS and previous.get(key) != value
+    }
+    if changed:
+        listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
+        raise InputError(
+            f"{config.output_dir!r} holds a run with another configuration ({listing}). Use another "
+            "--output_dir, the same settings to resume it, or --overwrite to delete it and start again."
+        )
+
+
+def prepare_output_dir(config, overwrite, strategy):
+    """Refuses another run's folder, or clears it with `overwrite`, then waits
+    for every worker.
+
+    Each process clears only what it writes: the chief `output_dir` (its
+    workers' folders left to them), another multi-worker process its own
+    `workers/<task>` folder, so no process deletes files another is writing,
+    on a shared file system or not. All wait for each other before a stage
+    starts.
+    """
+    if is_chief(strategy):
+        check_output_dir(config, overwrite, keep=("workers",) if strategy.num_replicas_in_sync > 1 else ())
+    elif overwrite:
+        own = worker_output_dir(strategy, config.output_dir)
+        check_output_dir(dataclasses.replace(config, output_dir=own), overwrite=True)
+    else:
+        check_output_dir(config)
+    barrier(strategy)

@@ -1,0 +1,47 @@
+"""Generators and discriminators: the paper's DCGAN family, what any Keras
+generator is asked (latent size, image shape, range), loading from `.keras`,
+SavedModel or `.tflite`, precision policies, and parameter/multiply-accumulate counts."""
+
+from kd_gan.models.precision import PRECISIONS, float32_copy, policy, with_policy
+from kd_gan.models.tflite_generator import TFLiteGenerator, run_tflite
+from kd_gan.models.dcgan import (
+    Discriminator,
+    Generator,
+    LeakyReLU,
+    compression_ratio,
+    count_multiply_accumulates,
+    count_parameters,
+    generator_layout,
+)
+from kd_gan.models.any_generator import (
+    check_generator,
+    feature_extractor,
+    freeze,
+    generate,
+    generator_shapes,
+    latent_size,
+    load_generator,
+)
+
+__all__ = [
+    "PRECISIONS",
+    "Discriminator",
+    "Generator",
+    "LeakyReLU",
+    "TFLiteGenerator",
+    "check_generator",
+    "compression_ratio",
+    "count_multiply_accumulates",
+    "count_parameters",
+    "feature_extractor",
+    "float32_copy",
+    "freeze",
+    "generate",
+    "generator_layout",
+    "generator_shapes",
+    "latent_size",
+    "load_generator",
+    "policy",
+    "run_tflite",
+    "with_policy",
+]

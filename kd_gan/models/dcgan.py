@@ -1,0 +1,360 @@
+"""Depth-scaled DCGAN generator and discriminator.
+
+The paper (Aguinaldo et al., 2019, Sec. 3) sizes every model by a *depth scale
+factor* d: the number of filters of each layer is a fixed multiple of d, so the
+parameter count grows roughly with d**2. We follow the DCGAN convention for the
+multiples: the widest layer comes first in the generator and the widths halve
+towards the image (8d -> 4d -> 2d -> d for 64x64 images); the discriminator
+mirrors it (d -> 2d -> 4d -> 8d).
+
+The exact per-dataset layer lists of the paper are not published, so the layout
+is derived from the image size alone (documented in `generator_layout`):
+
+| image      | generator feature maps                      | discriminator        |
+|------------|---------------------------------------------|----------------------|
+| 28x28x1    | 4x4x4d -> 7x7x2d -> 14x14xd -> 28x28x1      | 14x14xd -> 7x7x2d -> 4x4x4d |
+| 32x32x3    | 4x4x4d -> 8x8x2d -> 16x16xd -> 32x32x3      | 16x16xd -> 8x8x2d -> 4x4x4d |
+| 64x64x3    | 4x4x8d -> 8x8x4d -> 16x16x2d -> 32x32xd -> 64x64x3 | 32x32xd -> ... -> 4x4x8d |
+
+For 28x28 the 8x8 map is cropped to 7x7, as in the WGAN-GP MNIST generator
+(Gulrajani et al., 2017), which this layout reproduces.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from kd_gan.models import precision
+from kd_gan.errors import InputError, check_integer
+
+KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
+BASE_SIZE = 4  # Spatial size of the first generator feature map.
+
+
+def _validate_image_shape(image_shape):
+    image_shape = tuple(int(v) for v in image_shape)
+    if (
+        len(image_shape) != 3
+        or image_shape[0] != image_shape[1]
+        or image_shape[0] < 2 * BASE_SIZE
+        or image_shape[2] < 1
+    ):
+        raise InputError(
+            f"image_shape must be (size, size, channels) with size >= "
+            f"{2 * BASE_SIZE} and channels >= 1, e.g. (28, 28, 1), "
+            f"(32, 32, 3) or (64, 64, 3). Received: image_shape={image_shape}"
+        )
+    return image_shape
+
+
+def _validate_depth(depth):
+    check_integer("depth", depth, 1, "depth (the depth scale factor d)")
+    return depth
+
+
+def generator_layout(image_size):
+    """Spatial sizes of the generator's feature maps, smallest first.
+
+    Sizes are found by halving the image size (rounding up) until it reaches
+    `BASE_SIZE`: 28 -> [4, 7, 14, 28], 32 -> [4, 8, 16, 32],
+    64 -> [4, 8, 16, 32, 64]. Each step is one stride-2 transposed
+    convolution; where doubling overshoots (4 -> 8 for a 7x7 target) the map
+    is cropped.
+
+    Args:
+        image_size: height (= width) of the generated image.
+
+    Returns:
+        List of ints, the feature-map sizes from the first map to the image.
+    """
+    sizes = [int(image_size)]
+    while sizes[-1] > BASE_SIZE:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes[::-1]
+
+
+def _widths(depth, num_stages):
+    """Channel widths d * 2**(n-1), ..., 2d, d for `num_stages` = n maps."""
+    return [depth * 2 ** (num_stages - 1 - i) for i in range(num_stages)]
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class LeakyReLU(layers.LeakyReLU):
+    """`keras.layers.LeakyReLU` whose gradient reads its output, not its input.
+
+    TensorFlow's LeakyRelu gradient reads the activation's input. Grappler's
+    remapper fuses Conv2D + BiasAdd + LeakyRelu into one node, which removes
+    that input: the pass failed on every discriminator step ("remapper failed:
+    INVALID_ARGUMENT ... LeakyReluGrad ... missing node ... BiasAdd") and left
+    the step's graph unfused. With a positive slope the output has the input's
+    sign, so the gradient can read the output, as ReLU's does: the same
+    values, and a graph the remapper can fuse.
+    """
+
+    def call(self, inputs):
+        slope = float(self.negative_slope)
+
+        @tf.custom_gradient
+        def leaky_relu(x):
+            y = tf.nn.leaky_relu(x, alpha=slope)
+
+            def gradient(upstream):
+                return upstream * tf.where(y > 0, tf.ones_like(y), tf.fill(tf.shape(y), tf.cast(slope, y.dtype)))
+
+            return y, gradient
+
+        return leaky_relu(inputs)
+
+
+class _LayerStack(keras.Model):
+    """A model that applies its `network` list of layers in order."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.network:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.call_with_features(inputs, (), training=training)[0]
+
+    def call_with_features(self, inputs, layer_names, training=False):
+        """The output and the outputs of the layers `layer_names` (in that
+        order) from one pass: what feature distillation compares."""
+        found = {}
+        x = inputs
+        for layer in self.network:
+            x = layer(x, training=training)
+            found[layer.name] = x
+        return x, [found[name] for name in layer_names]
+
+    def feature_layer_names(self):
+        """Names of the layers whose outputs end each block: the default
+        feature maps of feature and perceptual distillation."""
+        return [layer.name for layer in self.network if layer.name in self._block_ends]
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class Generator(_LayerStack):
+    """DCGAN generator whose channel widths are multiples of `depth`.
+
+    Maps latent vectors z of shape `(batch, latent_dim)` to images of shape
+    `(batch, *image_shape)` with values in [-1, 1] (tanh output).
+
+    Args:
+        latent_dim: size of the latent vector z.
+        image_shape: `(size, size, channels)` of the generated images.
+        depth: depth scale factor d (>= 1); widths are multiples of it.
+        **kwargs: passed to `keras.Model`, e.g. `name`, or `dtype`: a Keras
+            policy such as "mixed_bfloat16" (`kd_gan.precision.policy`), which
+            every layer computes under (the tanh output stays float32).
+
+    Example:
+
+    ```python
+    generator = Generator(latent_dim=128, image_shape=(28, 28, 1), depth=4)
+    images = generator(keras.random.normal((16, 128)), training=False)
+    ```
+    """
+
+    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=64, **kwargs):
+        super().__init__(**kwargs)
+        latent_dim = check_integer("latent_dim", latent_dim, 1)
+        self.latent_dim = latent_dim
+        self.image_shape = _validate_image_shape(image_shape)
+        self.depth = _validate_depth(depth)
+
+        sizes = generator_layout(self.image_shape[0])
+        widths = _widths(self.depth, len(sizes) - 1)
+        # Every layer computes under the model's dtype policy (a serialized
+        # `dtype` argument, e.g. "mixed_bfloat16"); the tanh output stays float32
+        # under a mixed policy, so losses and metrics see float32 images.
+        dtype = self.dtype_policy
+        self.network = [
+            layers.Dense(sizes[0] * sizes[0] * widths[0], use_bias=False, name="project", dtype=dtype),
+            layers.BatchNormalization(synchronized=True, name="project_norm", dtype=dtype),
+            layers.ReLU(name="project_relu", dtype=dtype),
+            layers.Reshape((sizes[0], sizes[0], widths[0]), name="to_feature_map", dtype=dtype),
+        ]
+        # One stride-2 transposed conv per size step; the last one emits the image.
+        for stage, (size, previous) in enumerate(zip(sizes[1:], sizes[:-1]), start=1):
+            is_output = stage == len(sizes) - 1
+            self.network.append(
+                layers.Conv2DTranspose(
+                    self.image_shape[2] if is_output else widths[stage],
+                    KERNEL_SIZE,
+                    strides=2,
+                    padding="same",
+                    use_bias=is_output,
+                    name="to_image" if is_output else f"upsample_{stage}",
+                    dtype=dtype,
+                )
+            )
+            if 2 * previous > size:
+                self.network.append(
+                    layers.Cropping2D(((0, 2 * previous - size), (0, 2 * previous - size)),
+                                      name=f"crop_{stage}", dtype=dtype)
+                )
+            if is_output:
+                self.network.append(layers.Activation("tanh", name="tanh", dtype=precision.output_dtype(dtype)))
+            else:
+                self.network.append(layers.BatchNormalization(synchronized=True, name=f"norm_{stage}", dtype=dtype))
+                self.network.append(layers.ReLU(name=f"relu_{stage}", dtype=dtype))
+        # Feature maps a distillation loss compares: each hidden stage's output.
+        self._block_ends = ["to_feature_map"] + [f"relu_{stage}" for stage in range(1, len(sizes) - 1)]
+        # Batch norm is synchronized across replicas under tf.distribute, so a
+        # mirrored run normalises over the global batch like a single device
+        # (without a strategy it is plain batch norm, at no extra cost).
+        # Every shape is known from the config: build now so that parameter
+        # counts, weight copies and saving work before the first call.
+        self.build((None, self.latent_dim))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.image_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            latent_dim=self.latent_dim,
+            image_shape=list(self.image_shape),
+            depth=self.depth,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kd_gan")
+class Discriminator(_LayerStack):
+    """DCGAN discriminator whose channel widths are multiples of `depth`.
+
+    Strided 5x5 convolutions with LeakyReLU(0.2), widths d, 2d, 4d, ...
+    (one layer per generator stage), then a dense layer giving one logit per
+    image. It has no batch normalisation, so it also serves as a WGAN-GP
+    critic (the gradient penalty is per-example).
+
+    Args:
+        image_shape: `(size, size, channels)` of the input images.
+        depth: depth scale factor d (>= 1).
+        **kwargs: passed to `keras.Model`, e.g. `dtype` (a Keras policy, as for
+            `Generator`; the logit stays float32).
+
+    Example:
+
+    ```python
+    discriminator = Discriminator(image_shape=(28, 28, 1), depth=4)
+    logits = discriminator(images, training=True)  # (batch, 1)
+    ```
+    """
+
+    def __init__(self, image_shape=(28, 28, 1), depth=64, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = _validate_image_shape(image_shape)
+        self.depth = _validate_depth(depth)
+        num_stages = len(generator_layout(self.image_shape[0])) - 1
+        dtype = self.dtype_policy  # As in Generator; the logit is float32 under a mixed policy.
+        self.network = []
+        for stage, width in enumerate(reversed(_widths(self.depth, num_stages)), start=1):
+            self.network.append(
+                layers.Conv2D(width, KERNEL_SIZE, strides=2, padding="same", name=f"downsample_{stage}", dtype=dtype)
+            )
+            self.network.append(LeakyReLU(0.2, name=f"leaky_relu_{stage}", dtype=dtype))
+        self._block_ends = [f"leaky_relu_{stage}" for stage in range(1, num_stages + 1)]
+        self.network.append(layers.Flatten(name="flatten", dtype=dtype))
+        self.network.append(layers.Dense(1, name="logit", dtype=precision.output_dtype(dtype)))
+        self.build((None,) + self.image_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(image_shape=list(self.image_shape), depth=self.depth)
+        return config
+
+
+def count_parameters(model):
+    """Number of scalars in `model`'s weights (trainable and not).
+
+    Batch-norm moving statistics count: they ship with the model.
+    """
+    return int(sum(math.prod(weight.shape) for weight in model.weights))
+
+
+def compression_ratio(teacher, student):
+    """Teacher-to-student parameter ratio, e.g. 1669.0 for the paper's 1669:1."""
+    return count_parameters(teacher) / count_parameters(student)
+
+
+def count_multiply_accumulates(model, batch_size=1):
+    """Multiply-accumulates (MACs) of one forward pass of `model` on `batch_size` images.
+
+    Counted per layer of `model.network`, walking the shapes from the model's
+    input (`(latent_dim,)` for a `Generator`, `image_shape` for a
+    `Discriminator`):
+
+    - `Dense`: inputs x units (per position of any leading axes).
+    - `Conv2D`: output positions x kernel_h x kernel_w x in_channels / groups
+      x filters.
+    - `Conv2DTranspose`: *input* positions x kernel_h x kernel_w x in_channels
+      x filters. Each input pixel scatters a kernel_h x kernel_w x filters
+      patch; taps that land outside the output (the border that "same"
+      padding trims) are counted too. With stride 2 and "same" padding this
+      is the usual deconvolution count (the same number as the Conv2D whose
+      gradient it is, with input and output swapped).
+
+    Biases, batch normalisation, activations, reshapes, flattening and crops
+    are element-wise or move data only: they are not counted. A layer with
+    weights of any other type raises, rather than being counted as zero.
+
+    Args:
+        model: a `Generator` or `Discriminator` (any precision).
+        batch_size: images per pass; the count is linear in it.
+
+    Returns:
+        Int, the MACs for `batch_size` images (per image by default).
+
+    Raises:
+        InputError: `model` is neither model, `batch_size` < 1, or a layer
+            type with weights that is not one of the above.
+
+    Example:
+
+    ```python
+    count_multiply_accumulates(Generator(128, (28, 28, 1), depth=64))  # per image
+    ```
+    """
+    check_integer("batch_size", batch_size, 1)
+    if isinstance(model, Generator):
+        shape = (batch_size, model.latent_dim)
+    elif isinstance(model, Discriminator):
+        shape = (batch_size,) + model.image_shape
+    else:
+        raise InputError(f"model must be a kd_gan Generator or Discriminator. Received: {type(model).__name__}")
+
+    def _spatial_and_channels(shape, data_format):
+        """(spatial positions, channels) of a 4-D (batch, ...) feature-map shape."""
+        if data_format == "channels_first":
+            return math.prod(shape[2:]), shape[1]
+        return math.prod(shape[1:-1]), shape[-1]
+
+    total = 0
+    for layer in model.network:
+        output_shape = tuple(layer.compute_output_shape(shape))
+        if isinstance(layer, layers.Dense):
+            total += math.prod(shape[:-1]) * shape[-1] * layer.units
+        elif isinstance(layer, layers.Conv2DTranspose):
+            positions, channels = _spatial_and_channels(shape, layer.data_format)
+            total += shape[0] * positions * math.prod(layer.kernel_size) * channels * layer.filters
+        elif isinstance(layer, layers.Conv2D):
+            positions, _ = _spatial_and_channels(output_shape, layer.data_format)
+            _, channels = _spatial_and_channels(shape, layer.data_format)
+            total += shape[0] * positions * math.prod(layer.kernel_size) * channels // layer.groups * layer.filters
+        elif layer.weights and not isinstance(layer, layers.BatchNormalization):
+            raise InputError(
+                f"count_multiply_accumulates does not know layer {layer.name!r} of type {type(layer).__name__}; "
+                f"it counts Dense, Conv2D and Conv2DTranspose and skips BatchNormalization and layers without weights."
+            )
+        shape = output_shape
+    return int(total)

@@ -1,0 +1,136 @@
+"""Training precision: Keras mixed-precision policies by name, the hardware
+check, and float32 copies of models trained in lower precision.
+
+`precision="bfloat16"` trains with Keras' "mixed_bfloat16" policy: variables,
+losses, batch-norm statistics and optimizer state stay float32, the layers
+compute in bfloat16 (fast on CPUs with AMX or AVX512-BF16 and on recent GPUs).
+`"float16"` ("mixed_float16") is for GPUs; its optimizers are wrapped in a
+`keras.optimizers.LossScaleOptimizer` so small gradients do not underflow.
+
+From user code, give the policy to the models you build:
+
+```python
+generator = Generator(128, (64, 64, 3), depth=32, dtype=policy("bfloat16"))
+```
+
+and save `float32_copy(generator)`, which ships and exports like any
+float32 model.
+"""
+
+import functools
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from kd_gan import _compat
+from kd_gan.errors import InputError
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# CPU features with bfloat16 arithmetic (Linux /proc/cpuinfo flag names).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def policy(precision):
+    """The Keras dtype policy name of `precision` ("float32", "bfloat16", "float16")."""
+    if precision not in _POLICIES:
+        raise InputError(f"Unknown precision {precision!r}; choose one of {PRECISIONS}.")
+    return _POLICIES[precision]
+
+
+def output_dtype(dtype_policy):
+    """The dtype of a model's last layer: float32 under a mixed policy (Keras'
+    advice: the output, and the loss computed from it, stay float32)."""
+    return keras.dtype_policies.get(dtype_policy).variable_dtype
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (empty where they cannot be read, e.g. not Linux)."""
+    try:
+        with open(path) as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def gpu_available():
+    """Whether TensorFlow sees a GPU."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def check_hardware(precision, flags=None, has_gpu=None):
+    """Warns (never fails) when `precision` is slow on this machine; returns the warning.
+
+    bfloat16 is fast on GPUs and on CPUs with AMX-BF16 or AVX512-BF16
+    (elsewhere TensorFlow emulates it, slower than float32); float16 is for
+    GPUs (CPUs emulate it).
+    """
+    policy(precision)
+    if has_gpu is None:
+        has_gpu = gpu_available()
+    flags = cpu_flags() if flags is None else flags
+    message = None
+    if precision == "bfloat16" and not has_gpu and flags and not set(BF16_CPU_FLAGS) & set(flags):
+        message = (
+            f"precision='bfloat16' on a CPU without {' or '.join(BF16_CPU_FLAGS)}: TensorFlow emulates "
+            "bfloat16 here, which is slower than float32."
+        )
+    elif precision == "float16" and not has_gpu:
+        message = "precision='float16' without a GPU: CPUs emulate float16 (slow); use 'bfloat16' on CPUs."
+    if message:
+        logging.warning(message)
+    return message
+
+
+def float32_copy(model):
+    """`model` with float32 layers and the same weights (itself when already float32).
+
+    Mixed-precision variables are float32 already, so the copy is exact; it
+    saves, loads and exports like a model built in float32. Handles kd_gan's
+    models and any Keras model whose `get_config` carries its `dtype`
+    (functional and Sequential models layer by layer).
+    """
+    return with_policy(model, "float32")
+
+
+def with_policy(model, dtype_policy):
+    """A copy of Keras `model` computing under `dtype_policy` (same weights);
+    `model` itself when it already does, or when it is not a Keras model (a
+    SavedModel signature, a `.tflite` interpreter)."""
+    name = keras.dtype_policies.get(dtype_policy).name
+    if not isinstance(model, keras.Model) or _policy_names(model) == {name}:
+        return model
+    if _compat.is_graph_network(model):
+        copy = keras.models.clone_model(
+            model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": name})
+        )
+    else:
+        copy = model.__class__.from_config({**model.get_config(), "dtype": name})
+    copy.set_weights(model.get_weights())
+    if _policy_names(copy) != {name}:
+        raise InputError(
+            f"{type(model).__name__} does not pass its dtype policy to its layers (got "
+            f"{sorted(_policy_names(copy))}, wanted {name!r}): build its layers with dtype=self.dtype_policy."
+        )
+    return copy
+
+
+def _policy_names(model):
+    """Policies the layers compute under, as one name when they agree.
+
+    Under a mixed policy only the last layer may be float32 (`output_dtype`);
+    anything else is reported as found, e.g. layers that ignored `dtype`.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not layers:
+        return {model.dtype_policy.name}
+    names = [layer.dtype_policy.name for layer in layers]
+    wanted = model.dtype_policy.name
+    if all(name == wanted for name in names[:-1]) and names[-1] in (wanted, output_dtype(wanted)):
+        return {wanted}
+    return set(names)

@@ -1,0 +1,82 @@
+"""The run plan: one enumeration of a run's stages, names and folders derived from typed records."""
+
+import dataclasses
+import pathlib
+import re
+
+import pytest
+
+from kd_gan import experiment
+from kd_gan.experiment.plan import StageSpec, of_role, plan_stages
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "kd_gan"
+
+
+def config(**changes):
+    values = dict(dataset="mnist", teacher_depths=(4, 8), student_depths=(1, 2), loss="both",
+                  distillation=("pixel", "features+perceptual"), qat_epochs=2, export=("tflite",),
+                  quantization=("int8",), output_dir="unused")
+    return experiment.ExperimentConfig(**{**values, **changes})
+
+
+def test_the_plan_enumerates_every_stage_in_run_order_with_the_folders_runs_were_written_under():
+    stages = plan_stages(config())
+    assert [stage.folder for stage in stages] == [
+        "teachers/d4", "teachers/d8",
+        "students/mse_d1", "students/mse_d1_qat2",
+        "students/mse+features+perceptual_d1", "students/mse+features+perceptual_d1_qat2",
+        "students/joint_d1", "students/joint_d1_qat2",
+        "students/joint+features+perceptual_d1", "students/joint+features+perceptual_d1_qat2",
+        "scratch/d1",
+        "students/mse_d2", "students/mse_d2_qat2",
+        "students/mse+features+perceptual_d2", "students/mse+features+perceptual_d2_qat2",
+        "students/joint_d2", "students/joint_d2_qat2",
+        "students/joint+features+perceptual_d2", "students/joint+features+perceptual_d2_qat2",
+        "scratch/d2",
+    ]
+    assert stages[0].name == "teacher_d4" and stages[-1].name == "scratch_d2"
+    assert stages[3].name == "student_mse_d1_qat2" and stages[3].parent == stages[2]
+    assert [s.method for s in stages[2:5]] == ["student_mse", "student_mse", "student_mse+features+perceptual"]
+
+
+def test_a_given_teacher_plans_no_teacher_stage_and_options_drop_their_stages():
+    stages = plan_stages(config(teacher_path="teacher.keras", scratch=False, qat_epochs=0, loss="mse"))
+    assert of_role(stages, "teacher") == () and of_role(stages, "scratch") == ()
+    assert [s.name for s in stages] == [
+        "student_mse_d1", "student_mse+features+perceptual_d1", "student_mse_d2", "student_mse+features+perceptual_d2",
+    ]
+
+
+def test_a_stage_record_answers_what_it_is_without_its_name_being_read():
+    joint = StageSpec("student", 2, 5, "joint", "features+perceptual")
+    assert joint.terms == ("features", "perceptual") and joint.distils_features and joint.perceptual
+    assert joint.adversarial and not joint.fine_tuning and joint.training_epochs == 5
+    assert joint.label == "student (joint + features + perceptual)" and joint.recipe_label == "joint + features + perceptual"
+    tuned = dataclasses.replace(joint, fine_tune_epochs=3)
+    assert tuned.fine_tuning and not tuned.adversarial and tuned.training_epochs == 3 and tuned.parent == joint
+    pixel = StageSpec("student", 1, 5, "mse")
+    assert pixel.terms == () and not pixel.adversarial and pixel.name == "student_mse_d1"
+    assert StageSpec("scratch", 1, 5).adversarial and StageSpec("teacher", 32, 5).label == "teacher"
+    with pytest.raises(ValueError, match="Unknown stage role 'student_mse'"):
+        StageSpec("student_mse", 1, 5)
+    with pytest.raises(ValueError, match="A loss is given to students only"):
+        StageSpec("scratch", 1, 5, "mse")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        joint.depth = 3
+
+
+# What reading a stage's identity back out of a string looks like.
+NAME_PARSING = re.compile(
+    r"""["']_qat["']\s+(not\s+)?in|["'](perceptual|features)["']\s+in\s+\w*(kind|name)"""
+    r"""|\.startswith\(["'](student|teacher|scratch)|method\[len|\bname\.split\(|\bmethod\.split\("""
+)
+
+
+def test_no_module_reads_a_stage_identity_back_out_of_a_string():
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+        for path in PACKAGE.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if NAME_PARSING.search(line)
+    ]
+    assert not offenders, offenders
