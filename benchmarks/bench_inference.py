@@ -181,7 +181,7 @@ def main(argv):
     from kd_gan.export import converters as export
     from kd_gan.data.loading import IMAGE_SHAPES
     from kd_gan._io import write_json
-    from kd_gan.models.dcgan import count_multiply_accumulates
+    from kd_gan.models.counting import count_multiply_accumulates
 
     keras.utils.set_random_seed(0)
     latent_dim, shape = 128, IMAGE_SHAPES[FLAGS.dataset]

@@ -18,6 +18,7 @@ from kd_gan.models import (
     count_parameters,
     generator_shapes,
     load_generator,
+    prune_generator,
 )
 from kd_gan.training import GAN, latent_dataset
 from kd_gan.distillation import Distiller
@@ -35,4 +36,5 @@ __all__ = [
     "generator_shapes",
     "latent_dataset",
     "load_generator",
+    "prune_generator",
 ]

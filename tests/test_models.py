@@ -7,7 +7,7 @@ import keras
 from kd_gan import Discriminator, Generator, compression_ratio, count_parameters, load_generator
 from kd_gan.data.loading import IMAGE_SHAPES
 from kd_gan.errors import InputError
-from kd_gan.models.dcgan import count_multiply_accumulates
+from kd_gan.models.counting import count_multiply_accumulates
 
 KERNEL_AREA = 25  # 5x5 kernels
 

@@ -4,7 +4,7 @@ The run logs its plan (stages, steps, evaluations) before anything trains.
 Each stage measures its own speed over its first steps, and the run's
 remaining time is estimated again then and when the stage ends: stages not
 yet run are predicted from the measured ones by their cost per step, the
-multiply-accumulates of what one step runs (`models.count_multiply_accumulates`),
+multiply-accumulates of what one step runs (`kd_gan.count_multiply_accumulates`),
 as `seconds per step = overhead of its kind + seconds per multiply-accumulate * cost`.
 Small models are all overhead (the many small ops of a step), large ones all
 multiply-accumulates; both start from the priors below, measured on this
@@ -22,7 +22,8 @@ import keras
 import numpy as np
 from absl import logging
 
-from kd_gan.models.dcgan import Discriminator, Generator, count_multiply_accumulates
+from kd_gan.models.counting import count_multiply_accumulates
+from kd_gan.models.dcgan import Discriminator, Generator
 from kd_gan.experiment.plan import STUDENT, TEACHER
 from kd_gan.experiment.stage import GIVEN_TEACHER_EVALUATION, Stage
 

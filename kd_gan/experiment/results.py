@@ -8,7 +8,7 @@ from typing import Optional
 import tensorflow as tf
 
 from kd_gan.experiment import plan
-from kd_gan.models.dcgan import count_parameters
+from kd_gan.models.counting import count_parameters
 
 
 @dataclasses.dataclass

@@ -4,15 +4,9 @@ SavedModel or `.tflite`, precision policies, and parameter/multiply-accumulate c
 
 from kd_gan.models.precision import PRECISIONS, float32_copy, policy, with_policy
 from kd_gan.models.tflite_generator import TFLiteGenerator, run_tflite
-from kd_gan.models.dcgan import (
-    Discriminator,
-    Generator,
-    LeakyReLU,
-    compression_ratio,
-    count_multiply_accumulates,
-    count_parameters,
-    generator_layout,
-)
+from kd_gan.models.dcgan import Discriminator, Generator, LeakyReLU, dcgan_widths, generator_layout
+from kd_gan.models.pruning import prune_generator
+from kd_gan.models.counting import compression_ratio, count_multiply_accumulates, count_parameters
 from kd_gan.models.any_generator import (
     check_generator,
     feature_extractor,
@@ -33,6 +27,7 @@ __all__ = [
     "compression_ratio",
     "count_multiply_accumulates",
     "count_parameters",
+    "dcgan_widths",
     "feature_extractor",
     "float32_copy",
     "freeze",
@@ -42,6 +37,7 @@ __all__ = [
     "latent_size",
     "load_generator",
     "policy",
+    "prune_generator",
     "run_tflite",
     "with_policy",
 ]

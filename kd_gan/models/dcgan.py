@@ -80,6 +80,23 @@ def _widths(depth, num_stages):
     return [depth * 2 ** (num_stages - 1 - i) for i in range(num_stages)]
 
 
+def dcgan_widths(depth, image_size):
+    """The width profile of the paper's generator of depth d: the channels of
+    each feature map from the 4x4 projection to the last map before the image
+    (28x28: (4d, 2d, d); 64x64: (8d, 4d, 2d, d))."""
+    return tuple(_widths(_validate_depth(depth), len(generator_layout(image_size)) - 1))
+
+
+def _validate_widths(widths, image_size):
+    maps = len(generator_layout(image_size)) - 1
+    allowed = f"{maps} integers >= 1, the channels of the {maps} feature maps from the 4x4 projection on"
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) != maps:
+        raise InputError(f"widths for {image_size}x{image_size} images must be {allowed}. Received: widths={widths!r}")
+    for width in widths:
+        check_integer("widths", width, 1, f"each of widths ({allowed})")
+    return tuple(int(width) for width in widths)
+
+
 @keras.saving.register_keras_serializable(package="kd_gan")
 class LeakyReLU(layers.LeakyReLU):
     """`keras.layers.LeakyReLU` whose gradient reads its output, not its input.
@@ -139,7 +156,8 @@ class _LayerStack(keras.Model):
 
 @keras.saving.register_keras_serializable(package="kd_gan")
 class Generator(_LayerStack):
-    """DCGAN generator whose channel widths are multiples of `depth`.
+    """DCGAN generator whose channel widths are multiples of `depth`, or any
+    width profile.
 
     Maps latent vectors z of shape `(batch, latent_dim)` to images of shape
     `(batch, *image_shape)` with values in [-1, 1] (tanh output).
@@ -147,7 +165,12 @@ class Generator(_LayerStack):
     Args:
         latent_dim: size of the latent vector z.
         image_shape: `(size, size, channels)` of the generated images.
-        depth: depth scale factor d (>= 1); widths are multiples of it.
+        depth: depth scale factor d (>= 1); widths are multiples of it
+            (`dcgan_widths`). Default 64 when `widths` is not given.
+        widths: instead of `depth`, the channels of each feature map from the
+            4x4 projection to the last map before the image, e.g.
+            `(4, 12, 12, 12)` for 64x64 images: a budget spent on the path to
+            the image rather than on the projection. `depth` is then None.
         **kwargs: passed to `keras.Model`, e.g. `name`, or `dtype`: a Keras
             policy such as "mixed_bfloat16" (`kd_gan.precision.policy`), which
             every layer computes under (the tanh output stays float32).
@@ -157,18 +180,24 @@ class Generator(_LayerStack):
     ```python
     generator = Generator(latent_dim=128, image_shape=(28, 28, 1), depth=4)
     images = generator(keras.random.normal((16, 128)), training=False)
+    small = Generator(latent_dim=128, image_shape=(64, 64, 3), widths=(4, 12, 12, 12))
     ```
     """
 
-    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=64, **kwargs):
+    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=None, widths=None, **kwargs):
         super().__init__(**kwargs)
         latent_dim = check_integer("latent_dim", latent_dim, 1)
         self.latent_dim = latent_dim
         self.image_shape = _validate_image_shape(image_shape)
-        self.depth = _validate_depth(depth)
+        if widths is not None and depth is not None:
+            raise InputError(f"Give depth or widths, not both. Received: depth={depth!r}, widths={widths!r}")
+        self.depth = None if widths is not None else _validate_depth(64 if depth is None else depth)
+        self.widths = (
+            dcgan_widths(self.depth, self.image_shape[0]) if widths is None else _validate_widths(widths, self.image_shape[0])
+        )
 
         sizes = generator_layout(self.image_shape[0])
-        widths = _widths(self.depth, len(sizes) - 1)
+        widths = self.widths
         # Every layer computes under the model's dtype policy (a serialized
         # `dtype` argument, e.g. "mixed_bfloat16"); the tanh output stays float32
         # under a mixed policy, so losses and metrics see float32 images.
@@ -217,11 +246,9 @@ class Generator(_LayerStack):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            latent_dim=self.latent_dim,
-            image_shape=list(self.image_shape),
-            depth=self.depth,
-        )
+        config.update(latent_dim=self.latent_dim, image_shape=list(self.image_shape), depth=self.depth)
+        if self.depth is None:
+            config["widths"] = list(self.widths)
         return config
 
 
@@ -272,89 +299,3 @@ class Discriminator(_LayerStack):
         config = super().get_config()
         config.update(image_shape=list(self.image_shape), depth=self.depth)
         return config
-
-
-def count_parameters(model):
-    """Number of scalars in `model`'s weights (trainable and not).
-
-    Batch-norm moving statistics count: they ship with the model.
-    """
-    return int(sum(math.prod(weight.shape) for weight in model.weights))
-
-
-def compression_ratio(teacher, student):
-    """Teacher-to-student parameter ratio, e.g. 1669.0 for the paper's 1669:1."""
-    return count_parameters(teacher) / count_parameters(student)
-
-
-def count_multiply_accumulates(model, batch_size=1):
-    """Multiply-accumulates (MACs) of one forward pass of `model` on `batch_size` images.
-
-    Counted per layer of `model.network`, walking the shapes from the model's
-    input (`(latent_dim,)` for a `Generator`, `image_shape` for a
-    `Discriminator`):
-
-    - `Dense`: inputs x units (per position of any leading axes).
-    - `Conv2D`: output positions x kernel_h x kernel_w x in_channels / groups
-      x filters.
-    - `Conv2DTranspose`: *input* positions x kernel_h x kernel_w x in_channels
-      x filters. Each input pixel scatters a kernel_h x kernel_w x filters
-      patch; taps that land outside the output (the border that "same"
-      padding trims) are counted too. With stride 2 and "same" padding this
-      is the usual deconvolution count (the same number as the Conv2D whose
-      gradient it is, with input and output swapped).
-
-    Biases, batch normalisation, activations, reshapes, flattening and crops
-    are element-wise or move data only: they are not counted. A layer with
-    weights of any other type raises, rather than being counted as zero.
-
-    Args:
-        model: a `Generator` or `Discriminator` (any precision).
-        batch_size: images per pass; the count is linear in it.
-
-    Returns:
-        Int, the MACs for `batch_size` images (per image by default).
-
-    Raises:
-        InputError: `model` is neither model, `batch_size` < 1, or a layer
-            type with weights that is not one of the above.
-
-    Example:
-
-    ```python
-    count_multiply_accumulates(Generator(128, (28, 28, 1), depth=64))  # per image
-    ```
-    """
-    check_integer("batch_size", batch_size, 1)
-    if isinstance(model, Generator):
-        shape = (batch_size, model.latent_dim)
-    elif isinstance(model, Discriminator):
-        shape = (batch_size,) + model.image_shape
-    else:
-        raise InputError(f"model must be a kd_gan Generator or Discriminator. Received: {type(model).__name__}")
-
-    def _spatial_and_channels(shape, data_format):
-        """(spatial positions, channels) of a 4-D (batch, ...) feature-map shape."""
-        if data_format == "channels_first":
-            return math.prod(shape[2:]), shape[1]
-        return math.prod(shape[1:-1]), shape[-1]
-
-    total = 0
-    for layer in model.network:
-        output_shape = tuple(layer.compute_output_shape(shape))
-        if isinstance(layer, layers.Dense):
-            total += math.prod(shape[:-1]) * shape[-1] * layer.units
-        elif isinstance(layer, layers.Conv2DTranspose):
-            positions, channels = _spatial_and_channels(shape, layer.data_format)
-            total += shape[0] * positions * math.prod(layer.kernel_size) * channels * layer.filters
-        elif isinstance(layer, layers.Conv2D):
-            positions, _ = _spatial_and_channels(output_shape, layer.data_format)
-            _, channels = _spatial_and_channels(shape, layer.data_format)
-            total += shape[0] * positions * math.prod(layer.kernel_size) * channels // layer.groups * layer.filters
-        elif layer.weights and not isinstance(layer, layers.BatchNormalization):
-            raise InputError(
-                f"count_multiply_accumulates does not know layer {layer.name!r} of type {type(layer).__name__}; "
-                f"it counts Dense, Conv2D and Conv2DTranspose and skips BatchNormalization and layers without weights."
-            )
-        shape = output_shape
-    return int(total)
