@@ -32,6 +32,9 @@ flags.DEFINE_string("data_dir", None, "Local data: a prepared tfds data dir or t
 flags.DEFINE_string("teacher_path", None, "Distil this generator (.keras file or SavedModel dir) instead of training teachers.")
 flags.DEFINE_list("teacher_depths", [str(d) for d in _DEFAULTS.teacher_depths], "Depth scale factors d of the teacher candidates; the best by FID is kept.")
 flags.DEFINE_list("student_depths", [str(d) for d in _DEFAULTS.student_depths], "Depth scale factors d of the students and scratch GANs.")
+flags.DEFINE_list("student_widths", [], "Width profiles of further students and their scratch GANs, each the channels of the feature maps from the 4x4 projection on joined by '-', e.g. 4-12-12-12 (64x64) or 4-8-8 (28x28, 32x32).")
+flags.DEFINE_list("student_init", list(_DEFAULTS.student_inits), "How students start, each a student of its own: random (the paper's) and/or pruned (the teacher pruned to the student's widths).")
+flags.DEFINE_integer("discriminator_depth", None, "d of the discriminators of scratch GANs and joint students (default: the student's d, or the last width of its profile).", lower_bound=1)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the latent vector z.", lower_bound=1)
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.", lower_bound=1)
 flags.DEFINE_boolean("scratch", _DEFAULTS.scratch, "Also train every student size from scratch as an ordinary GAN (the baseline); --noscratch: students only.")
@@ -72,11 +75,21 @@ def _integers(name, values):
         raise app.UsageError(f"--{name} takes comma-separated integers. Received: --{name}={','.join(values)}") from None
 
 
+def _profiles(values):
+    try:
+        return tuple(tuple(int(width) for width in value.split("-")) for value in values)
+    except ValueError:
+        raise app.UsageError(
+            f"--student_widths takes width profiles such as 4-12-12-12, comma-separated. Received: --student_widths={','.join(values)}"
+        ) from None
+
+
 def config_from_flags():
     """The preset's values (if any), overridden by every flag given explicitly."""
     converters = {
         "teacher_depths": lambda v: _integers("teacher_depths", v),
         "student_depths": lambda v: _integers("student_depths", v),
+        "student_widths": _profiles,
         "export": tuple,
         "distillation": tuple,
         "image_size": int,
@@ -87,6 +100,8 @@ def config_from_flags():
         for field in dataclasses.fields(experiment.ExperimentConfig)
         if field.name in FLAGS and FLAGS[field.name].present and field.name != "preset"
     }
+    if FLAGS["student_init"].present:
+        values["student_inits"] = tuple(FLAGS.student_init)
     values.update(dataset=FLAGS.dataset, loss=FLAGS.loss, strategy=FLAGS.strategy)
     if "output_dir" not in values:
         suffix = f"_{FLAGS.preset}" if FLAGS.preset and FLAGS.preset != NO_PRESET else ""

@@ -18,6 +18,7 @@ from kd_gan.models import (
     count_parameters,
     generator_shapes,
     load_generator,
+    pretrained,
     prune_generator,
 )
 from kd_gan.training import GAN, latent_dataset
@@ -36,5 +37,6 @@ __all__ = [
     "generator_shapes",
     "latent_dataset",
     "load_generator",
+    "pretrained",
     "prune_generator",
 ]

@@ -1,6 +1,13 @@
-"""`python -m kd_gan.android`: Kotlin for a `.tflite` generator (`kd_gan.export.android`)."""
+"""`python -m kd_gan.android` (kd_gan.export.android)."""
 
-from kd_gan.export.android import cli
+from absl import app, flags
+
+from kd_gan.export.android import main as _main
+from kd_gan.export import android as _impl
+
+__doc__ = _impl.__doc__  # The command's --help shows the implementation's usage.
 
 if __name__ == "__main__":
-    cli()
+    _impl.define_flags()
+    flags.adopt_module_key_flags(_impl)
+    app.run(_main)

@@ -1,7 +1,13 @@
-"""`python -m kd_gan.evaluate`: FID / KID / precision-recall of folders, tars,
-`.npz` statistics and generators (`kd_gan.evaluation.cli`)."""
+"""`python -m kd_gan.evaluate` (kd_gan.evaluation.cli)."""
 
-from kd_gan.evaluation.cli import cli
+from absl import app, flags
+
+from kd_gan.evaluation.cli import main as _main
+from kd_gan.evaluation import cli as _impl
+
+__doc__ = _impl.__doc__  # The command's --help shows the implementation's usage.
 
 if __name__ == "__main__":
-    cli()
+    _impl.define_flags()
+    flags.adopt_module_key_flags(_impl)
+    app.run(_main)

@@ -384,11 +384,11 @@ def test_report_table_and_findings_from_results():
     results = {
         "dataset": "mnist",
         "models": [
-            {"name": "teacher_d8", "method": "teacher", "role": "teacher", "label": "teacher", "depth": 8, "parameters": 1000, "compression_ratio": 1.0,
+            {"name": "teacher_d8", "method": "teacher", "role": "teacher", "label": "teacher", "depth": 8, "architecture": "d8", "size_label": "d=8", "parameters": 1000, "compression_ratio": 1.0,
              "quality": quality(8.0, 10.0)},
-            {"name": "student_mse_d1", "method": "student_mse", "role": "student", "label": "student (MSE)", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
+            {"name": "student_mse_d1", "method": "student_mse", "role": "student", "label": "student (MSE)", "depth": 1, "architecture": "d1", "size_label": "d=1", "parameters": 10, "compression_ratio": 100.0,
              "quality": quality(6.0, 20.0, kid=0.0123), "fidelity": {"mse": 0.01, "psnr_db": 26.0}},
-            {"name": "scratch_d1", "method": "scratch", "role": "scratch", "label": "scratch GAN", "depth": 1, "parameters": 10, "compression_ratio": 100.0,
+            {"name": "scratch_d1", "method": "scratch", "role": "scratch", "label": "scratch GAN", "depth": 1, "architecture": "d1", "size_label": "d=1", "parameters": 10, "compression_ratio": 100.0,
              "quality": quality(2.0, 50.0), "fidelity": {"mse": 0.5, "psnr_db": 9.0}},
         ],
         "real": {"split": "test", "num_samples": 10_000, "mnist_score": 9.9, "vol": 1.0},

@@ -77,3 +77,49 @@ def test_perceptual_mse_students_of_a_given_teacher_are_refused_up_front(tiny_mn
     with pytest.raises(InputError, match="a given teacher \\(teacher_path\\) has none: use loss 'joint'"):
         experiment.run(config)
     assert not (tmp_path / "run" / "students").exists()
+
+
+def test_width_profiles_and_pruned_starts_train_their_own_students(tiny_mnist, tmp_path):
+    import numpy as np
+
+    from kd_gan import prune_generator
+
+    output_dir = tmp_path / "architectures"
+    config = tiny_config(
+        tiny_mnist, output_dir, student_widths=((4, 4, 2),), student_inits=("random", "pruned"), student_epochs=0,
+    )
+    results = experiment.run(config)
+    names = [entry["name"] for entry in results["models"]]
+    assert names == [
+        "teacher_d2", "student_mse_d1", "student_mse_d1_pruned", "scratch_d1",
+        "student_mse_w4-4-2", "student_mse_w4-4-2_pruned", "scratch_w4-4-2",
+    ]
+    by_name = {entry["name"]: entry for entry in results["models"]}
+    assert by_name["scratch_w4-4-2"]["architecture"] == "w4-4-2" and by_name["scratch_w4-4-2"]["depth"] is None
+    teacher = load_generator(str(output_dir / "teachers" / "d2" / "generator.keras"))
+    z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    # No training (student_epochs=0): a pruned student is exactly the pruned teacher, a random one is not.
+    for name, widths in (("mse_d1", (4, 2, 1)), ("mse_w4-4-2", (4, 4, 2))):
+        pruned = load_generator(str(output_dir / "students" / f"{name}_pruned" / "generator.keras"))
+        random_start = load_generator(str(output_dir / "students" / name / "generator.keras"))
+        expected = prune_generator(teacher, widths)(z, training=False).numpy()
+        np.testing.assert_allclose(pruned(z, training=False).numpy(), expected, atol=1e-6)
+        assert not np.allclose(random_start(z, training=False).numpy(), expected, atol=1e-3)
+    markdown = (output_dir / "report.md").read_text()
+    assert "| student (MSE, pruned start) | 4-4-2 |" in markdown and "| scratch GAN | 4-4-2 |" in markdown
+
+
+def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp_path):
+    from test_experiment import TINY, run_cli
+
+    output_dir = tmp_path / "cli"
+    flags = [f"--{key}={value}" for key, value in {**TINY, "teacher_depths": 2, "student_depths": ""}.items()]
+    flags += ["--student_widths=4-4-2", "--student_init=pruned", "--loss=joint", "--discriminator_depth=1",
+              f"--data_dir={tiny_mnist[0]}", f"--output_dir={output_dir}"]
+    completed = run_cli(flags)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = __import__("json").loads((output_dir / "results.json").read_text())
+    assert [entry["name"] for entry in results["models"]] == ["teacher_d2", "student_joint_w4-4-2_pruned", "scratch_w4-4-2"]
+    assert results["config"]["student_widths"] == [[4, 4, 2]] and results["config"]["discriminator_depth"] == 1
+    bad = run_cli(flags[:-1] + [f"--output_dir={tmp_path / 'bad'}", "--student_widths=4-x-2"])
+    assert bad.returncode != 0 and "--student_widths takes width profiles such as 4-12-12-12" in bad.stderr

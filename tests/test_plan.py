@@ -7,6 +7,7 @@ import re
 import pytest
 
 from kd_gan import experiment
+from kd_gan.errors import InputError
 from kd_gan.experiment.plan import StageSpec, of_role, plan_stages
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "kd_gan"
@@ -80,3 +81,43 @@ def test_no_module_reads_a_stage_identity_back_out_of_a_string():
         if NAME_PARSING.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
+    stages = plan_stages(config(
+        student_depths=(1,), student_widths=((4, 6, 4),), student_inits=("random", "pruned"), loss="mse",
+        distillation=("pixel",), qat_epochs=0, export=(), quantization=("none",),
+    ))
+    assert [stage.folder for stage in stages] == [
+        "teachers/d4", "teachers/d8",
+        "students/mse_d1", "students/mse_d1_pruned", "scratch/d1",
+        "students/mse_w4-6-4", "students/mse_w4-6-4_pruned", "scratch/w4-6-4",
+    ]
+    profile = stages[6]
+    assert profile.widths == (4, 6, 4) and profile.depth is None and profile.pruned
+    assert profile.generator_arguments == {"widths": (4, 6, 4)} and profile.size_label == "widths 4-6-4"
+    assert profile.label == "student (MSE, pruned start)"
+    # A profile's discriminator is the DCGAN one whose last map is as wide; a given depth overrides every one.
+    assert stages[7].discriminator_depth == 4 and stages[4].discriminator_depth == 1
+    override = plan_stages(config(student_widths=((4, 6, 4),), discriminator_depth=3, qat_epochs=0, export=(), quantization=("none",)))
+    assert {stage.discriminator_depth for stage in override if stage.role != "teacher"} == {3}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(student_widths=((4, 6),)), r"widths for 28x28 images must be 3 integers"),
+        (dict(student_widths=((4, 6, 6), (4, 6, 6))), "lists a profile twice"),
+        (dict(student_inits=("random", "grown")), r"student_inits must be a non-empty tuple of distinct values"),
+        (dict(student_inits=("pruned",), student_widths=((16, 6, 6),)), r"a student of widths \(16, 6, 6\) is wider"),
+        (dict(discriminator_depth=0), "discriminator_depth must be integers >= 1"),
+    ],
+)
+def test_bad_student_architectures_are_refused_before_anything_runs(changes, message):
+    with pytest.raises(InputError, match=message):
+        config(qat_epochs=0, export=(), quantization=("none",), **changes)
+
+
+def test_widths_alone_need_no_student_depths():
+    stages = plan_stages(config(student_depths=(), student_widths=((4, 6, 6),), qat_epochs=0, export=(), quantization=("none",)))
+    assert [stage.architecture for stage in stages if stage.role != "teacher"] == ["w4-6-6"] * 5

@@ -1,7 +1,7 @@
 """The parameter tables of docs/API.md: `python tools/parameter_table.py`."""
 
 from kd_gan.data.loading import IMAGE_SHAPES
-from kd_gan.models.dcgan import Discriminator, Generator, count_parameters
+from kd_gan.models import Discriminator, Generator, count_parameters
 
 
 DEPTHS = (1, 2, 4, 8, 16, 32, 64, 128)

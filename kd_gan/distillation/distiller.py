@@ -9,13 +9,13 @@ Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2) are presets:
   trained on real images, plus `mse_weight` times the MSE term. The
   discriminator learns alongside.
 
-What is distilled is pluggable (`kd_gan.losses`): `distillation_losses`
+What is distilled is pluggable (`kd_gan.distillation.losses`): `distillation_losses`
 replaces the pixel MSE by any weighted set of losses (pixel, intermediate
 features through adapters, perceptual), with or without the adversarial term.
 
 Either scheme also trains on stored teacher outputs: batches
 `{"z": z, "teacher_images": teacher(z)}` (and `"image"`: real images, for
-the joint loss) from `kd_gan.teacher_cache.TeacherCache`, which skips the
+the joint loss) from `kd_gan.distillation.teacher_cache.TeacherCache`, which skips the
 teacher's forward pass, the bulk of an MSE step (losses that read the
 teacher's feature maps still run it).
 """
@@ -54,11 +54,11 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             default `distillation_losses`).
         seed: integer seed of the latent draws.
         objective: adversarial objective of the joint loss: "ns" (the
-            paper's), "hinge" or "wgan-gp" (`kd_gan.objectives`).
+            paper's), "hinge" or "wgan-gp" (`kd_gan.training.objectives`).
         critic_steps: discriminator steps per student step of the joint loss
             (the extra ones on fresh z); None: the objective's.
         distillation_losses: what the student matches, a list of
-            `kd_gan.losses.DistillationLoss` (or `keras.distillation`
+            `kd_gan.distillation.losses.DistillationLoss` (or `keras.distillation`
             losses); None: `[PixelMSE()]`, the paper's.
         distillation_loss_weights: one weight per loss; None: 1 each
             (`mse_weight` for the joint preset's MSE).

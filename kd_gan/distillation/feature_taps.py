@@ -20,7 +20,7 @@ class Taps:
 
     Args:
         teacher, student: the networks (the teacher frozen).
-        distillation_losses: `kd_gan.losses.DistillationLoss` objects; their
+        distillation_losses: `kd_gan.distillation.losses.DistillationLoss` objects; their
             unset layer names are filled from the networks.
     """
 

@@ -355,7 +355,7 @@ class KerasDistillationLoss(DistillationLoss):
             raise InputError(
                 f"{type(self.loss).__name__} compares tensors of equal shapes; teacher gives "
                 f"{[_shape_text(s) for s in teacher_shapes]}, student {[_shape_text(s) for s in student_shapes]}. "
-                "Use kd_gan.losses.FeatureLoss for maps of different widths."
+                "Use kd_gan.distillation.losses.FeatureLoss for maps of different widths."
             )
         self.built = True
 
@@ -377,6 +377,6 @@ def as_distillation_loss(loss):
     if isinstance(loss, keras.distillation.DistillationLoss):
         return KerasDistillationLoss(loss)
     raise InputError(
-        f"distillation_losses takes kd_gan.losses.DistillationLoss or keras.distillation.DistillationLoss objects; "
+        f"distillation_losses takes kd_gan.distillation.losses.DistillationLoss or keras.distillation.DistillationLoss objects; "
         f"received a {type(loss).__name__}."
     )

@@ -9,8 +9,8 @@ it sits in).
   `pool_3` (2048-d), from TF-Hub (`tfgan/eval/inception/1`) or a local
   SavedModel (`--inception_path` / `KD_GAN_INCEPTION`); logits when it has them.
 * **MNIST** (`mnist`): a small CNN shipped inside the package
-  (`kd_gan/assets/mnist_classifier.keras`, trained by
-  `python -m kd_gan.classifiers --data_dir=...` with a fixed seed; its test
+  (`kd_gan/evaluation/assets/mnist_classifier.keras`, trained by
+  `python tools/train_mnist_classifier.py --data_dir=...` with a fixed seed; its test
   accuracy and sha256 are in `mnist_classifier.json` beside it). Logits give the
   MNIST score, its 128-d penultimate layer the MNIST FID, as tf-gan's MNIST
   example does. Every machine scores MNIST with the same network, offline.

@@ -1,8 +1,8 @@
 """Image-quality formulas: Inception Score, FID, KID, precision/recall, sharpness.
 
 Only the maths, on activations a classifier has already produced (the
-networks are in `kd_gan.classifiers`, the batching and caching in
-`kd_gan.scoring`), as tf-gan keeps `classifier_metrics` apart from the
+networks are in `kd_gan.evaluation.classifiers`, the batching and caching in
+`kd_gan.evaluation.scoring`), as tf-gan keeps `classifier_metrics` apart from the
 Inception that feeds it:
 
 * **Inception Score** `exp(E_x KL(p(y|x) || p(y)))` from a classifier's logits

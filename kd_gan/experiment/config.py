@@ -20,7 +20,8 @@ from kd_gan.distillation import teacher_cache as teacher_cache_lib
 from kd_gan.evaluation.classifiers import INCEPTION_PRECISIONS
 from kd_gan.experiment.distribute import STRATEGIES
 from kd_gan.errors import InputError, check_integer
-from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL
+from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, PRUNED, RANDOM, STUDENT_INITS
+from kd_gan.models.dcgan import check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
 LOSS_CHOICES = ("mse", "joint", "both")
@@ -43,6 +44,14 @@ class ExperimentConfig:
         teacher_depths: depth scale factors d of the teacher candidates; the
             best by FID (score as tie-break) is distilled.
         student_depths: d of the students and of their scratch baselines.
+        student_widths: width profiles of further students and their scratch
+            baselines (`Generator(widths=...)`), e.g. `((4, 12, 12, 12),)`.
+        student_inits: how each student starts: "random" (the paper's) and/or
+            "pruned" (`kd_gan.prune_generator` of the teacher); each is a
+            student of its own.
+        discriminator_depth: depth d of the discriminators of scratch GANs and
+            joint students; None: the student's d, or the last width of its
+            profile (the discriminator of the DCGAN whose last map is as wide).
         latent_dim: size of z.
         batch_size: global images (or latent vectors) per step, split over
             the replicas of the strategy.
@@ -55,7 +64,7 @@ class ExperimentConfig:
             (rounded down to a multiple of 10, the steps run per execution).
         objective: adversarial objective of teachers, scratch GANs and the
             joint students' GAN term: "ns" (non-saturating, the paper's),
-            "hinge" or "wgan-gp" (`kd_gan.objectives`; each brings its
+            "hinge" or "wgan-gp" (`kd_gan.training.objectives`; each brings its
             authors' Adam betas and critic steps).
         critic_steps: discriminator steps per generator step; None: the
             objective's (5 for wgan-gp, else 1).
@@ -74,8 +83,8 @@ class ExperimentConfig:
             "pixel" (the paper's MSE alone), "features" (plus intermediate
             feature maps through learned adapters), "perceptual" (plus a
             frozen discriminator's features), "features+perceptual".
-        feature_weight: weight of the feature term (`kd_gan.losses.FeatureLoss`).
-        perceptual_weight: weight of the perceptual term (`kd_gan.losses.PerceptualLoss`).
+        feature_weight: weight of the feature term (`kd_gan.distillation.losses.FeatureLoss`).
+        perceptual_weight: weight of the perceptual term (`kd_gan.distillation.losses.PerceptualLoss`).
         seed: seed of weights, data order and latent draws.
         grid_columns: samples per row in the grids.
         eval_samples: generated images per model for the metrics (FID depends
@@ -100,14 +109,14 @@ class ExperimentConfig:
             Every exported file is timed (batch 1, one LiteRT thread) and, when
             the run scores models, scored itself through LiteRT.
         qat_epochs: 0, or N: each student is also fine-tuned for N epochs under
-            int8 rounding (`kd_gan.quantization.QuantizedView`, pixel MSE to the
+            int8 rounding (`kd_gan.export.quantization.QuantizedView`, pixel MSE to the
             teacher on fresh z, a tenth of the student learning rate) and
             exported as `<name>_int8_qat.tflite` beside its post-training int8
             file. Needs export "tflite" and quantization "int8".
         teacher_cache: 0 (students run the teacher on fresh z every step), or
             N: students learn from N stored (z, teacher(z)) pairs per pool,
             filled once under `teacher_cache/` and shared by every student
-            (`kd_gan.teacher_cache`).
+            (`kd_gan.distillation.teacher_cache`).
         cache_refresh_epochs: with a cache, replace the pool by a fresh one
             (new z, one more teacher pass over N pairs) every this many student
             epochs; None keeps one pool throughout.
@@ -131,6 +140,9 @@ class ExperimentConfig:
     teacher_path: Optional[str] = None
     teacher_depths: Tuple[int, ...] = (32,)
     student_depths: Tuple[int, ...] = (2,)
+    student_widths: Tuple[Tuple[int, ...], ...] = ()
+    student_inits: Tuple[str, ...] = (RANDOM,)
+    discriminator_depth: Optional[int] = None
     latent_dim: int = 128
     batch_size: int = 64
     scratch: bool = True
@@ -208,10 +220,12 @@ class ExperimentConfig:
             raise InputError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")
         for name in ("teacher_depths", "student_depths"):
             values = getattr(self, name)
-            if isinstance(values, str) or not values or len(set(values)) != len(values):
+            empty_allowed = name == "student_depths" and self.student_widths
+            if isinstance(values, str) or not (values or empty_allowed) or len(set(values)) != len(values):
                 raise InputError(f"{name} must be a non-empty tuple of distinct integers. Received: {name}={values!r}")
             for value in values:
                 _check_at_least(name, value, 1)
+        self._check_student_architectures()
         for name in ("latent_dim", "batch_size", "grid_columns"):
             _check_at_least(name, getattr(self, name), 1)
         for name in ("teacher_epochs", "student_epochs"):
@@ -238,7 +252,7 @@ class ExperimentConfig:
             values = getattr(self, name)
             if isinstance(values, str) or any(v not in allowed for v in values):
                 raise InputError(f"{name} must be a tuple of values from {allowed}. Received: {name}={values!r}")
-        check_integer("qat_epochs", self.qat_epochs, 0)
+        object.__setattr__(self, "qat_epochs", check_integer("qat_epochs", self.qat_epochs, 0))
         if self.qat_epochs and ("tflite" not in self.export or "int8" not in self.quantization):
             raise InputError(
                 f"qat_epochs={self.qat_epochs} fine-tunes students for their int8 .tflite files: add export "
@@ -246,6 +260,29 @@ class ExperimentConfig:
             )
         if not self.output_dir:
             raise InputError("output_dir must be a non-empty path.")
+
+    def _check_student_architectures(self):
+        size = data.image_shape(self.dataset, self.image_size)[0]
+        if isinstance(self.student_widths, (str, bytes)):
+            raise InputError(f"student_widths must be a tuple of width profiles. Received: {self.student_widths!r}")
+        widths = tuple(check_widths(profile, size) for profile in self.student_widths)
+        if len(set(widths)) != len(widths):
+            raise InputError(f"student_widths lists a profile twice: {self.student_widths!r}.")
+        object.__setattr__(self, "student_widths", widths)
+        inits = self.student_inits
+        if isinstance(inits, str) or not inits or len(set(inits)) != len(inits) or not set(inits) <= set(STUDENT_INITS):
+            raise InputError(f"student_inits must be a non-empty tuple of distinct values from {STUDENT_INITS}. Received: {inits!r}")
+        if self.discriminator_depth is not None:
+            _check_at_least("discriminator_depth", self.discriminator_depth, 1)
+        if PRUNED in inits and not self.teacher_path:
+            # A trained teacher's widths are known now; a given one's are checked when it is loaded.
+            narrowest = min(self.teacher_depths)
+            for profile in [dcgan_widths(d, size) for d in self.student_depths] + list(widths):
+                if any(w > t for w, t in zip(profile, dcgan_widths(narrowest, size))):
+                    raise InputError(
+                        f"student_inits 'pruned' prunes the teacher, and a student of widths {profile} is wider "
+                        f"than the d={narrowest} teacher's {dcgan_widths(narrowest, size)} somewhere."
+                    )
 
     @property
     def losses(self):

@@ -17,6 +17,8 @@ PIXEL = "pixel"  # The paper's student: pixel MSE to the teacher, nothing else d
 FEATURES, PERCEPTUAL = "features", "perceptual"
 DISTILLATION_TERMS = (FEATURES, PERCEPTUAL)  # What a student kind may add to the pixel MSE.
 JOINT = "joint"
+RANDOM, PRUNED = "random", "pruned"
+STUDENT_INITS = (RANDOM, PRUNED)  # How a student starts: random weights, or the pruned teacher.
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
 _LOSS_LABELS = {"mse": "MSE", JOINT: "joint"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
@@ -29,27 +31,41 @@ class StageSpec:
     Attributes:
         role: "teacher" (a candidate), "student" (distilled) or "scratch"
             (the student's generator trained as an ordinary GAN).
-        depth: depth scale factor d of its generator.
+        depth: depth scale factor d of its generator (None with `widths`).
         epochs: training epochs.
         loss: a student's loss, "mse" or "joint"; None otherwise.
         kind: what a student distils: "pixel" (the paper's), or terms added
             to it, e.g. "features+perceptual".
         fine_tune_epochs: for a further stage of a student (quantization-aware
             fine-tuning under int8 rounding), its epochs; 0 for a stage of its own.
+        widths: instead of `depth`, the generator's width profile.
+        init: how a student starts: "random" or "pruned" (the teacher pruned
+            to its widths).
+        discriminator_depth: d of the discriminator beside it (adversarial
+            stages); None: its own d, or the last width of its profile.
     """
 
     role: str
-    depth: int
+    depth: Optional[int]
     epochs: int
     loss: Optional[str] = None
     kind: str = PIXEL
     fine_tune_epochs: int = 0
+    widths: Optional[Tuple[int, ...]] = None
+    init: str = RANDOM
+    discriminator_depth: Optional[int] = None
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"Unknown stage role {self.role!r}; choose one of {ROLES}.")
         if (self.role == STUDENT) != (self.loss is not None):
             raise ValueError(f"A loss is given to students only; got role {self.role!r} with loss {self.loss!r}.")
+        if (self.depth is None) == (self.widths is None):
+            raise ValueError(f"A stage has a depth or widths; got depth={self.depth!r}, widths={self.widths!r}.")
+        if self.init not in STUDENT_INITS or (self.init == PRUNED and self.role != STUDENT):
+            raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, 'pruned' for students only.")
+        if self.discriminator_depth is None:
+            object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 
     # What it is ---------------------------------------------------------
 
@@ -92,7 +108,26 @@ class StageSpec:
         """Epochs this stage trains (its own, or the fine-tuning's)."""
         return self.fine_tune_epochs if self.fine_tuning else self.epochs
 
+    @property
+    def generator_arguments(self):
+        """`Generator` keyword arguments of its architecture: `depth` or `widths`."""
+        return {"depth": self.depth} if self.widths is None else {"widths": self.widths}
+
+    @property
+    def pruned(self):
+        return self.init == PRUNED
+
     # Names and labels ---------------------------------------------------
+
+    @property
+    def architecture(self):
+        """"d2", or "w4-12-12-12" for a width profile: its part of names and folders."""
+        return f"d{self.depth}" if self.widths is None else "w" + "-".join(map(str, self.widths))
+
+    @property
+    def size_label(self):
+        """"d=2", or "widths 4-12-12-12"."""
+        return f"d={self.depth}" if self.widths is None else "widths " + "-".join(map(str, self.widths))
 
     @property
     def method(self):
@@ -105,8 +140,8 @@ class StageSpec:
 
     @property
     def leaf(self):
-        leaf = f"{self._recipe}_d{self.depth}" if self.role == STUDENT else f"d{self.depth}"
-        return leaf + (f"_qat{self.fine_tune_epochs}" if self.fine_tuning else "")
+        leaf = f"{self._recipe}_{self.architecture}" if self.role == STUDENT else self.architecture
+        return leaf + ("_pruned" if self.pruned else "") + (f"_qat{self.fine_tune_epochs}" if self.fine_tuning else "")
 
     @property
     def folder(self):
@@ -123,7 +158,7 @@ class StageSpec:
         """A student's recipe in words ("MSE + features"); None for other roles."""
         if self.role != STUDENT:
             return None
-        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms)
+        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms) + (", pruned start" if self.pruned else "")
 
     @property
     def label(self):
@@ -133,9 +168,10 @@ class StageSpec:
 
 def plan_stages(config):
     """Every training stage of a run, in the order the plan lists them: the
-    teacher candidates (none with a given teacher), then for each student size
-    each loss x kind student (each followed by its quantization-aware
-    fine-tuning when `config.qat_epochs`) and the scratch GAN of that size.
+    teacher candidates (none with a given teacher), then for each student
+    architecture (`student_depths`, then `student_widths`) each loss x kind x
+    init student (each followed by its quantization-aware fine-tuning when
+    `config.qat_epochs`) and the scratch GAN of that architecture.
 
     Args:
         config: an `ExperimentConfig`.
@@ -146,15 +182,21 @@ def plan_stages(config):
     stages = []
     if not config.teacher_path:
         stages += [StageSpec(TEACHER, depth, config.teacher_epochs) for depth in config.teacher_depths]
-    for depth in config.student_depths:
+    architectures = [dict(depth=depth) for depth in config.student_depths]
+    architectures += [dict(depth=None, widths=tuple(widths)) for widths in config.student_widths]
+    for architecture in architectures:
         for loss in config.losses:
             for kind in config.distillation:
-                student = StageSpec(STUDENT, depth, config.student_epochs, loss, kind)
-                stages.append(student)
-                if config.qat_epochs:
-                    stages.append(dataclasses.replace(student, fine_tune_epochs=config.qat_epochs))
+                for init in config.student_inits:
+                    student = StageSpec(
+                        STUDENT, epochs=config.student_epochs, loss=loss, kind=kind, init=init,
+                        discriminator_depth=config.discriminator_depth, **architecture,
+                    )
+                    stages.append(student)
+                    if config.qat_epochs:
+                        stages.append(dataclasses.replace(student, fine_tune_epochs=config.qat_epochs))
         if config.scratch:
-            stages.append(StageSpec(SCRATCH, depth, config.student_epochs))
+            stages.append(StageSpec(SCRATCH, epochs=config.student_epochs, discriminator_depth=config.discriminator_depth, **architecture))
     return tuple(stages)
 
 

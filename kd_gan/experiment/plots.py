@@ -83,7 +83,7 @@ def training_curves(results, path):
             for key, style in zip(keys, ("-", ":")):
                 if key in history:
                     epochs = range(1, len(history[key]) + 1)
-                    axis.plot(epochs, history[key], style, marker=".", label=f"d={entry['depth']} {key}")
+                    axis.plot(epochs, history[key], style, marker=".", label=f"{entry.get('size_label') or ''} {key}".strip())
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -116,7 +116,7 @@ def labelled_samples(results, rows, path):
         axis.set_xticks([])
         axis.set_yticks([])
         ratio = entry.get("compression_ratio") or 1.0
-        name = entry["label"] + (f", d={entry['depth']}" if entry["depth"] else "")
+        name = entry["label"] + (f", {entry['size_label']}" if entry.get("size_label") else "")
         axis.set_ylabel(f"{name}\n{entry['parameters']:,} parameters\n{ratio:,.0f}:1", rotation=0, ha="right", va="center", fontsize=8)
     figure.subplots_adjust(left=label_inches / width, right=0.995, top=0.99, bottom=0.01, hspace=0.08)
     figure.savefig(path, dpi=100)

@@ -230,28 +230,28 @@ def planned_stages(stages, config, steps_per_epoch, root, image_shape, teacher_c
     multiply-accumulates per image, when known."""
     batch, critic = config.batch_size, config.critic_steps
 
-    def generator(depth):
-        return Generator(config.latent_dim, image_shape, depth)
+    def generator(spec):
+        return Generator(config.latent_dim, image_shape, **spec.generator_arguments)
 
-    def gan_cost(depth, batch_size):
-        return gan_step_cost(generator(depth), Discriminator(image_shape, depth), batch_size, critic)
+    def gan_cost(spec, batch_size):
+        return gan_step_cost(generator(spec), Discriminator(image_shape, spec.discriminator_depth), batch_size, critic)
 
-    teachers = [spec.depth for spec in stages if spec.role == TEACHER]
+    teachers = [spec for spec in stages if spec.role == TEACHER]
     if teachers:
-        teacher_cost = max(count_multiply_accumulates(generator(depth)) for depth in teachers)
+        teacher_cost = max(count_multiply_accumulates(generator(spec)) for spec in teachers)
     planned = []
     for spec in stages:
-        student = 3 * count_multiply_accumulates(generator(spec.depth))
+        student = 3 * count_multiply_accumulates(generator(spec))
         if spec.fine_tuning:  # Pixel MSE through the int8 view, the teacher run on fresh z.
             cost = batch * (student + teacher_cost)
         elif spec.role == STUDENT:
             # A teacher pass per step without a cache, and for feature maps always.
             cost = student + (teacher_cost if not config.teacher_cache or spec.distils_features else 0)
             if spec.joint:
-                cost += gan_cost(spec.depth, 1) - student
+                cost += gan_cost(spec, 1) - student
             cost *= batch
         else:
-            cost = gan_cost(spec.depth, batch)
+            cost = gan_cost(spec, batch)
         planned.append(PlannedStage(
             spec.name, spec.training_epochs * steps_per_epoch, cost,
             "adversarial" if spec.adversarial else "distillation", Stage(root, spec).done(), scored=not spec.fine_tuning,

@@ -64,7 +64,7 @@ def csv_rows(results):
         training = entry.get("training") or {}
         rows.append({
             "name": entry["name"], "method": entry["method"], "role": entry["role"], "label": entry["label"],
-            "depth": entry["depth"],
+            "depth": entry["depth"], "architecture": entry.get("architecture"), "size_label": entry.get("size_label"),
             "parameters": entry["parameters"], "compression_ratio": round(entry["compression_ratio"], 3),
             "score_name": name, "score": quality.get(name), "fid": quality.get("fid"),
             "fid_samples": quality.get("num_samples"), "reference_count": quality.get("reference_count"),
@@ -109,7 +109,7 @@ def results_table(results):
         if row["kid_std"] is not None:
             kid += f" ± {1000 * row['kid_std']:.1f}"
         lines.append(
-            f"| {row['label']} | {row['depth'] or ''} | {row['parameters']:,} | "
+            f"| {row['label']} | {row['depth'] or (row['size_label'] or '').replace('widths ', '')} | {row['parameters']:,} | "
             f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
             f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
             f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
@@ -154,8 +154,8 @@ def findings(results):
     if teacher["fid"] is None:
         return ["No evaluation was run (eval_samples=0): see the training losses and the grids."]
     lines = []
-    for depth in sorted({row["depth"] for row in rows[1:]}):
-        at_depth = {row["method"]: row for row in rows[1:] if row["depth"] == depth}
+    for architecture in dict.fromkeys(row["architecture"] for row in rows[1:]):  # In plan order.
+        at_depth = {row["method"]: row for row in rows[1:] if row["architecture"] == architecture}
         scratch = at_depth.get("scratch")
         for method in student_methods(rows):
             student = at_depth.get(method)
@@ -169,14 +169,14 @@ def findings(results):
                 )
             if scratch is None:  # Students only (scratch=False).
                 lines.append(
-                    f"d={depth} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
+                    f"{student['size_label']} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
                     f"{student['fid']:.1f} (teacher {teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher "
                     f"{teacher['vol']:,.0f})."
                 )
                 continue
             verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
             lines.append(
-                f"d={depth} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
+                f"{student['size_label']} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
                 f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
                 f"{teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher {teacher['vol']:,.0f}, scratch "
                 f"{scratch['vol']:,.0f})."
@@ -205,7 +205,7 @@ def markdown(results):
     name = classifiers.score_name(results["dataset"])
     teacher = results["models"][0]
     real = results.get("real") or {}
-    depths = sorted({entry["depth"] for entry in results["models"][1:]})
+    sizes = list(dict.fromkeys(entry.get("size_label") or "" for entry in results["models"][1:]))
     out = [
         f"# Compressing a {results['dataset']} GAN by knowledge distillation",
         "",
@@ -215,7 +215,7 @@ def markdown(results):
             if not config.get("teacher_path")
             else f", loaded from `{config['teacher_path']}`)."
         ),
-        f"Students of depth d = {', '.join(map(str, depths))} distilled with the "
+        f"Students of {', '.join(sizes)} distilled with the "
         f"{' and '.join(results['losses'])} loss"
         + (
             f"; each size also trained from scratch as an ordinary GAN with the same {config['student_epochs']} epochs."
@@ -286,7 +286,7 @@ def markdown(results):
                 f"{_number(quality.get('fid'), 1)} | {'yes' if candidate.get('selected') else ''} |"
             )
         out.append("")
-    rows = ", ".join(f"{e['label']} d={e['depth']}" for e in results["models"])
+    rows = ", ".join(f"{e['label']} {e.get('size_label') or ''}".strip() for e in results["models"])
     out += [
         "## Samples",
         "",

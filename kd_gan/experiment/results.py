@@ -21,6 +21,8 @@ class ModelResult:
         role: "teacher", "student" or "scratch".
         label: its method in words (`StageSpec.label`), e.g. "student (MSE)".
         recipe: a student's recipe in words ("joint + features"); None otherwise.
+        architecture: "d2", or "w4-12-12-12" for a width profile (None for a given teacher).
+        size_label: the architecture in words: "d=2", "widths 4-12-12-12".
         depth: depth scale factor d (None for a given teacher of unknown depth).
         parameters: its parameter count.
         training: its stage's training record (`training.json`), or the given
@@ -47,6 +49,8 @@ class ModelResult:
     fidelity: Optional[dict] = None
     compression_ratio: Optional[float] = None
     selected: Optional[bool] = None
+    architecture: Optional[str] = None
+    size_label: Optional[str] = None
 
     @classmethod
     def of(cls, stage, generator, training, root):
@@ -56,6 +60,7 @@ class ModelResult:
             name=stage.name, method=spec.method, role=spec.role, label=spec.label, recipe=spec.recipe_label,
             depth=getattr(generator, "depth", None), parameters=count_parameters(generator), training=training,
             path=os.path.relpath(stage.model_path, root), evaluation_path=stage.evaluation_path,
+            architecture=spec.architecture, size_label=spec.size_label,
         )
 
     @classmethod
@@ -64,6 +69,7 @@ class ModelResult:
         return cls(
             name=plan.TEACHER, method=plan.TEACHER, role=plan.TEACHER, label=plan.TEACHER, recipe=None,
             depth=getattr(generator, "depth", None), parameters=count_parameters(generator), training=training,
+            size_label=f"d={generator.depth}" if getattr(generator, "depth", None) else None,
         )
 
     def record(self):

@@ -51,7 +51,8 @@ from kd_gan.experiment.streams import RunStreams
 from kd_gan.export.converters import VerificationError
 from kd_gan.models import precision
 from kd_gan.models.any_generator import check_generator, load_generator
-from kd_gan.models.dcgan import Discriminator, Generator
+from kd_gan.models.dcgan import Discriminator, Generator, dcgan_widths
+from kd_gan.models.pruning import prune_generator
 from kd_gan.training import objectives, optimizers
 from kd_gan.training.gan import GAN
 
@@ -88,7 +89,7 @@ class Experiment:
         with self.strategy.scope():
             generator = self._generator(stage)
             trainer = GAN(
-                generator, Discriminator(self.image_shape, stage.spec.depth, dtype=self.policy), seed=config.seed,
+                generator, Discriminator(self.image_shape, stage.spec.discriminator_depth, dtype=self.policy), seed=config.seed,
                 objective=config.objective, critic_steps=config.critic_steps,
             )
             trainer.compile(
@@ -100,12 +101,14 @@ class Experiment:
             discriminator=trainer.discriminator if stage.spec.role == plan_lib.TEACHER else None, callbacks=callbacks,
         ))
 
-    def _generator(self, stage):
-        return Generator(
-            # TensorFlow's name scopes take no "+" (student kinds such as "mse+features").
-            self.config.latent_dim, self.image_shape, stage.spec.depth, name=f"{stage.name.replace('+', '-')}_generator",
-            dtype=self.policy,
-        )
+    def _generator(self, stage, teacher=None):
+        """The stage's generator: fresh, or (a pruned student) the teacher pruned to its widths."""
+        # TensorFlow's name scopes take no "+" (student kinds such as "mse+features").
+        name = f"{stage.name.replace('+', '-')}_generator"
+        if stage.spec.pruned:
+            widths = stage.spec.widths or dcgan_widths(stage.spec.depth, self.image_shape[0])
+            return prune_generator(precision.float32_copy(teacher), widths, name=name, dtype=self.policy)
+        return Generator(self.config.latent_dim, self.image_shape, name=name, dtype=self.policy, **stage.spec.generator_arguments)
 
     def distil(self, stage, teacher):
         if stage.done():
@@ -114,8 +117,8 @@ class Experiment:
         joint = spec.joint
         self.seed_stage(stage)
         with self.strategy.scope():
-            student = self._generator(stage)
-            discriminator = Discriminator(self.image_shape, spec.depth, dtype=self.policy) if joint else None
+            student = self._generator(stage, teacher)
+            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=self.policy) if joint else None
             distillation_losses, weights = self.distillation_losses(spec)
             trainer = Distiller(
                 precision.with_policy(teacher, self.policy),  # The frozen teacher computes in the run's precision too.
@@ -159,7 +162,11 @@ class Experiment:
         """The given teacher, checked against the data set (latent size, image shape, range)."""
         with self.strategy.scope():
             teacher = load_generator(self.config.teacher_path)
-        check_generator(teacher, self.config.latent_dim, self.image_shape, f"teacher_path={self.config.teacher_path!r}")
+        source = f"teacher_path={self.config.teacher_path!r}"
+        check_generator(teacher, self.config.latent_dim, self.image_shape, source)
+        for spec in self.stages:
+            if spec.pruned:  # Refused here, before anything trains.
+                prune_generator(teacher, spec.widths or dcgan_widths(spec.depth, self.image_shape[0]))
         return teacher
 
     # The run --------------------------------------------------------------
@@ -300,8 +307,8 @@ class Experiment:
     def _teacher_discriminator(self, teacher_result):
         """The chosen teacher's discriminator file (None for a given teacher), checked
         up front when a perceptual student without a discriminator of its own needs it."""
-        spec = plan_lib.StageSpec(plan_lib.TEACHER, teacher_result.depth, self.config.teacher_epochs)
-        path = None if self.config.teacher_path else self.stage(spec).discriminator_path
+        teachers = {spec.name: spec for spec in plan_lib.of_role(self.stages, plan_lib.TEACHER)}
+        path = None if self.config.teacher_path else self.stage(teachers[teacher_result.name]).discriminator_path
         path = path if path and os.path.isfile(path) else None
         if any(spec.perceptual for spec in self.stages):
             logging.info("Perceptual students read %s.", path or "their own discriminators (no teacher discriminator)")

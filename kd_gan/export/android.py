@@ -154,12 +154,19 @@ def main(argv):
     print(f"Wrote {flags.FLAGS.output}")
 
 
-def cli():
-    """`python -m kd_gan.android`: defines its flags, then runs `main`."""
-    from absl import app, flags
+def define_flags():
+    """The command's flags (defined only when it runs as a command)."""
+    from absl import flags
 
     flags.DEFINE_string("tflite", None, "Generator file (.tflite) written by kd_gan.export.", required=True)
     flags.DEFINE_string("output", None, "Kotlin file to write (default: print).")
+
+
+def cli():
+    """Defines the flags, then runs `main`."""
+    from absl import app
+
+    define_flags()
     app.run(main)
 
 

@@ -65,7 +65,7 @@ VERIFICATION_STREAM = 1  # Verification z come from rng([seed, 1]); calibration 
 
 
 def _to_uint8(images):
-    """[-1, 1] -> uint8 [0, 255], rounding as `kd_gan.images.to_uint8` does.
+    """[-1, 1] -> uint8 [0, 255], rounding as `kd_gan.data.pixels.to_uint8` does.
 
     Clipped to [0, 255] first, the cast's truncation is the floor: one op
     fewer in a `.tflite` file than flooring, with the same values.
@@ -362,14 +362,21 @@ def main(argv):
     print(f"Wrote {summary_path}")
 
 
-def cli():
-    """`python -m kd_gan.export`: defines its flags, then runs `main`."""
-    from absl import app, flags
+def define_flags():
+    """The command's flags (defined only when it runs as a command)."""
+    from absl import flags
 
     flags.DEFINE_string("generator", None, "Generator to export (.keras).", required=True)
     flags.DEFINE_string("output_dir", "export", "Output folder.")
     flags.DEFINE_list("formats", ["tflite"], f"Any of {', '.join(FORMATS)}.")
     flags.DEFINE_list("quantizations", ["none"], f"TFLite variants, any of {', '.join(QUANTIZATIONS)}.")
+
+
+def cli():
+    """Defines the flags, then runs `main`."""
+    from absl import app
+
+    define_flags()
     app.run(main)
 
 

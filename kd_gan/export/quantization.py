@@ -89,7 +89,7 @@ class QuantizedView(keras.Model):
         if generator.dtype_policy.compute_dtype != "float32":
             raise InputError(
                 f"QuantizedView needs a float32 generator; got compute dtype {generator.dtype_policy.compute_dtype!r}: "
-                "pass kd_gan.precision.float32_copy(generator)."
+                "pass kd_gan.models.float32_copy(generator)."
             )
         self.generator = generator
         self.latent_dim = generator.latent_dim

@@ -6,6 +6,7 @@ from kd_gan.models.precision import PRECISIONS, float32_copy, policy, with_polic
 from kd_gan.models.tflite_generator import TFLiteGenerator, run_tflite
 from kd_gan.models.dcgan import Discriminator, Generator, LeakyReLU, dcgan_widths, generator_layout
 from kd_gan.models.pruning import prune_generator
+from kd_gan.models.pretrained import pretrained, pretrained_path
 from kd_gan.models.counting import compression_ratio, count_multiply_accumulates, count_parameters
 from kd_gan.models.any_generator import (
     check_generator,
@@ -37,6 +38,8 @@ __all__ = [
     "latent_size",
     "load_generator",
     "policy",
+    "pretrained",
+    "pretrained_path",
     "prune_generator",
     "run_tflite",
     "with_policy",

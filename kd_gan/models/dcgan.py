@@ -87,7 +87,7 @@ def dcgan_widths(depth, image_size):
     return tuple(_widths(_validate_depth(depth), len(generator_layout(image_size)) - 1))
 
 
-def _validate_widths(widths, image_size):
+def check_widths(widths, image_size):
     maps = len(generator_layout(image_size)) - 1
     allowed = f"{maps} integers >= 1, the channels of the {maps} feature maps from the 4x4 projection on"
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) != maps:
@@ -172,7 +172,7 @@ class Generator(_LayerStack):
             `(4, 12, 12, 12)` for 64x64 images: a budget spent on the path to
             the image rather than on the projection. `depth` is then None.
         **kwargs: passed to `keras.Model`, e.g. `name`, or `dtype`: a Keras
-            policy such as "mixed_bfloat16" (`kd_gan.precision.policy`), which
+            policy such as "mixed_bfloat16" (`kd_gan.models.policy`), which
             every layer computes under (the tanh output stays float32).
 
     Example:
@@ -193,7 +193,7 @@ class Generator(_LayerStack):
             raise InputError(f"Give depth or widths, not both. Received: depth={depth!r}, widths={widths!r}")
         self.depth = None if widths is not None else _validate_depth(64 if depth is None else depth)
         self.widths = (
-            dcgan_widths(self.depth, self.image_shape[0]) if widths is None else _validate_widths(widths, self.image_shape[0])
+            dcgan_widths(self.depth, self.image_shape[0]) if widths is None else check_widths(widths, self.image_shape[0])
         )
 
         sizes = generator_layout(self.image_shape[0])

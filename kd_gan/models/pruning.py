@@ -10,7 +10,7 @@ import numpy as np
 from keras import layers
 
 from kd_gan.errors import InputError
-from kd_gan.models.dcgan import Generator, _validate_widths, generator_layout
+from kd_gan.models.dcgan import Generator, check_widths, generator_layout
 
 CRITERIA = ("batch_norm", "filter_norm")
 
@@ -40,7 +40,7 @@ def _kept(scores, count):
     return np.sort(np.argsort(-scores, kind="stable")[:count])
 
 
-def prune_generator(teacher, widths, criterion="batch_norm", name=None):
+def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs):
     """A `Generator` of width profile `widths` holding the teacher's most
     important channels of every feature map, with their weights.
 
@@ -52,9 +52,10 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None):
             norm after the map, the network-slimming criterion) or
             "filter_norm" (L2 norm of the weights that write the channel).
         name: the student's name (default: the teacher's with "_pruned").
+        **kwargs: passed to the student `Generator`, e.g. `dtype` (a Keras policy).
 
     Returns:
-        The student, in float32, already close to the teacher; with the
+        The student (float32 unless `dtype` says otherwise), already close to the teacher; with the
         teacher's own widths it computes the teacher's output.
 
     Raises:
@@ -76,14 +77,14 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None):
     if criterion not in CRITERIA:
         raise InputError(f"Unknown pruning criterion {criterion!r}; choose one of {CRITERIA}.")
     size = teacher.image_shape[0]
-    widths = _validate_widths(widths, size)
+    widths = check_widths(widths, size)
     wider = [(i, w, t) for i, (w, t) in enumerate(zip(widths, teacher.widths)) if w > t]
     if wider:
         listing = ", ".join(f"map {i}: {w} > {t}" for i, w, t in wider)
         raise InputError(
             f"A pruned student cannot be wider than its teacher ({listing}); the teacher's widths are {teacher.widths}."
         )
-    student = Generator(teacher.latent_dim, teacher.image_shape, widths=widths, name=name or f"{teacher.name}_pruned")
+    student = Generator(teacher.latent_dim, teacher.image_shape, widths=widths, name=name or f"{teacher.name}_pruned", **kwargs)
     teacher_maps, teacher_output = _maps(teacher)
     student_maps, student_output = _maps(student)
     base = generator_layout(size)[0]

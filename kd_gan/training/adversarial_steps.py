@@ -1,7 +1,7 @@
 """The adversarial update steps: a discriminator step alone (the critic steps
 of WGAN-GP) and the simultaneous step of generator and discriminator, with the
 optional distillation term of the paper's joint loss. The losses themselves
-are in `kd_gan.objectives`.
+are in `kd_gan.training.objectives`.
 """
 
 import tensorflow as tf
@@ -73,7 +73,7 @@ def adversarial_update(
     when the term is `mse_weight * MSE(G(z), T(z))`.
 
     Args:
-        objective: "ns", "hinge" or "wgan-gp" (`kd_gan.objectives`).
+        objective: "ns", "hinge" or "wgan-gp" (`kd_gan.training.objectives`).
         seed: integer seed of the run (WGAN-GP's interpolation draws).
         distillation: None, or a function `z -> (images, terms, total)`
             running the generator (training mode) and comparing it with its

@@ -1,7 +1,7 @@
 """The `GAN` model: teachers and the equal-size scratch baselines.
 
-Its steps are `kd_gan.adversarial`'s (which the Distiller's joint loss
-shares), its losses `kd_gan.objectives`'.
+Its steps are `kd_gan.training.adversarial_steps`'s (which the Distiller's joint loss
+shares), its losses `kd_gan.training.objectives`'.
 """
 
 import keras
@@ -36,7 +36,7 @@ class GAN(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
     A generator optimizer with `use_ema` (`optimizers.default_optimizer(ema_decay=...)`)
     keeps a moving average of the generator's weights; `fit` ends with the
     averages written into the generator and its batch-norm statistics
-    recomputed for them (`kd_gan.weight_average`), the discriminator keeping
+    recomputed for them (`kd_gan.training.weight_average`), the discriminator keeping
     its own weights.
 
     Args:
@@ -49,7 +49,7 @@ class GAN(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             example).
         seed: integer seed of the latent draws.
         objective: "ns" (non-saturating, the paper's), "hinge" or "wgan-gp"
-            (`kd_gan.objectives`).
+            (`kd_gan.training.objectives`).
         critic_steps: discriminator steps per generator step; None: the
             objective's (5 for "wgan-gp", else 1).
         **kwargs: passed to `keras.Model`.
