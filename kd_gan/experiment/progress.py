@@ -230,8 +230,12 @@ def planned_stages(stages, config, steps_per_epoch, root, image_shape, teacher_c
     multiply-accumulates per image, when known."""
     batch, critic = config.batch_size, config.critic_steps
 
+    built = {}  # One generator per architecture: the plan repeats each for every loss, kind and init.
+
     def generator(spec):
-        return Generator(config.latent_dim, image_shape, **spec.generator_arguments)
+        if spec.architecture not in built:
+            built[spec.architecture] = Generator(config.latent_dim, image_shape, **spec.generator_arguments)
+        return built[spec.architecture]
 
     def gan_cost(spec, batch_size):
         return gan_step_cost(generator(spec), Discriminator(image_shape, spec.discriminator_depth), batch_size, critic)
@@ -241,7 +245,8 @@ def planned_stages(stages, config, steps_per_epoch, root, image_shape, teacher_c
         teacher_cost = max(count_multiply_accumulates(generator(spec)) for spec in teachers)
     planned = []
     for spec in stages:
-        student = 3 * count_multiply_accumulates(generator(spec))
+        if spec.role == STUDENT:  # Its forward and backward pass.
+            student = 3 * count_multiply_accumulates(generator(spec))
         if spec.fine_tuning:  # Pixel MSE through the int8 view, the teacher run on fresh z.
             cost = batch * (student + teacher_cost)
         elif spec.role == STUDENT:
