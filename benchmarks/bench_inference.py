@@ -9,11 +9,15 @@ LiteRT interpreter on the same threads: the baseline a student on a phone is
 compared with. Weights are random: latency does not depend on them.
 
 Prints one markdown table (p50: the best of --rounds interleaved rounds' medians; p95 over all calls;
-images/s = 1 / mean latency over all calls; file
+images/s = 1 / mean latency over all calls; every .tflite file on each LiteRT
+engine (XNNPACK, built-in kernels), the row's p50 the faster one's; students'
+files in both forms of the transposed convolutions (sub-pixel, as shipped, and
+TRANSPOSE_CONV, as converted before); file
 bytes, multiply-accumulates per image, speed-up over the teacher's float32 and
 int8 `.tflite`, bytes of activation tensors), the int8 / float32 size and time
 ratios per student depth, and a few checks as measured facts (yes/no with the
-numbers; nothing is asserted). Writes the same as JSON.
+numbers; nothing is asserted). Writes the same as JSON, with the CPU
+(model, vendor, AMX/AVX512 flags) the numbers were measured on.
 
     python benchmarks/bench_inference.py --dataset=mnist --depths=1,2,4,8,64 --calls=200 --rounds=3
 """
@@ -38,6 +42,10 @@ flags.DEFINE_integer("calls", 300, "Timed batch-1 calls per model and round.")
 flags.DEFINE_integer("rounds", 3, "Rounds over all models, interleaved, so that a slow spell of a shared machine "
                      "falls on every model alike; p50: the best round's median, p95 over all calls.", lower_bound=1)
 flags.DEFINE_integer("threads", 1, "Threads for TensorFlow and LiteRT.")
+flags.DEFINE_list("engines", ["xnnpack", "builtin"], "LiteRT engines every file is timed on; a row's p50 is the "
+                  "fastest one's (what `TFLiteGenerator(engine='auto')` and the run's latency pick).")
+flags.DEFINE_list("forms", ["sub_pixel", "transposed"], "How the students' transposed convolutions are written in "
+                  "the file: sub_pixel (what kd_gan ships) and/or transposed (TRANSPOSE_CONV ops, as before).")
 flags.DEFINE_string("output", "benchmarks/results/inference.json", "JSON output path.")
 FLAGS = flags.FLAGS
 
@@ -175,12 +183,12 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     import keras
-    from ai_edge_litert.interpreter import Interpreter
 
     from kd_gan import Generator, count_parameters
     from kd_gan.export import converters as export
     from kd_gan.data.loading import IMAGE_SHAPES
     from kd_gan._io import write_json
+    from kd_gan.models import precision, tflite_generator
     from kd_gan.models.counting import count_multiply_accumulates
 
     keras.utils.set_random_seed(0)
@@ -206,19 +214,23 @@ def main(argv):
             quantizations = list(FLAGS.quantizations) if depth in tflite_depths else []
             if depth == teacher_depth:
                 quantizations += [q for q in TEACHER_QUANTIZATIONS if q not in quantizations]
+            forms = list(FLAGS.forms) if depth != teacher_depth else ["sub_pixel"]
             for quantization in quantizations:
-                path = os.path.join(folder, f"d{depth}_{quantization}.tflite")
-                export.export_tflite(generator, path, quantization=quantization, verify=False)
-                interpreter = Interpreter(model_path=path, num_threads=FLAGS.threads)
-                runner = interpreter.get_signature_runner(export.SIGNATURE)
-                uint8_runner = interpreter.get_signature_runner(export.UINT8_SIGNATURE)
-                entries.append(dict(
-                    name=_display_name(quantization), depth=depth, parameters=parameters,
-                    multiply_accumulates=multiply_accumulates, bytes=os.path.getsize(path),
-                    call=lambda runner=runner: runner(z=z), quantization=quantization,
-                    uint8_call=lambda runner=uint8_runner: runner(z=z),
-                    activation_bytes=_activation_bytes(interpreter, path, export.SIGNATURE),
-                ))
+                for form in forms:
+                    path = os.path.join(folder, f"d{depth}_{quantization}_{form}.tflite")
+                    export.export_tflite(generator, path, quantization=quantization, verify=False, sub_pixel=form == "sub_pixel")
+                    for engine in FLAGS.engines:
+                        interpreter = tflite_generator.interpreter(path, FLAGS.threads, engine)
+                        runner = interpreter.get_signature_runner(export.SIGNATURE)
+                        uint8_runner = interpreter.get_signature_runner(export.UINT8_SIGNATURE)
+                        entries.append(dict(
+                            name=_display_name(quantization) + ("" if form == "sub_pixel" else " (TRANSPOSE_CONV)"),
+                            depth=depth, parameters=parameters, form=form, engine=engine,
+                            multiply_accumulates=multiply_accumulates, bytes=os.path.getsize(path),
+                            call=lambda runner=runner: runner(z=z), quantization=quantization,
+                            uint8_call=lambda runner=uint8_runner: runner(z=z),
+                            activation_bytes=_activation_bytes(interpreter, path, export.SIGNATURE),
+                        ))
         # The `generate` signature of every model, then `generate_uint8` (what
         # the Android snippet calls) of every file, all interleaved.
         uint8_entries = [entry for entry in entries if "uint8_call" in entry]
@@ -226,18 +238,29 @@ def main(argv):
         latencies = _time_interleaved(functions, FLAGS.calls, FLAGS.rounds)
         for entry, entry_latencies in zip(uint8_entries, latencies[len(entries):]):
             entry["uint8_p50_ms"] = round(float(min(np.median(r) for r in entry_latencies)) * 1000, 4)
-    rows, tflite_rows = [], {}  # tflite_rows: (depth, quantization) -> row.
+    rows, tflite_rows = [], {}  # tflite_rows: (depth, quantization) -> row of the shipped (sub-pixel) file.
+    by_file = {}  # (depth, quantization, form) -> the file's row (its fastest engine's numbers).
     for entry, entry_latencies in zip(entries, latencies):
         row = _summary(
             entry["name"], entry["depth"], entry["parameters"], entry["multiply_accumulates"], entry["bytes"],
             entry_latencies,
         )
-        if "quantization" in entry:
-            row["quantization"] = entry["quantization"]
-            row["activation_bytes_upper_bound"] = entry["activation_bytes"]
-            row["uint8_p50_ms"] = entry["uint8_p50_ms"]
-            tflite_rows[entry["depth"], entry["quantization"]] = row
+        if "quantization" not in entry:
+            rows.append(row)
+            continue
+        row.update(quantization=entry["quantization"], form=entry["form"], engine=entry["engine"],
+                   activation_bytes_upper_bound=entry["activation_bytes"], uint8_p50_ms=entry["uint8_p50_ms"])
+        key = (entry["depth"], entry["quantization"], entry["form"])
+        engines = by_file.setdefault(key, {})
+        engines[entry["engine"]] = row
+    files = {}  # (depth, quantization, form) -> the file's row.
+    for key, engines in by_file.items():
+        row = files[key] = dict(min(engines.values(), key=lambda r: r["p50_ms"]))
+        row["p50_ms_by_engine"] = {engine: r["p50_ms"] for engine, r in engines.items()}
+        row["uint8_p50_ms"] = min(r["uint8_p50_ms"] for r in engines.values())
         rows.append(row)
+        if key[2] == "sub_pixel":
+            tflite_rows[key[0], key[1]] = row
 
     teacher_ms = {q: tflite_rows[teacher_depth, q]["p50_ms"] for q in TEACHER_QUANTIZATIONS}
     for row in rows:
@@ -262,12 +285,20 @@ def main(argv):
                 "p50_ratio": round(int8["p50_ms"] / float32["p50_ms"], 3),
                 "float32_uint8_p50_ms": float32["uint8_p50_ms"],
                 "int8_uint8_p50_ms": int8["uint8_p50_ms"],
+                "float32_engine": float32["engine"],
+                "int8_engine": int8["engine"],
+                "int8_p50_ms_by_engine": int8["p50_ms_by_engine"],
+                "float32_p50_ms_by_engine": float32["p50_ms_by_engine"],
             })
+            transposed = files.get((depth, "int8", "transposed"))
+            if transposed is not None:
+                ratios[-1]["int8_transposed_p50_ms_by_engine"] = transposed["p50_ms_by_engine"]
     checks = _checks(ratios, tflite_rows, teacher_depth, teacher_ms["none"])
 
     litert_version = metadata.version("ai-edge-litert")
+    cpu = precision.cpu_record()
     print(
-        f"{FLAGS.dataset} {shape}, batch 1, {FLAGS.threads} thread(s), {FLAGS.calls} calls x {FLAGS.rounds} interleaved rounds, TF {tf.__version__}, "
+        f"{precision.cpu_label(cpu)}\n{FLAGS.dataset} {shape}, batch 1, {FLAGS.threads} thread(s), {FLAGS.calls} calls x {FLAGS.rounds} interleaved rounds, TF {tf.__version__}, "
         f"LiteRT {litert_version}, teacher d={teacher_depth}"
     )
     print(
@@ -278,24 +309,27 @@ def main(argv):
         ".tflite p50 / this int8 row's p50. Activations: bytes of the non-constant tensors of the `generate` "
         "subgraph, an upper bound of LiteRT's activation arena (which reuses memory).\n"
     )
-    print("| model | role | d | parameters | MACs | bytes | p50 ms | p95 ms | images/s | uint8 p50 ms | "
+    print("| model | role | d | parameters | MACs | bytes | p50 ms | engine | p50 ms per engine | p95 ms | images/s | uint8 p50 ms | "
           "vs teacher fp32 | vs teacher int8 | activations (upper bound) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup_float32 = _format(row["speedup_vs_teacher_tflite_float32"], ",.1f", "x")
         speedup_int8 = _format(row["speedup_vs_teacher_tflite_int8"], ",.1f", "x")
         print(
             f"| {row['model']} | {row['role']} | {row['depth']} | {row['parameters']:,} | "
-            f"{row['multiply_accumulates_per_image']:,} | {row['bytes']:,} | {row['p50_ms']:.4f} | "
-            f"{row['p95_ms']:.4f} | {row['images_per_s']:,.0f} | {_format(row.get('uint8_p50_ms'), '.4f')} | {speedup_float32} | {speedup_int8} | {_format(row.get('activation_bytes_upper_bound'), ',')} |"
+            f"{row['multiply_accumulates_per_image']:,} | {row['bytes']:,} | {row['p50_ms']:.4f} | {row.get('engine', 'Keras')} | "
+            f"{' / '.join(f'{e} {v:.4f}' for e, v in row.get('p50_ms_by_engine', {}).items())} | {row['p95_ms']:.4f} | {row['images_per_s']:,.0f} | {_format(row.get('uint8_p50_ms'), '.4f')} | {speedup_float32} | {speedup_int8} | {_format(row.get('activation_bytes_upper_bound'), ',')} |"
         )
     print("\nStudents, int8 .tflite / float32 .tflite:\n")
-    print("| d | float32 bytes | int8 bytes | int8 / float32 bytes | float32 p50 ms | int8 p50 ms | int8 / float32 p50 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| d | float32 bytes | int8 bytes | int8 / float32 bytes | float32 p50 ms (engine) | int8 p50 ms (engine) | "
+          "int8 / float32 p50 | int8 with TRANSPOSE_CONV, per engine |")
+    print("|---|---|---|---|---|---|---|---|")
     for ratio in ratios:
+        before = ratio.get("int8_transposed_p50_ms_by_engine", {})
         print(
             f"| {ratio['depth']} | {ratio['float32_bytes']:,} | {ratio['int8_bytes']:,} | {ratio['bytes_ratio']:.3f} | "
-            f"{ratio['float32_p50_ms']:.4f} | {ratio['int8_p50_ms']:.4f} | {ratio['p50_ratio']:.3f} |"
+            f"{ratio['float32_p50_ms']:.4f} ({ratio['float32_engine']}) | {ratio['int8_p50_ms']:.4f} ({ratio['int8_engine']}) | "
+            f"{ratio['p50_ratio']:.3f} | {' / '.join(f'{e} {v:.4f}' for e, v in before.items())} |"
         )
     print("\nMeasured (not asserted):\n")
     print("| check | measured | holds |")
@@ -312,6 +346,7 @@ def main(argv):
         "settings": settings,
         "tensorflow": tf.__version__,
         "litert": litert_version,
+        "cpu": cpu,
         "results": rows,
         "int8_vs_float32": ratios,
         "checks": checks,

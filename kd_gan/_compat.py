@@ -40,3 +40,19 @@ def tflite_flatbuffer_utils():
     from tensorflow.lite.tools import flatbuffer_utils
 
     return flatbuffer_utils
+
+
+def tflite_quantize_calibrated(calibrated_model, denylisted_nodes, per_tensor_dense_layers):
+    """An int8 model from a calibrated float one, the `denylisted_nodes` kept in float.
+
+    TensorFlow's MLIR quantizer (`tensorflow.lite.python.convert.mlir_quantize`,
+    outside its public namespace), which the public `QuantizationDebugger`
+    calls without the per-tensor option for dense layers.
+    """
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_quantize(
+        calibrated_model,
+        denylisted_nodes=list(denylisted_nodes),
+        disable_per_channel_for_dense_layers=per_tensor_dense_layers,
+    )

@@ -164,16 +164,20 @@ def test_int8_projection_has_one_weight_scale_and_convolutions_one_per_channel(g
     model = _model(tflite_files["int8"]["path"])
     subgraph = model.subgraphs[0]
     dense, transposed = schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.TRANSPOSE_CONV
-    scales = {dense: [], transposed: []}
+    convolution = schema.BuiltinOperator.CONV_2D
+    scales = {dense: [], transposed: [], convolution: []}
     for operator in subgraph.operators:
         code = model.operatorCodes[operator.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin in scales:  # Weights are input 1 of both ops.
-            scales[builtin].append(len(subgraph.tensors[operator.inputs[1]].quantization.scale))
+        if builtin in scales:  # Weights are input 1 of these ops; float32 weights have no scale.
+            quantization = subgraph.tensors[operator.inputs[1]].quantization
+            scales[builtin].append(len(quantization.scale) if quantization and quantization.scale is not None else 0)
     assert scales[dense] == [1]
-    # Transposed convolutions (weights [out, k, k, in]): one scale per output
-    # channel: 2d, d, then the image's one channel (28x28x1, d = 4).
-    assert scales[transposed] == [8, 4, 1]
+    # Transposed convolutions ship as sub-pixel convolutions (weights
+    # [4 phases x out, k, k, in]): one scale per phase of each output channel,
+    # 4 x 2d, 4 x d (28x28x1, d = 4), then the image's layer in float32.
+    assert scales[transposed] == []
+    assert scales[convolution] == [32, 16, 0]
 
 
 def test_verification_json_is_written_beside_the_file(tflite_files):
@@ -277,3 +281,49 @@ def test_a_generator_whose_name_is_no_valid_scope_exports(generator, tmp_path, n
     record = export.export_tflite(named, str(tmp_path / "g.tflite"))
     assert record["verification"]["passed"]
     np.testing.assert_allclose(export.run_tflite(record["path"], latents()), keras_images(generator, latents()), atol=1e-4)
+
+
+# ---------------------------------------------------------------- LiteRT engines
+
+
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_both_litert_engines_draw_the_same_images(tflite_files, quantization):
+    from kd_gan.models.tflite_generator import TFLiteGenerator
+
+    path = tflite_files[quantization]["path"]
+    z = latents(4)
+    xnnpack, builtin = TFLiteGenerator(path, engine="xnnpack"), TFLiteGenerator(path, engine="builtin")
+    assert (xnnpack.engine, builtin.engine) == ("xnnpack", "builtin")
+    # int8 kernels may round a requantization differently: one level of the output's 1/128 grid at most.
+    np.testing.assert_allclose(xnnpack(z), builtin(z), atol=1e-5 if quantization == "none" else 2 / 128)
+
+
+def test_auto_picks_the_engine_measured_faster(tflite_files, monkeypatch):
+    from kd_gan.models import tflite_generator
+
+    path = tflite_files["int8"]["path"]
+    for faster, slower in (("builtin", "xnnpack"), ("xnnpack", "builtin")):
+        tflite_generator._fastest.cache_clear()
+        monkeypatch.setattr(tflite_generator, "_interleaved_medians",
+                            lambda runners, calls, rounds, f=faster, s=slower: {f: 1e-5, s: 3e-5})
+        assert tflite_generator.TFLiteGenerator(path).engine == faster
+        assert tflite_generator.fastest_engine(path) == faster
+    tflite_generator._fastest.cache_clear()
+
+
+def test_latency_records_both_engines_and_the_cpu(tflite_files):
+    from kd_gan.models.tflite_generator import measure_latency
+
+    record = measure_latency(tflite_files["int8"]["path"], calls=5, rounds=1)
+    assert set(record["latency_ms_by_engine"]) == {"xnnpack", "builtin"}
+    assert record["latency_ms"] == min(record["latency_ms_by_engine"].values()) > 0
+    assert record["latency_ms_by_engine"][record["latency_engine"]] == record["latency_ms"]
+    assert {"vendor", "model", "flags", "cores"} <= set(record["cpu"])
+
+
+def test_unknown_litert_engine_is_refused_by_name(tflite_files):
+    from kd_gan.errors import InputError
+    from kd_gan.models.tflite_generator import TFLiteGenerator
+
+    with pytest.raises(InputError, match="'gpu'.*auto"):
+        TFLiteGenerator(tflite_files["none"]["path"], engine="gpu")

@@ -37,8 +37,10 @@ def trained_like(image_shape, depth, seed=0):
     return generator
 
 
-def test_the_view_reproduces_the_int8_file_far_closer_than_the_float_model(tmp_path):
-    generator = trained_like((32, 32, 3), 2)
+@pytest.mark.parametrize("image_shape", [(32, 32, 3), (28, 28, 1)])
+def test_the_view_reproduces_the_int8_file_far_closer_than_the_float_model(tmp_path, image_shape):
+    # 28x28 crops between a transposed convolution and its batch norm: the file folds it through the crop.
+    generator = trained_like(image_shape, 2)
     path = str(tmp_path / "g_int8.tflite")
     export.export_tflite(generator, path, quantization="int8", verify=False)
     z = latents()
@@ -46,6 +48,7 @@ def test_the_view_reproduces_the_int8_file_far_closer_than_the_float_model(tmp_p
     float_error = mean_squared(generator(z, training=False), file_images)
     view_error = mean_squared(QuantizedView(generator)(z), file_images)
     assert float_error > 0
+    print(f"{image_shape}: view {view_error:.2e}, float model {float_error:.2e}")
     assert view_error < 0.1 * float_error
 
 

@@ -10,6 +10,7 @@ from kd_gan.evaluation import classifiers
 from kd_gan.experiment import evaluator
 from kd_gan.data import pixels
 from kd_gan.experiment import plots
+from kd_gan.models import precision
 from kd_gan.models.any_generator import generate
 from kd_gan._io import write_json
 
@@ -118,13 +119,25 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def _precision_sentence(config, results):
+    """The run's precision, naming the stages that trained in float32 instead (`Experiment.stage_policy`)."""
+    requested = config.get("precision", "float32")
+    entries = {entry["name"]: entry for entry in results.get("teacher_candidates", []) + results.get("models", [])}
+    in_float32 = [name for name, entry in entries.items()
+                  if (entry.get("training") or {}).get("dtype_policy") == "float32" and requested != "float32"]
+    if not in_float32:
+        return requested
+    return (f"{requested} ({', '.join(in_float32)} in float32: their steps are too small to gain from "
+            f"{requested} on a CPU)")
+
+
 def shipped_table(results):
     """The exported `.tflite` files: size, latency and the file's own scores
     (through LiteRT) against its Keras student's."""
     name = classifiers.score_name(results["dataset"])
     keras_quality = {entry["name"]: entry.get("quality") or {} for entry in results["models"]}
     lines = [
-        f"| student | file | bytes | p50 ms | {name} | FID | Keras {name} | Keras FID | FID change |",
+        f"| student | file | bytes | p50 ms (engine) | {name} | FID | Keras {name} | Keras FID | FID change |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for student, records in results["export"].items():
@@ -138,11 +151,18 @@ def shipped_table(results):
             reference = record.get("keras_quality") or keras_quality.get(student) or {}
             fid, keras_fid = quality.get("fid"), reference.get("fid")
             change = f"{100 * (fid - keras_fid) / keras_fid:+.1f}%" if fid is not None and keras_fid else "-"
+            latency = _number(record.get("latency_ms"), 4)
+            if record.get("latency_engine"):  # The faster LiteRT engine on this CPU (`measure_latency`).
+                latency += f" ({record['latency_engine']})"
             lines.append(
                 f"| {student} | `{os.path.basename(record['path'])}` | {record['bytes']:,} | "
-                f"{_number(record.get('latency_ms'), 4)} | {_number(quality.get(name), 2)} | {_number(fid, 1)} | "
+                f"{latency} | {_number(quality.get(name), 2)} | {_number(fid, 1)} | "
                 f"{_number(reference.get(name), 2)} | {_number(keras_fid, 1)} | {change} |"
             )
+    cpus = {precision.cpu_label(record["cpu"]) for records in results["export"].values() for record in records.values()
+            if isinstance(record, dict) and record.get("cpu")}
+    if cpus:
+        lines.append(f"\nLatency: batch 1, one LiteRT thread, the faster of XNNPACK and the built-in kernels, on {'; '.join(sorted(cpus))}.")
     return "\n".join(lines)
 
 
@@ -222,7 +242,7 @@ def markdown(results):
             if config.get("scratch", True)
             else f" ({config['student_epochs']} epochs; no scratch baselines)."
         )
-        + f" Trained in {config.get('precision', 'float32')}"
+        + f" Trained in {_precision_sentence(config, results)}"
         + (
             f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool"
             + (f", a fresh pool every {config['cache_refresh_epochs']} epochs." if config.get("cache_refresh_epochs") else ".")

@@ -3,10 +3,8 @@ of students fine-tuned under int8 rounding (`qat_epochs`), and each `.tflite`
 file's size, latency and scores, measured on the file itself through LiteRT."""
 
 import os
-import time
 
 import keras
-import numpy as np
 from absl import logging
 
 from kd_gan import _io
@@ -15,26 +13,9 @@ from kd_gan.experiment import progress
 from kd_gan.export import converters as export_lib
 from kd_gan.export.quantization import QuantizedView
 from kd_gan.models import precision
-from kd_gan.models.tflite_generator import INPUT_NAME, SIGNATURE, TFLiteGenerator, interpreter
+from kd_gan.models.tflite_generator import TFLiteGenerator, measure_latency
 
 QAT_LEARNING_RATE_FACTOR = 0.1  # Fine-tuning steps: a tenth of the student learning rate.
-LATENCY_CALLS = 200
-
-
-def latency_ms(path, calls=LATENCY_CALLS, num_threads=1):
-    """Median time of one batch-1 call of the file's `generate` signature, in ms
-    (after 20 warm-up calls; LiteRT with `num_threads`)."""
-    runner = interpreter(path, num_threads).get_signature_runner(SIGNATURE)
-    shape = runner.get_input_details()[INPUT_NAME]["shape"]
-    z = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for _ in range(20):
-        runner(**{INPUT_NAME: z})
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        runner(**{INPUT_NAME: z})
-        times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 4)
 
 
 def _copy(generator):
@@ -102,7 +83,7 @@ def export_students(config, root, generators, results, tuned=None, evaluator=Non
             continue
         for key, record in records.items():
             if key.startswith("tflite"):
-                record["latency_ms"] = latency_ms(record["path"])
+                record.update(measure_latency(record["path"]))  # Both LiteRT engines; the faster one's time.
                 if evaluator:
                     record.setdefault("keras_quality", result.quality)
                     record["quality"] = evaluator.quality(

@@ -29,7 +29,7 @@ from absl import logging
 
 from kd_gan.data import pixels as images_lib
 from kd_gan.models import precision
-from kd_gan.export import tflite_graph
+from kd_gan.export import subpixel, tflite_graph
 from kd_gan.models.any_generator import latent_size, load_generator
 from kd_gan.models.tflite_generator import INPUT_NAME, OUTPUT_NAME, SIGNATURE, UINT8_SIGNATURE, TFLiteGenerator, run_tflite  # noqa: F401 (TFLiteGenerator re-exported)
 from kd_gan._io import write_json
@@ -200,6 +200,8 @@ def export_tflite(
     representative_samples=CALIBRATION_SAMPLES,
     seed=0,
     verify=True,
+    sub_pixel=True,
+    float_last_layer=True,
 ):
     """Converts `generator` to a `.tflite` file with the `generate` signatures.
 
@@ -213,6 +215,12 @@ def export_tflite(
         representative_samples: calibration batches for "int8".
         seed: seed of the calibration latents.
         verify: run `verify_tflite` and write its JSON beside the file.
+        sub_pixel: write a kd_gan `Generator`'s transposed convolutions as
+            sub-pixel convolutions (`kd_gan.export.subpixel`: the same images,
+            and int8 files that XNNPACK runs at full speed); False converts
+            the layers as they are. Other generators are converted as they are.
+        float_last_layer: in an "int8" file, keep the last convolution's
+            weights in float32 (`tflite_graph.with_float_last_layer`).
 
     Returns:
         Dict: `path`, `quantization`, `bytes`, and the verification when run.
@@ -224,12 +232,20 @@ def export_tflite(
     """
     _check_quantization(quantization)
     generator = precision.float32_copy(generator)  # Trained in any precision, converted from float32.
+    graph = _scope_safe(generator)
+    if sub_pixel and subpixel.rewritable(graph):
+        graph = subpixel.SubPixelGenerator(graph)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        module = _Serving(_scope_safe(generator), batch_size)
+        module = _Serving(graph, batch_size)
         both = tf.function(module.generate_both, input_signature=[module.spec]).get_concrete_function()
         tf.saved_model.save(module, saved_model_dir, signatures={_TFLITE_SIGNATURE: both})
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
-        flatbuffer = tflite_graph.compact(converter.convert(), _UINT8_OUTPUT)
+        converted = converter.convert()
+        if quantization == "int8" and float_last_layer:
+            converted = tflite_graph.with_float_last_layer(
+                converted, lambda: _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
+            )
+        flatbuffer = tflite_graph.compact(converted, _UINT8_OUTPUT)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as file:
         file.write(flatbuffer)

@@ -7,19 +7,20 @@ rounding. `QuantizedView` runs a `Generator`'s own weights the way the int8
 Networks for Efficient Integer-Arithmetic-Only Inference", Sec. 3):
 
 - batch norm folded into the weights before them (its moving statistics
-  frozen, as in the file), weights rounded symmetrically to int8
-  ([-127, 127]): one scale for the projection, one per output channel for
-  the transposed convolutions, as `kd_gan.export` converts them;
+  frozen, as in the file; through a crop too), transposed convolutions in
+  the sub-pixel form the file holds (`kd_gan.export.subpixel`), weights
+  rounded symmetrically to int8 ([-127, 127]): one scale for the
+  projection, one per output channel of each sub-pixel convolution (a
+  phase of a channel), as `kd_gan.export` converts them, except the last
+  convolution's, which the file keeps in float32;
 - every tensor the file stores in int8 (z, each block's ReLU output, an
   output the converter cannot fuse, the image before and after tanh) rounded
   to 256 levels over the range the converter calibrates (min/max over
   `converters.calibration_latents`); tanh's output on the file's fixed grid
   (scale 1/128).
 
-On 32x32 and 64x64 layouts the view reproduces the int8 file to 1e-5 (mean
-squared difference, against 2e-4 for the float model; tests). On 28x28 the
-file keeps a batch norm apart (a crop sits between it and its weights) and
-rounds its scale constants too: the view there is close, not exact.
+The view reproduces the int8 file to 1e-5 (mean squared difference, against
+2e-4 for the float model; tests).
 
 Gradients pass the rounding straight through (`tf.quantization.fake_quant_*`).
 The view shares the student's variables: distilling the view
@@ -40,7 +41,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from kd_gan.export import converters
+from kd_gan.export import converters, subpixel
 from kd_gan.errors import InputError
 from kd_gan.models.dcgan import Generator
 
@@ -95,6 +96,8 @@ class QuantizedView(keras.Model):
         self.latent_dim = generator.latent_dim
         self.image_shape = generator.image_shape
         self._steps = _plan(generator.network)
+        # The file keeps the last convolution's weights in float32 (`export_tflite(float_last_layer=True)`).
+        [step for step in self._steps if isinstance(step.layer, layers.Conv2DTranspose)][-1].float_weights = True
         # Tensors the int8 file stores: z, ReLU outputs, the outputs of weighted layers and of
         # unfolded norms (scale, and shift unless a ReLU follows and is fused with it).
         names = ["z"] + [
@@ -166,12 +169,13 @@ class QuantizedView(keras.Model):
 
 class _Step:
     """One op of the int8 file's graph: a weighted layer with the batch norm
-    after it folded in (`norm`); a batch norm the converter could not fold
-    (a crop sits between it and its weights) as its scale and its shift
-    (`part`), two ops as in the file; or any other layer."""
+    after it (or after its crop) folded in (`norm`); a batch norm with no
+    weights before it as its scale and its shift (`part`), two ops as in the
+    file; or any other layer."""
 
     def __init__(self, layer, norm=None, part=None):
         self.layer, self.norm, self.part = layer, norm, part
+        self.float_weights = False
         self.name = layer.name if part is None else f"{layer.name}_{part}"
 
     def __call__(self, x, quantize):
@@ -199,9 +203,11 @@ class _Step:
         if dense:
             kernel = _fake_quantize_weights(kernel) if quantize else kernel
             return tf.matmul(x, kernel) + bias
-        kernel = _fake_quantize_weights(kernel, per_channel_axis=2) if quantize else kernel
-        return keras.ops.conv_transpose(x, kernel, strides=layer.strides, padding=layer.padding) + bias
-
+        # The file's form: a convolution per output phase (`subpixel`), each phase of a channel its own scale.
+        phases, paddings = subpixel.phase_kernel(kernel, layer.strides)
+        phases = _fake_quantize_weights(phases, per_channel_axis=3) if quantize and not self.float_weights else phases
+        biases = tf.tile(bias, [layer.strides[0] * layer.strides[1]])
+        return subpixel.sub_pixel_convolution(x, phases, biases, paddings, layer.strides[0])
 
 def _norm_scale(norm):
     return norm.gamma * tf.math.rsqrt(norm.moving_variance + norm.epsilon)
@@ -212,8 +218,10 @@ def _plan(network):
     steps = []
     for layer in network:
         previous = steps[-1] if steps else None
+        if previous and isinstance(previous.layer, layers.Cropping2D) and len(steps) > 1:
+            previous = steps[-2]  # A crop commutes with a per-channel affine: the norm folds through it.
         if isinstance(layer, layers.BatchNormalization) and previous and isinstance(previous.layer, _WEIGHTED):
-            previous.norm = layer  # Folded into the weights before it.
+            previous.norm = layer  # Folded into the weights before it (`subpixel.SubPixelGenerator` does so).
         elif isinstance(layer, layers.BatchNormalization):
             steps += [_Step(layer, part="scale"), _Step(layer, part="shift")]
         else:

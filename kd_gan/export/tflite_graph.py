@@ -1,5 +1,6 @@
 """Edits of a converted `.tflite` generator: its two signatures on one graph,
-an int8 file's uint8 image in one op, and nothing LiteRT does not need.
+an int8 file's uint8 image in one op, its last convolution in float32, and
+nothing LiteRT does not need.
 
 The TFLite converter turns one graph with both outputs (float32 and uint8
 images, `kd_gan.export`) into a file; `compact` rewrites it as the file that
@@ -33,6 +34,8 @@ def compact(flatbuffer, uint8_output):
       name in the converted graph). Converted as two signatures, the file held
       two copies of every tensor's and op's tables (2.5 kB, 11% of a d=2 MNIST
       int8 file); now a call computes both outputs.
+    - The graph's outputs are the float image, then the uint8 image (as the
+      signatures' order), for code that reads a plain interpreter's output 0.
     - In an int8 file, the uint8 image is one QUANTIZE op (int8 -> uint8) of
       the tensor the float image is dequantized from, instead of the
       converter's chain of int8 multiply, add, clipping, dequantize and cast
@@ -55,6 +58,7 @@ def compact(flatbuffer, uint8_output):
         signature.outputs = [copy.deepcopy(outputs[output_name])]
         signature.outputs[0].name = OUTPUT_NAME
         model.signatureDefs.append(signature)
+    _float_image_first(model)
     if len(model.subgraphs) == 1:  # Files with control flow (more graphs) keep the converter's graph.
         _requantize_uint8_output(model)
         _drop_unused(model)
@@ -66,6 +70,55 @@ def compact(flatbuffer, uint8_output):
             if tensor.shapeSignature is not None and list(tensor.shapeSignature) == list(tensor.shape):
                 tensor.shapeSignature = None
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+_CONVOLUTIONS = ("CONV_2D", "TRANSPOSE_CONV")
+
+
+def with_float_last_layer(converted, make_converter):
+    """The int8 file `converted` again, with its last convolution in float32.
+
+    The layer that draws the image has the generator's fewest input channels
+    (d) and most pixels: int8 kernels of that shape ran 2-8x slower than
+    float32 ones through XNNPACK on an Intel Xeon with AMX (a 64x64x3 d=1
+    file: 0.062 ms a call in int8, 0.025 ms with this layer in float32,
+    docs/DEPLOYMENT.md), for a few hundred weights. Its int8 input is
+    dequantized before it and its output quantized after it, on the ranges
+    calibrated as before, so `QuantizedView` needs only to leave its weights
+    unrounded. Kept as converted where the graph has no convolution.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=converted)
+    tensors = interpreter.get_tensor_details()
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] in _CONVOLUTIONS]
+    if not convolutions:
+        return converted
+    last = tensors[convolutions[-1]["outputs"][0]]["name"]
+    converter = make_converter()
+    # Float kernels where asked for (the denylisted node), int8 everywhere else.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    # The public debugger calibrates the model as the converter does; quantized
+    # here with the converter's per-tensor dense option, which it would drop.
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=converter.representative_dataset,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[last]),
+    )
+    return _compat.tflite_quantize_calibrated(debugger.calibrated_model, [last], per_tensor_dense_layers=True)
+
+
+def _float_image_first(model):
+    """Orders the main graph's outputs as the signatures are: the float image first.
+
+    Code that runs a plain `Interpreter` and reads `get_output_details()[0]`
+    (older Android snippets, `interpreter.run(z, image)`) gets the float
+    image, as the `generate` signature does; the uint8 image is output 1.
+    """
+    graph = model.subgraphs[0]
+    first = [signature.outputs[0].tensorIndex for signature in model.signatureDefs]
+    graph.outputs = np.array(first + [int(i) for i in graph.outputs if int(i) not in first], np.int32)
 
 
 def _code_builtin(code):

@@ -58,6 +58,66 @@ def cpu_flags(path="/proc/cpuinfo"):
     return frozenset()
 
 
+# The CPU features a speed record names: what decides which kernels run fast.
+SPEED_CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "avx_vnni")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_record(path="/proc/cpuinfo"):
+    """The CPU a measurement ran on: `{"vendor", "model", "flags", "cores"}`.
+
+    `flags` lists the `SPEED_CPU_FLAGS` the CPU has (AMX, AVX512 and VNNI
+    units); every speed record carries it, since the same file or pass runs
+    at different relative speeds on CPUs with and without them.
+    """
+    import os
+
+    fields = {}
+    try:
+        with open(path) as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = cpu_flags(path)
+    return {
+        "vendor": fields.get("vendor_id", "unknown"),
+        "model": fields.get("model name", "unknown"),
+        "flags": [flag for flag in SPEED_CPU_FLAGS if flag in flags],
+        "cores": os.cpu_count(),
+    }
+
+
+def cpu_label(record=None):
+    """`cpu_record()` in one line, e.g. "Intel(R) Xeon(R) Processor (GenuineIntel; amx_bf16 ...; 2 cores)"."""
+    record = record or cpu_record()
+    return f"{record['model']} ({record['vendor']}; {' '.join(record['flags']) or 'no AMX/AVX512'}; {record['cores']} cores)"
+
+
+# Training steps smaller than this (multiply-accumulates per step, batch
+# included) gain nothing from bfloat16 on CPUs, or lose: the casts around each
+# op cost what the faster arithmetic saves. Measured on a 2-core Xeon with AMX
+# (benchmarks/bench_stage_precision.py, docs/RESULTS.md): CelebA steps of
+# 2.5e7-2.6e8 MACs ran 0.94x-1.11x in bfloat16, every step from 7.8e8 up
+# 1.24x-2.1x (a d=32 GAN step 2.1x).
+BFLOAT16_MIN_STEP_MACS = 5e8
+
+
+def step_precision(requested, step_macs, has_gpu=None, minimum=None):
+    """The precision a training step of `step_macs` multiply-accumulates runs in.
+
+    `requested`, except that a bfloat16 step below `minimum` on a CPU runs in
+    float32 (small steps are slower in bfloat16 there: `BFLOAT16_MIN_STEP_MACS`).
+    """
+    policy(requested)
+    has_gpu = gpu_available() if has_gpu is None else has_gpu
+    minimum = BFLOAT16_MIN_STEP_MACS if minimum is None else minimum
+    if requested == "bfloat16" and not has_gpu and step_macs < minimum:
+        return "float32"
+    return requested
+
+
 def gpu_available():
     """Whether TensorFlow sees a GPU."""
     return bool(tf.config.list_logical_devices("GPU"))
