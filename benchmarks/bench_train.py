@@ -109,8 +109,9 @@ def training_rows(cache):
 
 
 def inception_rows(inception_path):
-    standard = classifiers.InceptionClassifier(inception_path)
-    fast = classifiers.InceptionClassifier(inception_path, precision="bfloat16")
+    # TensorFlow's two passes (benchmarks/bench_inception.py compares the engines).
+    standard = classifiers.InceptionClassifier(inception_path, "float32", "tensorflow")
+    fast = classifiers.InceptionClassifier(inception_path, "bfloat16", "tensorflow")
     images = np.random.default_rng(0).uniform(-1, 1, (100, 32, 32, 3)).astype(np.float32)
     keras.utils.set_random_seed(0)
     generator = Generator(128, (32, 32, 3), 4)

@@ -35,9 +35,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Local-data conversions go to a per-session temporary cache, never ~/.cache."""
+    """Local-data conversions go to a per-session temporary cache, never ~/.cache; the Inception runs its reference pass."""
     monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kd_gan_cache"))
     monkeypatch.delenv("KD_GAN_DATA_DIR", raising=False)
+    # The Inception's "auto" pass is the machine's (OpenVINO bfloat16 on AMX CPUs): tests that
+    # compare features with numpy run the reference pass; tests/test_inception_engines.py the others.
+    monkeypatch.setenv("KD_GAN_INCEPTION_ENGINE", "tensorflow")
+    monkeypatch.setenv("KD_GAN_INCEPTION_PRECISION", "float32")
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +92,12 @@ def weights_of(model):
 def changed(before, model):
     """True when any trainable-or-not weight of `model` differs from `before`."""
     return any(not np.array_equal(old, new.numpy()) for old, new in zip(before, model.weights))
+
+
+@pytest.fixture
+def shared_inception_path(shared_data_dir):
+    """The shared FID Inception SavedModel (skips when absent)."""
+    path = os.path.join(shared_data_dir, "inception", "fid_inception_v3")
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        pytest.skip(f"no FID Inception at {path}")
+    return path

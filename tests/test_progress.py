@@ -60,7 +60,7 @@ def test_after_a_fit_a_kind_not_measured_keeps_the_machines_speed():
 
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():
     stages = [PlannedStage(name, 10, cost=cost) for name, cost in (("a", 1e6), ("b", 2e6), ("c", 5e6))]
-    clock = RunClock(stages, evaluation_images=280, classifier="bfloat16")
+    clock = RunClock(stages, evaluation_images=280, classifier="tensorflow-bfloat16")
     clock.measured("a", 0.002 + 1e-9 * 1e6, 0)
     clock.measured("b", 0.002 + 1e-9 * 2e6, 0)
     assert clock.seconds_per_step(clock.stages["c"]) == pytest.approx(0.002 + 1e-9 * 5e6)
@@ -110,11 +110,11 @@ def test_a_stage_measures_its_speed_after_its_first_steps():
 
 
 def test_a_reference_that_kept_its_pass_time_sets_the_classifier_speed_and_an_older_one_does_not():
-    clock = RunClock([PlannedStage("s", 10, cost=1.0, seconds_per_step=0.1)], evaluation_images=1000, classifier="float32")
+    clock = RunClock([PlannedStage("s", 10, cost=1.0, seconds_per_step=0.1)], evaluation_images=1000, classifier="tensorflow-float32")
     loaded = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=None, count=500, source="x"))  # An older file.
     progress.reference_ready(clock, loaded)
     progress.reference_ready(clock, None)  # A run without evaluation.
-    assert clock.images_per_s == progress.CLASSIFIER_IMAGES_PER_S["float32"]  # The prior stays.
+    assert clock.images_per_s == progress.CLASSIFIER_IMAGES_PER_S["tensorflow-float32"]  # The prior stays.
     computed = types.SimpleNamespace(reference=types.SimpleNamespace(seconds=10.0, count=500, source="x"))
     progress.reference_ready(clock, computed)
     assert clock.images_per_s == 50.0 and clock.evaluation_images == 1000  # The reference is not a model's evaluation.

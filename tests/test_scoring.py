@@ -380,14 +380,6 @@ def test_evaluation_callback_logs_every_n_epochs(tmp_path):
 # ---------------------------------------------------------------- the shared data
 
 
-@pytest.fixture
-def shared_inception_path(shared_data_dir):
-    path = os.path.join(shared_data_dir, "inception", "fid_inception_v3")
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        pytest.skip(f"no FID Inception at {path}")
-    return path
-
-
 def test_shared_inception_fid_of_real_images_against_noise(shared_data_dir, shared_inception_path):
     classifier = classifiers.InceptionClassifier(shared_inception_path)
     count = 250  # Small: ~25 images/s on a 2-core CPU.
@@ -478,7 +470,8 @@ def test_inception_loads_once_and_bfloat16_is_named_apart(fake_inception_path):
     first = classifiers.InceptionClassifier(fake_inception_path)
     again = classifiers.InceptionClassifier(fake_inception_path)
     fast = classifiers.InceptionClassifier(fake_inception_path, precision="bfloat16")
-    assert first.network is again.network is fast.network
+    assert first._call is again._call is fast._call
+    assert (first.engine, fast.engine, fast.precision) == ("tensorflow", "tensorflow", "bfloat16")
     assert fast.name == f"{first.name}-bfloat16" != first.name
     with pytest.raises(InputError, match="precision 'float16'"):
         classifiers.InceptionClassifier(fake_inception_path, precision="float16")

@@ -284,9 +284,9 @@ class PerceptualLoss(DistillationLoss):
     def build_for(self, teacher_shapes, student_shapes, distiller):
         self.bind(distiller)
         if self.network_name == "inception":
-            from kd_gan.evaluation.classifiers import InceptionClassifier, preprocess_for_inception
+            from kd_gan.evaluation.classifiers import inception_network, preprocess_for_inception
 
-            call = InceptionClassifier()._call
+            call, _ = inception_network()  # The TensorFlow graph: the loss is differentiated through it.
             self._extract = lambda images: [call(preprocess_for_inception(images))["pool_3"]]
         else:
             network = distiller.discriminator if self.network_name == "discriminator" else self.feature_network

@@ -20,11 +20,14 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from kd_gan import _compat
 from kd_gan.errors import InputError
 from kd_gan._io import file_digest
+from kd_gan.evaluation import inception_engines
 
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INCEPTION_SIZE = 299
@@ -48,38 +51,73 @@ def preprocess_for_inception(images):
     return (pixels - 128.0) / 128.0
 
 
-INCEPTION_PRECISIONS = ("float32", "bfloat16")
+INCEPTION_PRECISIONS = inception_engines.PRECISIONS
+INCEPTION_ENGINES = inception_engines.ENGINES
 # Grappler's oneDNN pass that runs a graph's convolutions and matrix products
-# in bfloat16 (CPUs with AVX512-BF16 / AMX): how a frozen SavedModel runs in bfloat16.
+# in bfloat16 (CPUs with AVX512-BF16 / AMX): how TensorFlow runs a frozen SavedModel in bfloat16.
 _BF16_REWRITE = "auto_mixed_precision_onednn_bfloat16"
-_LOADED = {}  # Networks loaded in this process, by folder (or TF-Hub address).
+_LOADED = {}  # Networks loaded in this process, by folder (or TF-Hub address) and engine.
 
 
-def _load_inception(path):
-    """The Inception network at `path` (None: TF-Hub) and its name; loaded once per process."""
-    key = os.path.realpath(path) if path else INCEPTION_TFHUB
+def _inception_source(path):
+    """`(folder or None for TF-Hub, the network's name by content)` of the Inception at `path`."""
+    if not path:
+        return None, "inception-tfhub-tfgan-eval-1"
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"No Inception SavedModel at {path!r} (expected saved_model.pb in it); "
+            "pass --inception_path / KD_GAN_INCEPTION pointing at one."
+        )
+    key = ("digest", os.path.realpath(path))
     if key not in _LOADED:
-        if path:
-            if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-                raise FileNotFoundError(
-                    f"No Inception SavedModel at {path!r} (expected saved_model.pb in it); "
-                    "pass --inception_path / KD_GAN_INCEPTION pointing at one."
-                )
-            network = tf.saved_model.load(path)
-            # Named by content: the same network in another folder shares cached statistics.
-            name = f"inception-{file_digest(os.path.join(path, 'saved_model.pb'), os.path.join(path, 'variables'))[:12]}"
+        # Named by content: the same network in another folder shares cached statistics.
+        _LOADED[key] = f"inception-{file_digest(os.path.join(path, 'saved_model.pb'), os.path.join(path, 'variables'))[:12]}"
+    return path, _LOADED[key]
+
+
+def _tfhub_error(error):
+    return FileNotFoundError(
+        f"Could not load the FID Inception from TF-Hub ({INCEPTION_TFHUB}): {error}. "
+        "Offline, pass --inception_path / set KD_GAN_INCEPTION to a local SavedModel."
+    )
+
+
+def inception_network(path=None):
+    """The FID Inception as a TensorFlow callable (`[N, 299, 299, 3]` -> dict with `pool_3`)
+    and its name; loaded once per process.
+
+    What differentiable uses take (the perceptual distillation loss): the
+    graph itself, in float32, whatever engine scores. `path`: a local
+    SavedModel; None: `$KD_GAN_INCEPTION`, else TF-Hub.
+    """
+    folder, name = _inception_source(path or os.environ.get("KD_GAN_INCEPTION"))
+    key = ("tensorflow", os.path.realpath(folder) if folder else INCEPTION_TFHUB)
+    if key not in _LOADED:
+        if folder:
+            network = tf.saved_model.load(folder)
         else:
             try:
                 import tensorflow_hub as hub
 
                 network = hub.load(INCEPTION_TFHUB)
             except Exception as error:
-                raise FileNotFoundError(
-                    f"Could not load the FID Inception from TF-Hub ({INCEPTION_TFHUB}): {error}. "
-                    "Offline, pass --inception_path / set KD_GAN_INCEPTION to a local SavedModel."
-                ) from error
-            name = "inception-tfhub-tfgan-eval-1"
-        _LOADED[key] = (network, name)
+                raise _tfhub_error(error) from error
+        _LOADED[key] = network if callable(network) else network.signatures["default"]
+    return _LOADED[key], name
+
+
+def _openvino_network(folder, precision):
+    """The Inception compiled by OpenVINO (TF-Hub's module fetched to its cache first); once per process."""
+    if folder is None:
+        try:
+            import tensorflow_hub as hub
+
+            folder = hub.resolve(INCEPTION_TFHUB)
+        except Exception as error:
+            raise _tfhub_error(error) from error
+    key = ("openvino", os.path.realpath(folder), precision)
+    if key not in _LOADED:
+        _LOADED[key] = inception_engines.OpenVinoInception(folder, precision)
     return _LOADED[key]
 
 
@@ -90,35 +128,55 @@ class InceptionClassifier:
         path: a local SavedModel mapping `[N, 299, 299, 3]` to a dict with
             `pool_3` (and `logits` if it has them). None: `$KD_GAN_INCEPTION`,
             else tf-gan's TF-Hub module (needs the network).
-        precision: "float32" (the standard, for reported FIDs) or "bfloat16":
-            the graph's convolutions in bfloat16 through TensorFlow's oneDNN
-            rewrite (CPU only), for monitoring during training. Its features
-            differ (docs/RESULTS.md: the FID difference on the reference pair), so it
-            has its own `name` and its statistics are never mixed with
-            float32 ones.
+        precision: "auto" (see `inception_engines.choose`: bfloat16 through
+            OpenVINO on CPUs with AMX, else float32), "float32" (the
+            standard) or "bfloat16" (the network's convolutions in bfloat16;
+            FID within 0.5% of float32's on the shared reference pair,
+            docs/EVALUATION.md).
+        engine: "auto" (OpenVINO on a CPU where it is installed, else
+            TensorFlow), "tensorflow" or "openvino". An OpenVINO pass that
+            cannot convert the network falls back to TensorFlow with a warning
+            unless asked for by name.
+
+    Attributes:
+        engine, precision: the pass chosen.
+        name: the network's content fingerprint with the engine and precision
+            (`inception_engines.network_name`): statistics of different passes
+            are never mixed.
     """
 
-    def __init__(self, path=None, precision="float32"):
-        if precision not in INCEPTION_PRECISIONS:
-            raise InputError(f"Unknown Inception precision {precision!r}; choose one of {INCEPTION_PRECISIONS}.")
-        if precision == "bfloat16" and tf.config.list_logical_devices("GPU"):
-            raise InputError(
-                "The bfloat16 Inception pass is TensorFlow's oneDNN rewrite, for CPUs; on a GPU use precision='float32'."
-            )
+    def __init__(self, path=None, precision="auto", engine="auto"):
+        asked_engine, asked_precision = engine, precision
+        engine, precision = inception_engines.choose(engine, precision)
         if precision == "bfloat16":
             from kd_gan.models.precision import check_hardware
 
             check_hardware("bfloat16")  # Warns where the CPU lacks bfloat16 units (then it is slower).
         self.score_name = score_name("cifar10")
-        self.network, name = _load_inception(path or os.environ.get("KD_GAN_INCEPTION"))
-        self.precision = precision
-        self.name = name if precision == "float32" else f"{name}-{precision}"
-        self._call = self.network if callable(self.network) else self.network.signatures["default"]
-        probe = self._call(tf.zeros((1, INCEPTION_SIZE, INCEPTION_SIZE, 3)))
+        folder, base = _inception_source(path or os.environ.get("KD_GAN_INCEPTION"))
+        self._openvino = None
+        if engine == "openvino":
+            try:
+                self._openvino = _openvino_network(folder, precision)
+            except RuntimeError as error:
+                if asked_engine == "openvino":
+                    raise InputError(str(error)) from error
+                logging.warning("%s; scoring with TensorFlow instead.", error)
+                engine, precision = inception_engines.choose("tensorflow", asked_precision)
+        if engine == "tensorflow":
+            self._call, _ = inception_network(folder)
+        self.engine, self.precision = engine, precision
+        self.name = inception_engines.network_name(base, engine, precision)
+        probe = self._network(tf.zeros((1, INCEPTION_SIZE, INCEPTION_SIZE, 3)))
         if "pool_3" not in probe:
             raise ValueError(f"The Inception network returns {sorted(probe)}; it must return 'pool_3'.")
         self.has_logits = "logits" in probe
-        self.dimension = int(tf.size(probe["pool_3"]))
+        self.dimension = int(np.size(probe["pool_3"]))
+
+    def _network(self, images):
+        if self._openvino is not None:
+            return self._openvino(np.asarray(images))
+        return self._call(images)
 
     @tf.function(reduce_retracing=True)
     def _run(self, images):
@@ -127,9 +185,17 @@ class InceptionClassifier:
         logits = outputs["logits"] if self.has_logits else tf.zeros([tf.shape(images)[0], 0])
         return activations, logits
 
+    @tf.function(reduce_retracing=True)
+    def _preprocess(self, images):
+        return preprocess_for_inception(images)
+
     def __call__(self, images):
         """`(activations [N, 2048], logits [N, 1008] or None)` for images in [-1, 1]."""
         images = tf.convert_to_tensor(images, tf.float32)
+        if self._openvino is not None:
+            outputs = self._openvino(self._preprocess(images).numpy())
+            activations = outputs["pool_3"].reshape(len(outputs["pool_3"]), -1)
+            return activations, (outputs["logits"] if self.has_logits else None)
         if self.precision == "bfloat16":
             # Graph rewrites apply when a function is first run for a shape: every
             # call runs with the rewrite on, and only this function's graphs get it.
@@ -201,11 +267,11 @@ def score_name(dataset):
     return "mnist_score" if dataset == "mnist" else "inception_score"
 
 
-def classifier_for(dataset, inception_path=None, precision="float32"):
+def classifier_for(dataset, inception_path=None, precision="auto", engine="auto"):
     """The classifier a dataset is scored with: the MNIST CNN, or the FID Inception
-    (`precision` "bfloat16" for monitoring only; see `InceptionClassifier`)."""
+    (`precision` and `engine` as `InceptionClassifier`'s)."""
     if dataset == "mnist":
-        if precision != "float32":
+        if precision not in ("auto", "float32"):
             raise InputError(f"MNIST is scored by the shipped float32 CNN; precision={precision!r} is for the Inception only.")
         return MnistClassifier()
-    return InceptionClassifier(inception_path, precision)
+    return InceptionClassifier(inception_path, precision, engine)

@@ -31,7 +31,7 @@ from kd_gan.evaluation import classifiers
 from kd_gan.data import loading as data
 from kd_gan.models import any_generator
 from kd_gan.evaluation import scoring
-from kd_gan.evaluation.classifiers import INCEPTION_PRECISIONS
+from kd_gan.evaluation.classifiers import INCEPTION_ENGINES, INCEPTION_PRECISIONS
 from kd_gan.errors import InputError
 from kd_gan._io import write_json
 
@@ -56,7 +56,8 @@ def define_flags():
     flags.DEFINE_string("output", "metrics.json", "JSON output path.")
     flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
     flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-    flags.DEFINE_enum("inception_precision", "float32", list(INCEPTION_PRECISIONS), "float32 (the standard) or bfloat16 (faster on CPUs with bfloat16 units; for monitoring, its FIDs differ slightly: docs/RESULTS.md).")
+    flags.DEFINE_enum("inception_precision", "auto", list(INCEPTION_PRECISIONS), "FID Inception pass: auto (bfloat16 through OpenVINO on CPUs with AMX, else float32; $KD_GAN_INCEPTION_PRECISION), float32 or bfloat16 (FID within 0.5% of float32's: docs/EVALUATION.md).")
+    flags.DEFINE_enum("inception_engine", "auto", list(INCEPTION_ENGINES), "What runs the FID Inception: auto (OpenVINO on a CPU where installed, else TensorFlow; $KD_GAN_INCEPTION_ENGINE), tensorflow or openvino.")
     flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 
 
@@ -75,7 +76,7 @@ def reference_statistics(classifier, dataset=None, reference_images=None, refere
 
 def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=None, reference_split=None,
              data_dir=None, inception_path=None, seed=0, images=None, reference_images=None,
-             reference_samples=None, save_stats=None, image_size=None, inception_precision="float32"):
+             reference_samples=None, save_stats=None, image_size=None, inception_precision="auto", inception_engine="auto"):
     """The metric record of a generator, an image folder or a real split against a reference (see module doc).
 
     With no candidate (`generator_path`, `images`, `real_split` all None) and
@@ -101,9 +102,9 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
                 )
             reference_split = "train"  # MNIST test's own reference: MNIST train.
     classifier = (
-        classifiers.classifier_for(dataset, inception_path, inception_precision)
+        classifiers.classifier_for(dataset, inception_path, inception_precision, inception_engine)
         if dataset
-        else classifiers.InceptionClassifier(inception_path, inception_precision)
+        else classifiers.InceptionClassifier(inception_path, inception_precision, inception_engine)
     )
     reference = reference_statistics(
         classifier, dataset, reference_images, reference_split, reference_samples, data_dir, seed, image_size
@@ -129,6 +130,8 @@ def evaluate(dataset=None, num_samples=None, generator_path=None, real_split=Non
         record["dataset"] = dataset
     if isinstance(classifier, classifiers.MnistClassifier):
         record["classifier_test_accuracy"] = classifier.test_accuracy
+    else:  # The Inception pass that computed the features (also in the classifier's name).
+        record.update(inception_engine=classifier.engine, inception_precision=classifier.precision)
     return record
 
 
@@ -140,7 +143,7 @@ def main(argv):
             FLAGS.dataset, FLAGS.num_samples, FLAGS.generator, FLAGS.real_split, FLAGS.reference_split,
             FLAGS.data_dir, FLAGS.inception_path, FLAGS.seed, FLAGS.images, FLAGS.reference_images,
             FLAGS.reference_samples, FLAGS.save_stats, int(FLAGS.image_size) if FLAGS.image_size else None,
-            FLAGS.inception_precision,
+            FLAGS.inception_precision, FLAGS.inception_engine,
         )
     except (InputError, FileNotFoundError) as error:
         raise SystemExit(f"Error: {error}") from None

@@ -17,7 +17,7 @@ from kd_gan.training import optimizers
 from kd_gan.export import converters as export_lib
 from kd_gan.models import precision as precision_lib
 from kd_gan.distillation import teacher_cache as teacher_cache_lib
-from kd_gan.evaluation.classifiers import INCEPTION_PRECISIONS
+from kd_gan.evaluation.classifiers import INCEPTION_ENGINES, INCEPTION_PRECISIONS
 from kd_gan.experiment.distribute import STRATEGIES
 from kd_gan.errors import InputError, check_integer
 from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, PRUNED, RANDOM, STUDENT_INITS
@@ -98,11 +98,14 @@ class ExperimentConfig:
             random subset of N.
         inception_path: local FID Inception SavedModel; None: `$KD_GAN_INCEPTION`,
             else TF-Hub.
-        inception_precision: "float32" (the standard) or "bfloat16": the
-            Inception pass 1.66x faster on a CPU with AVX512-BF16, FID within
-            0.06% of float32 on the shared CIFAR-10 reference pair (docs/RESULTS.md);
-            its statistics are kept apart from float32 ones. Not for mnist
-            (scored by the float32 MNIST network).
+        inception_precision: "auto" (bfloat16 through OpenVINO on a CPU with
+            AMX, else float32: `kd_gan.evaluation.inception_engines.choose`),
+            "float32" or "bfloat16" (FID within 0.5% of float32's on the
+            shared CIFAR-10 reference pair, docs/EVALUATION.md); each pass's
+            statistics are kept apart. Not for mnist (scored by the float32
+            MNIST network).
+        inception_engine: "auto" (OpenVINO on a CPU where installed, else
+            TensorFlow), "tensorflow" or "openvino".
         export: formats to export every student to: "tflite", "saved_model"
             (files under `export/`, sizes and errors in results.json).
         quantization: TFLite variants: "none", "float16", "dynamic_int8", "int8".
@@ -164,7 +167,8 @@ class ExperimentConfig:
     eval_samples: Optional[int] = None
     reference_samples: Optional[int] = None
     inception_path: Optional[str] = None
-    inception_precision: str = "float32"
+    inception_precision: str = "auto"
+    inception_engine: str = "auto"
     export: Tuple[str, ...] = ()
     quantization: Tuple[str, ...] = ("none",)
     qat_epochs: int = 0
@@ -209,7 +213,8 @@ class ExperimentConfig:
                 )
         _check_choice("cache_storage", self.cache_storage, teacher_cache_lib.STORAGES)
         _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
-        if self.dataset == "mnist" and self.inception_precision != "float32":
+        _check_choice("inception_engine", self.inception_engine, INCEPTION_ENGINES)
+        if self.dataset == "mnist" and self.inception_precision not in ("auto", "float32"):
             raise InputError(
                 f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the "
                 "float32 MNIST network."

@@ -35,16 +35,17 @@ class Evaluator:
         data_dir: local data (as `data.load_dataset`).
         image_size: for dataset "images".
         inception_path: a local FID Inception (colour data sets).
-        inception_precision: "float32" or "bfloat16".
+        inception_precision: "auto", "float32" or "bfloat16" (`InceptionClassifier`).
+        inception_engine: "auto", "tensorflow" or "openvino" (`InceptionClassifier`).
         reference_samples: a seeded random subset of the reference; None: all of it.
         seed: the run's seed (samples are drawn with `seed + 1`).
     """
 
     def __init__(self, dataset, count, data_dir=None, image_size=None, inception_path=None,
-                 inception_precision="float32", reference_samples=None, seed=0):
+                 inception_precision="auto", reference_samples=None, seed=0, inception_engine="auto"):
         self.count = count
         self.seed = seed
-        self.classifier = classifiers.classifier_for(dataset, inception_path, inception_precision)
+        self.classifier = classifiers.classifier_for(dataset, inception_path, inception_precision, inception_engine)
         split = REFERENCE_SPLITS[dataset]
         self.reference = scoring.dataset_statistics(
             self.classifier, dataset, split, reference_samples, data_dir, image_size=image_size,

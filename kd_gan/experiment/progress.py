@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from kd_gan.evaluation import inception_engines
 from kd_gan.models.counting import count_multiply_accumulates
 from kd_gan.models.dcgan import Discriminator, Generator
 from kd_gan.experiment.plan import STUDENT, TEACHER
@@ -38,9 +39,16 @@ STEP_OVERHEAD_S = {"adversarial": 0.018, "distillation": 0.008}
 # bfloat16 on this CPU: 2.97e-12 from the d=32 CelebA teacher (121.7 ms per step,
 # docs/RESULTS.md), 2.73e-12 from the d=32 CIFAR-10 one (34 ms).
 SECONDS_PER_MAC = 2.9e-12
-# Images per second of the classifiers before one is measured here: the FID
-# Inception on this CPU (docs/RESULTS.md: 16.8 float32, 27.9 bfloat16), the MNIST network.
-CLASSIFIER_IMAGES_PER_S = {"float32": 16.8, "bfloat16": 27.9, "mnist": 2000.0}
+# Images per second of the classifiers before one is measured here (the
+# reference pass then sets it): the FID Inception per engine and precision on a
+# 2-core AMD EPYC (docs/RESULTS.md: TensorFlow 16.8 float32, 27.9 bfloat16), OpenVINO
+# scaled by its ratios to TensorFlow float32 on a 2-core Xeon with AMX
+# (docs/EVALUATION.md: 1.2x float32; bfloat16 5.9x there, taken as 3.5x since
+# CPUs without AMX gain less), and the MNIST network.
+CLASSIFIER_IMAGES_PER_S = {
+    "tensorflow-float32": 16.8, "tensorflow-bfloat16": 27.9, "openvino-float32": 20.0, "openvino-bfloat16": 60.0,
+    "mnist": 2000.0,
+}
 MEASURE_AFTER_STEPS = 50  # Steps a stage runs before its speed is measured (tracing excluded).
 
 
@@ -77,10 +85,11 @@ class RunClock:
     Args:
         stages: `PlannedStage`s of the training stages, in run order.
         evaluation_images: images the run's evaluations will classify.
-        classifier: key of `CLASSIFIER_IMAGES_PER_S` (until measured).
+        classifier: key of `CLASSIFIER_IMAGES_PER_S` (until measured): "mnist"
+            or "<engine>-<precision>" of the Inception pass.
     """
 
-    def __init__(self, stages: List[PlannedStage], evaluation_images=0, classifier="float32"):
+    def __init__(self, stages: List[PlannedStage], evaluation_images=0, classifier="tensorflow-float32"):
         self.stages = {stage.name: stage for stage in stages}
         self.evaluation_images = int(evaluation_images)
         self.images_per_s = CLASSIFIER_IMAGES_PER_S[classifier]
@@ -284,7 +293,8 @@ def run_clock(config, stages, steps_per_epoch, root, image_shape, given_teacher=
     if given_teacher is not None and not os.path.isfile(os.path.join(root, GIVEN_TEACHER_EVALUATION)):
         models += 1  # A given teacher is scored too, once.
     images = eval_samples * models
-    clock = RunClock(stages, images, "mnist" if config.dataset == "mnist" else config.inception_precision)
+    clock = RunClock(stages, images, "mnist" if config.dataset == "mnist" else "-".join(
+        inception_engines.choose(config.inception_engine, config.inception_precision)))
     for line in clock.plan_lines():
         logging.info("Plan: %s", line)
     if eval_samples:
