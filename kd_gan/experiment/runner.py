@@ -66,7 +66,7 @@ class Experiment:
         self.root = worker_output_dir(self.strategy, config.output_dir)
         self.image_shape = data.image_shape(config.dataset, config.image_size)
         self.heldout_z = heldout_latents(config)
-        self.policy = precision.policy(config.precision)  # Models train under it; saved in float32.
+        self.clock = None  # The plan's costs and the time estimate, once `run` starts.
         self.stages = plan_lib.plan_stages(config)  # The run's one plan: every stage reads it.
         self.streams = RunStreams(config, self.root)
 
@@ -80,16 +80,28 @@ class Experiment:
         stage starts the same whether or not earlier stages were loaded from disk."""
         keras.utils.set_random_seed(zlib.crc32(f"{self.config.seed}/{stage.name}".encode()) % 2**31)
 
+    def stage_policy(self, spec):
+        """The dtype policy a stage trains under (its models are saved in float32):
+        the run's precision, except bfloat16 for a step too small to gain from
+        it (`precision.step_precision`, by the plan's cost of the step)."""
+        cost = self.clock.stages[spec.name].cost if self.clock and spec.name in self.clock.stages else float("inf")
+        chosen = precision.step_precision(self.config.precision, cost)
+        if chosen != self.config.precision:
+            logging.info("Stage %s trains in %s: its steps (%.2g multiply-accumulates) are too small to gain from %s.",
+                         spec.name, chosen, cost, self.config.precision)
+        return precision.policy(chosen)
+
     def train_gan(self, stage):
         """A teacher candidate or a scratch baseline (loaded when finished)."""
         if stage.done():
             return stage.load()
         config = self.config
+        policy = self.stage_policy(stage.spec)
         self.seed_stage(stage)
         with self.strategy.scope():
-            generator = self._generator(stage)
+            generator = self._generator(stage, policy=policy)
             trainer = GAN(
-                generator, Discriminator(self.image_shape, stage.spec.discriminator_depth, dtype=self.policy), seed=config.seed,
+                generator, Discriminator(self.image_shape, stage.spec.discriminator_depth, dtype=policy), seed=config.seed,
                 objective=config.objective, critic_steps=config.critic_steps,
             )
             trainer.compile(
@@ -101,27 +113,28 @@ class Experiment:
             discriminator=trainer.discriminator if stage.spec.role == plan_lib.TEACHER else None, callbacks=callbacks,
         ))
 
-    def _generator(self, stage, teacher=None):
+    def _generator(self, stage, teacher=None, policy="float32"):
         """The stage's generator: fresh, or (a pruned student) the teacher pruned to its widths."""
         # TensorFlow's name scopes take no "+" (student kinds such as "mse+features").
         name = f"{stage.name.replace('+', '-')}_generator"
         if stage.spec.pruned:
             widths = stage.spec.widths or dcgan_widths(stage.spec.depth, self.image_shape[0])
-            return prune_generator(precision.float32_copy(teacher), widths, name=name, dtype=self.policy)
-        return Generator(self.config.latent_dim, self.image_shape, name=name, dtype=self.policy, **stage.spec.generator_arguments)
+            return prune_generator(precision.float32_copy(teacher), widths, name=name, dtype=policy)
+        return Generator(self.config.latent_dim, self.image_shape, name=name, dtype=policy, **stage.spec.generator_arguments)
 
     def distil(self, stage, teacher):
         if stage.done():
             return stage.load()
         config, spec = self.config, stage.spec
         joint = spec.joint
+        policy = self.stage_policy(spec)
         self.seed_stage(stage)
         with self.strategy.scope():
-            student = self._generator(stage, teacher)
-            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=self.policy) if joint else None
-            distillation_losses, weights = self.distillation_losses(spec)
+            student = self._generator(stage, teacher, policy)
+            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=policy) if joint else None
+            distillation_losses, weights = self.distillation_losses(spec, policy)
             trainer = Distiller(
-                precision.with_policy(teacher, self.policy),  # The frozen teacher computes in the run's precision too.
+                precision.with_policy(teacher, policy),  # The frozen teacher computes in the stage's precision too.
                 student,
                 loss=spec.loss,
                 discriminator=discriminator,
@@ -148,11 +161,11 @@ class Experiment:
             trainer, student, stream, spec.epochs, self.streams.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
         ))
 
-    def distillation_losses(self, spec):
+    def distillation_losses(self, spec, policy="float32"):
         """`(losses, weights)` of a student (`recipes.kind_losses`), the
         teacher's discriminator loaded afresh in the strategy's scope."""
         path = self.teacher_discriminator_path if spec.perceptual else None
-        network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), self.policy) if path else None
+        network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), policy) if path else None
         return kind_losses(self.config, spec, network)
 
     def grid_z(self):
@@ -191,7 +204,7 @@ class Experiment:
         evaluator = evaluator_lib.Evaluator(
             config.dataset, eval_samples, data_dir=config.data_dir, image_size=config.image_size,
             inception_path=config.inception_path, inception_precision=config.inception_precision,
-            reference_samples=config.reference_samples, seed=config.seed,
+            inception_engine=config.inception_engine, reference_samples=config.reference_samples, seed=config.seed,
         ) if eval_samples else None
         progress.reference_ready(self.clock, evaluator)
         teacher, candidates = self.teacher_step(given, evaluator)

@@ -87,6 +87,10 @@ class Stage:
             "wall_time_s": round(time.time() - start, 2),
             "epochs": epochs,
             "steps_per_epoch": steps_per_epoch,
+            # What the step ran in (`Experiment.stage_policy`) and how fast, this invocation's epochs.
+            "dtype_policy": generator.dtype_policy.name,
+            "seconds_per_step": round((time.time() - start) / ((epochs - first_epoch) * steps_per_epoch), 5)
+            if epochs > first_epoch else None,
             "history": {key: [float(v) for v in values] for key, values in history.items()},
             "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
         }
