@@ -7,7 +7,7 @@ several d, each in float32 and Keras' "mixed_bfloat16", timed in interleaved
 rounds (median steps/s, batch 64). A step's size is its multiply-accumulates
 (`experiment.progress.gan_step_cost`, 3 passes of the student for MSE). Prints
 the table sorted by size, the smallest size from which every larger step ran
-faster in bfloat16 (what `experiment.stage_precision.BFLOAT16_MIN_STEP_MACS`
+faster in bfloat16 (what `kd_gan.models.precision.BFLOAT16_MIN_STEP_MACS`
 is set from), and the CPU; writes JSON. Asserts nothing.
 
     python benchmarks/bench_stage_precision.py --dataset=celeb_a --gan_depths=1,4,16,32 --student_depths=1,4,16

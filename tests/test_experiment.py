@@ -146,6 +146,8 @@ def test_changed_configuration_is_refused_unless_overwrite(tiny_mnist, tmp_path)
         experiment.run(changed)
     # Evaluation-only settings may change between runs.
     experiment.run(tiny_config(tiny_mnist, tmp_path, grid_columns=3))
+    # So may the scoring pass (its evaluations are named by it): folders written when it defaulted to float32 resume.
+    experiment.run(tiny_config(tiny_mnist, tmp_path, inception_precision="float32", inception_engine="tensorflow"))
     results = experiment.run(changed, overwrite=True)
     assert results["config"]["seed"] == 1
     assert len(results["models"][1]["training"]["history"]["mse"]) == 2
@@ -352,14 +354,14 @@ def test_colour_sets_default_to_the_cpu_preset_and_explicit_values_override_it(d
     assert bare == experiment.ExperimentConfig(dataset=dataset) and bare.preset is None
 
 
-def test_a_preset_scores_in_float32_on_a_gpu_unless_told_otherwise(monkeypatch):
-    from kd_gan.models import precision
+def test_a_preset_leaves_the_scoring_pass_to_the_machine_unless_told(monkeypatch):
+    from kd_gan.evaluation import inception_engines
 
-    monkeypatch.setattr(precision, "gpu_available", lambda: True)
-    assert experiment.build_config(dataset="celeb_a").inception_precision == "float32"
+    assert experiment.build_config(dataset="celeb_a").inception_precision == "auto"
     assert experiment.build_config(dataset="celeb_a", inception_precision="bfloat16").inception_precision == "bfloat16"
-    monkeypatch.setattr(precision, "gpu_available", lambda: False)
-    assert experiment.build_config(dataset="celeb_a").inception_precision == "bfloat16"
+    # "auto" resolves by machine: float32 beside a GPU, bfloat16 on CPUs with bfloat16 units.
+    assert inception_engines.choose(environment={}, has_gpu=True, flags={"amx_bf16"}, openvino=True)[1] == "float32"
+    assert inception_engines.choose(environment={}, has_gpu=False, flags={"amx_bf16"}, openvino=True)[1] == "bfloat16"
 
 
 def test_mnist_and_image_folders_take_no_preset_by_default():

@@ -21,13 +21,15 @@ needs_openvino = pytest.mark.skipif(not inception_engines.openvino_installed(), 
 
 @pytest.mark.parametrize("asked, machine, expected", [
     (("auto", "auto"), dict(openvino=True, flags=AMX), ("openvino", "bfloat16")),
-    (("auto", "auto"), dict(openvino=True, flags={"avx512_bf16", "avx512f"}), ("openvino", "float32")),  # AVX512-BF16, no AMX.
-    (("auto", "auto"), dict(openvino=False, flags=AMX), ("tensorflow", "float32")),
+    (("auto", "auto"), dict(openvino=True, flags={"avx512_bf16", "avx512f"}), ("openvino", "bfloat16")),  # AVX512-BF16, no AMX.
+    (("auto", "auto"), dict(openvino=True, flags={"avx512f", "avx2"}), ("openvino", "float32")),  # No bfloat16 units.
+    (("auto", "auto"), dict(openvino=False, flags=AMX), ("tensorflow", "bfloat16")),
+    (("auto", "auto"), dict(openvino=False, flags={"avx2"}), ("tensorflow", "float32")),
     (("auto", "auto"), dict(openvino=True, flags=AMX, has_gpu=True), ("tensorflow", "float32")),
     (("auto", "float32"), dict(openvino=True, flags=AMX), ("openvino", "float32")),
-    (("tensorflow", "auto"), dict(openvino=True, flags=AMX), ("tensorflow", "float32")),
+    (("tensorflow", "auto"), dict(openvino=True, flags=AMX), ("tensorflow", "bfloat16")),
     (("tensorflow", "bfloat16"), dict(openvino=True, flags=AMX), ("tensorflow", "bfloat16")),
-    (("openvino", "auto"), dict(openvino=True, flags=AMX, has_gpu=True), ("openvino", "bfloat16")),  # OpenVINO runs on the CPU.
+    (("openvino", "auto"), dict(openvino=True, flags=AMX, has_gpu=True), ("openvino", "float32")),  # auto: float32 beside a GPU.
 ])
 def test_auto_picks_the_pass_for_the_machine(asked, machine, expected):
     machine = {"has_gpu": False, **machine}
@@ -98,7 +100,7 @@ def test_shared_inception_under_openvino_is_close_to_tensorflow(shared_inception
     reference = classifiers.InceptionClassifier(shared_inception_path, "float32", "tensorflow")(images)[0]
     same = classifiers.InceptionClassifier(shared_inception_path, "float32", "openvino")(images)[0]
     np.testing.assert_allclose(same, reference, atol=1e-4)
-    if inception_engines.AUTO_BFLOAT16_FLAG in inception_engines.precision_lib.cpu_flags():
+    if set(inception_engines.AUTO_BFLOAT16_FLAGS) & inception_engines.precision_lib.cpu_flags():
         fast = classifiers.InceptionClassifier(shared_inception_path, "bfloat16", "openvino")(images)[0]
         relative = np.mean(np.abs(fast - reference)) / np.mean(np.abs(reference))
         assert 1e-4 < relative < 0.1, relative  # Rounded in bfloat16 (not identical), and close.

@@ -158,7 +158,7 @@ class InceptionClassifier:
         if engine == "openvino":
             try:
                 self._openvino = _openvino_network(folder, precision)
-            except RuntimeError as error:
+            except (RuntimeError, ValueError) as error:  # Conversion, or a graph OpenVINO reads otherwise.
                 if asked_engine == "openvino":
                     raise InputError(str(error)) from error
                 logging.warning("%s; scoring with TensorFlow instead.", error)

@@ -6,7 +6,7 @@ and the CPUs): OpenVINO's bfloat16 pass runs the network on a CPU's AMX tiles,
 several times TensorFlow's float32 rate there, at an FID on the shared CIFAR-10
 reference pair within 0.5% of float32's; TensorFlow's own bfloat16 is a
 Grappler rewrite that leaves most of the graph in float32. On CPUs without
-AMX, `auto` stays in float32, the precision nothing has to be measured for.
+bfloat16 units `auto` stays in float32 (bfloat16 is emulated there).
 
 Every engine computes the same preprocessing (`classifiers.preprocess_for_inception`,
 in TensorFlow) and the same network, so their features agree to rounding; the
@@ -25,9 +25,11 @@ from kd_gan.models import precision as precision_lib
 
 ENGINES = ("auto", "tensorflow", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16")
-# The CPU flag whose units OpenVINO's bfloat16 pass was measured fast on (the
-# rule `auto` follows; AVX512-BF16 without AMX is left in float32 until measured).
-AUTO_BFLOAT16_FLAG = "amx_bf16"
+# CPU flags of bfloat16 units: where `auto` scores in bfloat16. Measured fast
+# with OpenVINO on AMX (5.8x float32); on AVX512-BF16 without AMX TensorFlow's
+# bfloat16 pass measured 1.66x (docs/RESULTS.md), OpenVINO's not yet. Without
+# them bfloat16 is emulated (slower), so `auto` stays in float32 there.
+AUTO_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 _OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 # What "auto" means where these are set: a machine's (or a test suite's) fixed pass.
 ENGINE_VARIABLE, PRECISION_VARIABLE = "KD_GAN_INCEPTION_ENGINE", "KD_GAN_INCEPTION_PRECISION"
@@ -44,8 +46,8 @@ def choose(engine="auto", precision="auto", has_gpu=None, flags=None, openvino=N
     `engine="auto"`: `$KD_GAN_INCEPTION_ENGINE` where set; else TensorFlow
     where it sees a GPU (fast there, and the bfloat16 rewrite is CPU-only),
     else OpenVINO when installed, else TensorFlow. `precision="auto"`:
-    `$KD_GAN_INCEPTION_PRECISION` where set; else bfloat16 with OpenVINO on
-    a CPU with AMX-BF16 (`AUTO_BFLOAT16_FLAG`), else float32.
+    `$KD_GAN_INCEPTION_PRECISION` where set; else bfloat16 on a CPU with
+    bfloat16 units (`AUTO_BFLOAT16_FLAGS`) and no GPU, else float32.
 
     Raises:
         InputError: an unknown name, OpenVINO asked for but not installed, or
@@ -66,7 +68,7 @@ def choose(engine="auto", precision="auto", has_gpu=None, flags=None, openvino=N
     if engine == "auto":
         engine = "openvino" if openvino and not has_gpu else "tensorflow"
     if precision == "auto":
-        precision = "bfloat16" if engine == "openvino" and AUTO_BFLOAT16_FLAG in flags else "float32"
+        precision = "bfloat16" if not has_gpu and set(AUTO_BFLOAT16_FLAGS) & set(flags) else "float32"
     if precision == "bfloat16" and has_gpu and engine == "tensorflow":
         raise InputError(
             "The bfloat16 Inception pass is for CPUs (TensorFlow's oneDNN rewrite, or OpenVINO); "
@@ -113,7 +115,9 @@ class OpenVinoInception:
         # One stream on all cores: each call is one batch, run as fast as one batch can be.
         config = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self._compiled = openvino.Core().compile_model(model, "CPU", config)
-        self._outputs = {output.get_any_name(): output for output in self._compiled.outputs}
+        self._outputs = {name: output for output in self._compiled.outputs for name in output.get_names()}
+        if "pool_3" not in self._outputs:
+            raise RuntimeError(f"OpenVINO's conversion of {saved_model_dir} has outputs {sorted(self._outputs)}, no 'pool_3'")
         logging.info("FID Inception compiled by OpenVINO %s (%s)", openvino.__version__, precision)
 
     def __call__(self, images):

@@ -127,7 +127,9 @@ class ExperimentConfig:
         precision: "float32", "bfloat16" (Keras' mixed_bfloat16: fast on CPUs
             with AMX / AVX512-BF16 and on recent GPUs) or "float16" (GPUs, with
             loss scaling). Models are saved and exported in float32 whatever
-            they trained in.
+            they trained in. On CPUs, bfloat16 stages whose steps are smaller
+            than `precision.BFLOAT16_MIN_STEP_MACS` train in float32 (recorded
+            per stage).
         strategy: "default" (one device), "mirrored" (all local GPUs, or all
             logical CPUs when there is no GPU) or "multi_worker"
             (MultiWorkerMirroredStrategy, cluster from `$TF_CONFIG`).
@@ -305,9 +307,6 @@ def build_config(preset=None, **values):
     dataset = values.get("dataset", ExperimentConfig.dataset)
     preset = default_preset(preset, dataset)
     merged = preset_values(preset, dataset) if preset else {}
-    if merged.get("inception_precision") == "bfloat16" and "inception_precision" not in values and precision_lib.gpu_available():
-        # The bfloat16 Inception is oneDNN's CPU rewrite: a preset run on a GPU scores in float32.
-        merged["inception_precision"] = "float32"
     merged.update(values)
     return ExperimentConfig(**merged)
 

@@ -26,7 +26,7 @@ PRESETS = {
         teacher_epochs={"mnist": 5, "cifar10": 100, "celeb_a": 100, "images": 100},
         student_epochs={"mnist": 50, "cifar10": 20, "celeb_a": 100, "images": 100},
         teacher_cache={"mnist": 60_000, "cifar10": 50_000, "celeb_a": 10_000, "images": 10_000},
-        inception_precision={"mnist": "float32", "cifar10": "bfloat16", "celeb_a": "bfloat16", "images": "bfloat16"},
+        inception_precision="auto",  # bfloat16 on CPUs with bfloat16 units (inception_engines.choose).
         eval_samples=10_000,
     ),
     # The paper's scale, for a GPU: several teachers, a wide sweep of student

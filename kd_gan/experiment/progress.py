@@ -43,10 +43,10 @@ SECONDS_PER_MAC = 2.9e-12
 # reference pass then sets it): the FID Inception per engine and precision on a
 # 2-core AMD EPYC (docs/RESULTS.md: TensorFlow 16.8 float32, 27.9 bfloat16), OpenVINO
 # scaled by its ratios to TensorFlow float32 on a 2-core Xeon with AMX
-# (docs/EVALUATION.md: 1.2x float32; bfloat16 5.9x there, taken as 3.5x since
+# (docs/EVALUATION.md: 1.06x float32; bfloat16 5.8x there, taken as 3.5x since
 # CPUs without AMX gain less), and the MNIST network.
 CLASSIFIER_IMAGES_PER_S = {
-    "tensorflow-float32": 16.8, "tensorflow-bfloat16": 27.9, "openvino-float32": 20.0, "openvino-bfloat16": 60.0,
+    "tensorflow-float32": 16.8, "tensorflow-bfloat16": 27.9, "openvino-float32": 17.8, "openvino-bfloat16": 60.0,
     "mnist": 2000.0,
 }
 MEASURE_AFTER_STEPS = 50  # Steps a stage runs before its speed is measured (tracing excluded).

@@ -17,6 +17,8 @@ RERUNNABLE_FIELDS = frozenset(
     {
         "output_dir", "data_dir", "inception_path", "eval_samples", "reference_samples", "export", "quantization",
         "grid_columns", "verbose", "distillation", "qat_epochs",
+        # The scoring pass: its statistics and evaluations are named by it, so a change re-scores.
+        "inception_precision", "inception_engine",
     }
 )
 # What `overwrite` deletes: only what a run writes.

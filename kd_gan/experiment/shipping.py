@@ -86,9 +86,12 @@ def export_students(config, root, generators, results, tuned=None, evaluator=Non
                 record.update(measure_latency(record["path"]))  # Both LiteRT engines; the faster one's time.
                 if evaluator:
                     record.setdefault("keras_quality", result.quality)
+                    shipped = TFLiteGenerator(record["path"])  # On the faster LiteRT engine here.
+                    # int8 kernels of the two engines may round an output a level apart: the engine is in the key.
                     record["quality"] = evaluator.quality(
-                        TFLiteGenerator(record["path"]), record["path"] + ".evaluation.json",
-                        identity=_io.file_digest(record["path"]),
+                        shipped, record["path"] + ".evaluation.json",
+                        identity=f"{_io.file_digest(record['path'])}-{shipped.engine}",
                     )
+                    record["quality_engine"] = shipped.engine
         exported[result.name] = records
     return exported

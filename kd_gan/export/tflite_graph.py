@@ -12,6 +12,7 @@ the export.
 import copy
 
 import numpy as np
+from absl import logging
 
 from kd_gan import _compat
 from kd_gan.models.tflite_generator import OUTPUT_NAME, SIGNATURE, UINT8_SIGNATURE
@@ -106,7 +107,16 @@ def with_float_last_layer(converted, make_converter):
         debug_dataset=converter.representative_dataset,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[last]),
     )
-    return _compat.tflite_quantize_calibrated(debugger.calibrated_model, [last], per_tensor_dense_layers=True)
+    mixed = _compat.tflite_quantize_calibrated(debugger.calibrated_model, [last], per_tensor_dense_layers=True)
+    # Float kernels were allowed for the denylisted node only: anything else in float keeps the all-int8 file.
+    interpreter = Interpreter(model_content=mixed)
+    tensors = interpreter.get_tensor_details()
+    in_float = [op["op_name"] for op in interpreter._get_ops_details()
+                if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and tensors[op["outputs"][0]]["dtype"] == np.float32]
+    if in_float != [convolutions[-1]["op_name"]]:
+        logging.warning("Keeping the all-int8 file: quantized with a float last layer, %s ran in float32.", in_float)
+        return converted
+    return mixed
 
 
 def _float_image_first(model):
