@@ -56,7 +56,7 @@ flags.DEFINE_integer("grid_columns", _DEFAULTS.grid_columns, "Samples per row of
 flags.DEFINE_integer("eval_samples", None, "Generated images per model for the metrics (default: the preset's, 10,000 with the colour sets' default cpu preset; without a preset 10,000 for mnist, 1,000 otherwise; 0 skips).", lower_bound=0)
 flags.DEFINE_integer("reference_samples", None, "Real images of the FID reference: default all of the reference split (computed once, cached); N: a seeded random subset.", lower_bound=2)
 flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-flags.DEFINE_enum("inception_precision", _DEFAULTS.inception_precision, ["auto", "float32", "bfloat16"], "FID Inception pass: auto (bfloat16 through OpenVINO on CPUs with AMX, else float32), float32 or bfloat16 (FID within 0.5% of float32's on the reference pair; not for mnist).")
+flags.DEFINE_enum("inception_precision", _DEFAULTS.inception_precision, ["auto", "float32", "bfloat16"], "FID Inception pass: auto (bfloat16 on CPUs with bfloat16 units (AMX, AVX512-BF16), else float32), float32 or bfloat16 (FID within 0.5% of float32's on the reference pair; not for mnist).")
 flags.DEFINE_enum("inception_engine", _DEFAULTS.inception_engine, ["auto", "tensorflow", "openvino"], "What runs the FID Inception: auto (OpenVINO on a CPU where installed, else TensorFlow), tensorflow or openvino.")
 flags.DEFINE_list("export", [], "Export every student at the end: any of tflite, saved_model.")
 flags.DEFINE_list("quantization", ["none"], "TFLite variants to export: any of none, float16, dynamic_int8, int8.")

@@ -128,8 +128,8 @@ class InceptionClassifier:
         path: a local SavedModel mapping `[N, 299, 299, 3]` to a dict with
             `pool_3` (and `logits` if it has them). None: `$KD_GAN_INCEPTION`,
             else tf-gan's TF-Hub module (needs the network).
-        precision: "auto" (see `inception_engines.choose`: bfloat16 through
-            OpenVINO on CPUs with AMX, else float32), "float32" (the
+        precision: "auto" (see `inception_engines.choose`: bfloat16 on CPUs
+            with bfloat16 units and no GPU, else float32), "float32" (the
             standard) or "bfloat16" (the network's convolutions in bfloat16;
             FID within 0.5% of float32's on the shared reference pair,
             docs/EVALUATION.md).

@@ -56,7 +56,7 @@ def define_flags():
     flags.DEFINE_string("output", "metrics.json", "JSON output path.")
     flags.DEFINE_string("data_dir", None, "Local data (default: $KD_GAN_DATA_DIR, else tfds download).")
     flags.DEFINE_string("inception_path", None, "Local FID Inception SavedModel (default: $KD_GAN_INCEPTION, else TF-Hub).")
-    flags.DEFINE_enum("inception_precision", "auto", list(INCEPTION_PRECISIONS), "FID Inception pass: auto (bfloat16 through OpenVINO on CPUs with AMX, else float32; $KD_GAN_INCEPTION_PRECISION), float32 or bfloat16 (FID within 0.5% of float32's: docs/EVALUATION.md).")
+    flags.DEFINE_enum("inception_precision", "auto", list(INCEPTION_PRECISIONS), "FID Inception pass: auto (bfloat16 on CPUs with bfloat16 units (AMX, AVX512-BF16), else float32; $KD_GAN_INCEPTION_PRECISION), float32 or bfloat16 (FID within 0.5% of float32's: docs/EVALUATION.md).")
     flags.DEFINE_enum("inception_engine", "auto", list(INCEPTION_ENGINES), "What runs the FID Inception: auto (OpenVINO on a CPU where installed, else TensorFlow; $KD_GAN_INCEPTION_ENGINE), tensorflow or openvino.")
     flags.DEFINE_integer("seed", 0, "Seed of the latent vectors and of random subsets.")
 
