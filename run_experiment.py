@@ -24,7 +24,7 @@ _DEFAULTS = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set; 'images': your folder or tar of PNG/JPEG given as --data_dir, at --image_size.")
 flags.DEFINE_enum("image_size", None, [str(size) for size in data.IMAGE_SIZES], "Image size for --dataset=images (centre crop and resize, RGB).")
-flags.DEFINE_enum("loss", _DEFAULTS.loss, list(experiment.LOSS_CHOICES), "Student loss: pixel MSE to the teacher, GAN loss + MSE (joint), or both.")
+flags.DEFINE_list("loss", [_DEFAULTS.loss], f"Student losses, a student of each: mse (pixel MSE to the teacher), joint (plus a GAN loss on real images), adversarial (plus a GAN loss against a discriminator of the teacher's images, no real data), both (mse,joint); any of {list(experiment.LOSS_CHOICES)}.")
 flags.DEFINE_enum("preset", None, list(experiment.PRESETS) + [NO_PRESET], "Preset values (explicit flags override them): quick (the smoke run, ~10 min for MNIST on a 2-core CPU), cpu (a teacher worth distilling in about an hour of a 2-core CPU, then the students; see docs/EXPERIMENT.md), paper (the paper's scale, for a GPU) or none. Default: cpu for cifar10 and celeb_a, none for mnist and images.")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing run with another configuration in output_dir and start again.")
@@ -103,10 +103,10 @@ def config_from_flags():
     }
     if FLAGS["student_init"].present:
         values["student_inits"] = tuple(FLAGS.student_init)
-    values.update(dataset=FLAGS.dataset, loss=FLAGS.loss, strategy=FLAGS.strategy)
+    values.update(dataset=FLAGS.dataset, loss=",".join(FLAGS.loss), strategy=FLAGS.strategy)
     if "output_dir" not in values:
         suffix = f"_{FLAGS.preset}" if FLAGS.preset and FLAGS.preset != NO_PRESET else ""
-        values["output_dir"] = f"runs/{FLAGS.dataset}_{FLAGS.loss}{suffix}"
+        values["output_dir"] = f"runs/{FLAGS.dataset}_{'_'.join(FLAGS.loss)}{suffix}"
     try:
         return experiment.build_config(FLAGS.preset, **values)
     except InputError as error:

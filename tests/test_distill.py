@@ -65,9 +65,10 @@ def test_fit_runs_exactly_the_requested_steps():
     assert distiller.steps_per_execution == 10
 
 
-def test_joint_requires_a_discriminator():
-    with pytest.raises(ValueError, match="discriminator"):
-        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint")
+@pytest.mark.parametrize("loss, against", [("joint", "real images"), ("adversarial", "the teacher's images")])
+def test_discriminated_losses_require_a_discriminator(loss, against):
+    with pytest.raises(ValueError, match=f"loss='{loss}' trains the student against a discriminator on {against}"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss=loss)
 
 
 def test_joint_updates_student_and_discriminator_not_teacher():
@@ -84,6 +85,54 @@ def test_joint_updates_student_and_discriminator_not_teacher():
     assert set(history) == {"student_loss", "mse", "g_loss", "d_loss"}
     # The student's loss is the adversarial loss plus the weighted MSE.
     assert history["student_loss"][0] == pytest.approx(history["g_loss"][0] + 2.0 * history["mse"][0], rel=1e-5)
+
+
+def test_adversarial_distillation_needs_no_real_data_and_trains_student_and_discriminator_only():
+    teacher = fixed_teacher(2)
+    discriminator = Discriminator(SHAPE, 1)
+    distiller = Distiller(
+        teacher, Generator(LATENT, SHAPE, 1), loss="adversarial", discriminator=discriminator, mse_weight=2.0
+    )
+    distiller.compile()
+    assert distiller.d_optimizer is not distiller.student_optimizer
+    before = [weights_of(m) for m in (teacher, distiller.student, discriminator)]
+    history = distiller.fit(latent_dataset(4, LATENT), epochs=1, steps_per_epoch=3, verbose=0).history
+    assert not changed(before[0], teacher)
+    assert changed(before[1], distiller.student)
+    assert changed(before[2], discriminator)
+    # Each network moved by its own optimizer, one step per batch.
+    assert int(distiller.student_optimizer.iterations) == 3 and int(distiller.d_optimizer.iterations) == 3
+    assert set(history) == {"student_loss", "mse", "g_loss", "d_loss"}
+    assert history["student_loss"][0] == pytest.approx(history["g_loss"][0] + 2.0 * history["mse"][0], rel=1e-5)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_adversarial_discriminator_takes_the_teachers_images_for_the_batch_z_as_real(cached):
+    """The first step's logged losses equal the ones computed by hand with the
+    teacher's images (run now, or read from the cached pairs) as the real batch
+    and the student's on the same z as the fake one."""
+    from kd_gan.training import objectives
+
+    keras.utils.set_random_seed(0)
+    teacher, student, discriminator = fixed_teacher(2), Generator(LATENT, SHAPE, 1), Discriminator(SHAPE, 1)
+    distiller = Distiller(teacher, student, loss="adversarial", discriminator=discriminator, mse_weight=0.5)
+    distiller.compile(steps_per_execution=1)
+    z = np.random.default_rng(1).normal(size=(4, LATENT)).astype("float32")
+    # Cached pairs stand for any stored teacher output: here the teacher's images of other z.
+    other = teacher(np.random.default_rng(2).normal(size=(4, LATENT)).astype("float32"), training=False)
+    real = other if cached else teacher(z, training=False)
+    fake = student(z, training=True)  # Batch statistics, as in the step.
+    real_logits, fake_logits = discriminator(real), discriminator(fake)
+    d_loss = float(np.mean(objectives.discriminator_loss(real_logits, fake_logits, objectives.NON_SATURATING)))
+    g_loss = float(np.mean(objectives.generator_loss(fake_logits, objectives.NON_SATURATING)))
+    mse = float(np.mean((np.asarray(fake) - np.asarray(real)) ** 2))
+    batch = {"z": z, "teacher_images": np.asarray(other)} if cached else z
+    data = tf.data.Dataset.from_tensors(batch)
+    history = distiller.fit(data, epochs=1, verbose=0).history
+    assert history["d_loss"][0] == pytest.approx(d_loss, rel=1e-5)
+    assert history["g_loss"][0] == pytest.approx(g_loss, rel=1e-5)
+    assert history["mse"][0] == pytest.approx(mse, rel=1e-5)
+    assert history["student_loss"][0] == pytest.approx(g_loss + 0.5 * mse, rel=1e-5)
 
 
 def test_joint_refuses_latent_batches():
@@ -140,14 +189,15 @@ def test_savedmodel_teacher(tmp_path):
         distiller.get_config()
 
 
-def test_keras_round_trip(tmp_path):
+@pytest.mark.parametrize("loss", ["joint", "adversarial"])
+def test_keras_round_trip(tmp_path, loss):
     distiller = Distiller(
-        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=Discriminator(SHAPE, 1),
+        fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss=loss, discriminator=Discriminator(SHAPE, 1),
         mse_weight=0.5, seed=3,
     )
     distiller.save(tmp_path / "distiller.keras")
     loaded = keras.saving.load_model(tmp_path / "distiller.keras")
-    assert (loaded.loss_name, loaded.mse_weight, loaded.seed) == ("joint", 0.5, 3)
+    assert (loaded.loss_name, loaded.mse_weight, loaded.seed) == (loss, 0.5, 3)
     assert loaded.teacher.trainable is False
     z = np.random.normal(size=(2, LATENT)).astype("float32")
     np.testing.assert_array_equal(loaded.teacher(z), distiller.teacher(z))

@@ -48,6 +48,15 @@ def test_a_given_teacher_plans_no_teacher_stage_and_options_drop_their_stages():
     ]
 
 
+def test_losses_joined_by_commas_plan_a_student_of_each_in_the_order_given():
+    stages = plan_stages(config(loss="adversarial,mse", student_depths=(1,), distillation=("pixel",), qat_epochs=0))
+    assert [s.folder for s in of_role(stages, "student")] == ["students/adversarial_d1", "students/mse_d1"]
+    adversarial = of_role(stages, "student")[0]
+    assert adversarial.discriminated and adversarial.adversarial and not adversarial.joint
+    assert adversarial.label == "student (adversarial)" and adversarial.method == "student_adversarial"
+    assert config(loss="both").losses == ("mse", "joint")
+
+
 def test_a_stage_record_answers_what_it_is_without_its_name_being_read():
     joint = StageSpec("student", 2, 5, "joint", "features+perceptual")
     assert joint.terms == ("features", "perceptual") and joint.distils_features and joint.perceptual

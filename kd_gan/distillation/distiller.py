@@ -9,6 +9,14 @@ Two schemes from the paper (Aguinaldo et al., 2019, Sec. 3.2) are presets:
   trained on real images, plus `mse_weight` times the MSE term. The
   discriminator learns alongside.
 
+A third scheme came after the paper:
+
+* `loss="adversarial"`: adversarial distillation (as in AKDG, Chen et al.,
+  ICPR 2020, and TinyGAN): the discriminator learns to tell the teacher's
+  images from the student's for the same z, and the student minimises its
+  GAN loss against it plus `mse_weight` times the MSE term. Like "mse" it
+  needs no real data; the teacher's images take the place of the data set.
+
 What is distilled is pluggable (`kd_gan.distillation.losses`): `distillation_losses`
 replaces the pixel MSE by any weighted set of losses (pixel, intermediate
 features through adapters, perceptual), with or without the adversarial term.
@@ -33,7 +41,9 @@ from kd_gan.models.any_generator import freeze, generate, latent_size
 from kd_gan.distillation.feature_taps import IMAGES, Taps
 from kd_gan.training.steps import ExactStepsMixin, images_from_batch, sample_latents, step_logs
 
-LOSSES = ("mse", "joint")
+MSE, JOINT, ADVERSARIAL = "mse", "joint", "adversarial"
+LOSSES = (MSE, JOINT, ADVERSARIAL)
+DISCRIMINATED = (JOINT, ADVERSARIAL)  # The losses that train a discriminator beside the student.
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
@@ -47,22 +57,27 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             or `tf.saved_model.load(path).signatures[...]`. Only Keras teachers
             can be saved with the Distiller, and feature losses need one.
         student: the small generator being trained (a Keras model).
-        loss: "mse" (the distillation losses alone) or "joint" (plus the
-            adversarial term against `discriminator`).
-        discriminator: the student-sized discriminator; required for "joint".
-        mse_weight: weight of the pixel MSE in the joint preset (with the
-            default `distillation_losses`).
+        loss: "mse" (the distillation losses alone), "joint" (plus the
+            adversarial term against `discriminator`, trained on real images)
+            or "adversarial" (plus the adversarial term against
+            `discriminator`, trained on the teacher's images).
+        discriminator: the student-sized discriminator; required for "joint"
+            and "adversarial".
+        mse_weight: weight of the pixel MSE in the joint and adversarial
+            presets (with the default `distillation_losses`).
         seed: integer seed of the latent draws.
-        objective: adversarial objective of the joint loss: "ns" (the
-            paper's), "hinge" or "wgan-gp" (`kd_gan.training.objectives`).
-        critic_steps: discriminator steps per student step of the joint loss
-            (the extra ones on fresh z); None: the objective's.
+        objective: adversarial objective of the joint and adversarial
+            losses: "ns" (the paper's), "hinge" or "wgan-gp"
+            (`kd_gan.training.objectives`).
+        critic_steps: discriminator steps per student step of the joint and
+            adversarial losses (the extra ones on fresh z); None: the objective's.
         distillation_losses: what the student matches, a list of
             `kd_gan.distillation.losses.DistillationLoss` (or `keras.distillation`
             losses); None: `[PixelMSE()]`, the paper's.
         distillation_loss_weights: one weight per loss; None: 1 each
             (`mse_weight` for the joint preset's MSE).
-        adversarial_weight: weight of the adversarial term ("joint").
+        adversarial_weight: weight of the adversarial term ("joint",
+            "adversarial").
         check_teacher_range: refuse a teacher whose probe images are not in
             [-1, 1] (uint8, [0, 1], out of range, NaN). A restored Distiller
             skips it: its teacher's weights are loaded after it is built.
@@ -105,9 +120,10 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         for name, value in (("mse_weight", mse_weight), ("adversarial_weight", adversarial_weight)):
             if not value >= 0:
                 raise InputError(f"{name} must be >= 0. Received: {name}={value}")
-        if loss == "joint" and discriminator is None:
+        if loss in DISCRIMINATED and discriminator is None:
+            against = "real images" if loss == JOINT else "the teacher's images"
             raise InputError(
-                "loss='joint' trains the student against a discriminator on real images: pass "
+                f"loss={loss!r} trains the student against a discriminator on {against}: pass "
                 "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
             )
         if loss == "mse":
@@ -155,7 +171,7 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
 
     def _resolve_losses(self, distillation_losses, weights):
         if distillation_losses is None:
-            return [losses_lib.PixelMSE()], [self.mse_weight if self.loss_name == "joint" else 1.0]
+            return [losses_lib.PixelMSE()], [self.mse_weight if self.adversarial else 1.0]
         distillation_losses = [losses_lib.as_distillation_loss(loss) for loss in distillation_losses]
         weights = [1.0] * len(distillation_losses) if weights is None else [float(w) for w in weights]
         if not distillation_losses or len(weights) != len(distillation_losses) or not all(w >= 0 for w in weights):
@@ -170,9 +186,9 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
 
     def _make_trackers(self):
         names = [loss.name for loss in self.distillation_losses]
-        if self.loss_name == "joint" or len(names) > 1:
+        if self.adversarial or len(names) > 1:
             names.insert(0, "student_loss")
-        if self.loss_name == "joint":
+        if self.adversarial:
             names += ["g_loss", "d_loss"]
         self._train_metric_names = names
         if "mse" not in names:  # Evaluation reports the pixel MSE to the teacher whatever is trained.
@@ -181,7 +197,8 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
 
     @property
     def adversarial(self):
-        return self.loss_name == "joint"
+        """Trains a discriminator beside the student ("joint", "adversarial")."""
+        return self.loss_name in DISCRIMINATED
 
     def compile(self, student_optimizer=None, d_optimizer=None, steps_per_execution=None, optimizer=None, **kwargs):
         """Sets the optimizers (Adam with DCGAN's / the objective's settings when not given).
@@ -189,7 +206,8 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         Args:
             student_optimizer: optimizer of the student (and the losses'
                 adapters). `optimizer=` is the same argument, Keras' name.
-            d_optimizer: optimizer of the discriminator (joint loss only). Each
+            d_optimizer: optimizer of the discriminator ("joint" and
+                "adversarial" losses only). Each
                 is wrapped in a `LossScaleOptimizer` when its network computes
                 in float16.
             steps_per_execution: train steps per call of the compiled function;
@@ -201,7 +219,7 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         if optimizer is not None and student_optimizer is not None:
             raise InputError("Pass the student's optimizer once: optimizer= or student_optimizer=, not both.")
         if d_optimizer is not None and not self.adversarial:
-            raise InputError("d_optimizer= is for loss='joint'; this Distiller has no adversarial term to train.")
+            raise InputError("d_optimizer= is for loss='joint' or 'adversarial'; this Distiller has no adversarial term to train.")
         student_optimizer = keras.optimizers.get(student_optimizer or optimizer or optimizers.default_optimizer())
         self.student_optimizer = optimizers.loss_scaled(student_optimizer, self.student)
         super().compile(
@@ -291,8 +309,10 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         return student_outputs[IMAGES], terms, tf.add_n(weighted)
 
     def train_step(self, data):
-        if self.adversarial:
+        if self.loss_name == JOINT:
             return self._joint_step(data)
+        if self.loss_name == ADVERSARIAL:
+            return self._adversarial_distillation_step(data)
         # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
         z, teacher_outputs = self._teacher_outputs(data)
         # Step the student (and the losses' adapters) towards the teacher.
@@ -322,14 +342,29 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
                 f"got a batch of shape {tuple(real_images.shape)}."
             )
         # The discriminator's extra steps (WGAN-GP's critic), each on fresh z.
+        self._critic_steps(real_images)
+        # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
+        z, teacher_outputs = self._teacher_outputs(data)
+        return self._adversarial_step(real_images, z, teacher_outputs)
+
+    def _adversarial_distillation_step(self, data):
+        # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
+        z, teacher_outputs = self._teacher_outputs(data)
+        # The teacher's images are the discriminator's real data: the same z as the student's.
+        teacher_images = tf.stop_gradient(teacher_outputs[IMAGES])
+        self._critic_steps(teacher_images)
+        return self._adversarial_step(teacher_images, z, teacher_outputs)
+
+    def _critic_steps(self, real_images):
+        """The discriminator's extra steps (WGAN-GP's critic), each on fresh z."""
         for _ in range(self.critic_steps - 1):
             critic_update(
                 self.student, self.discriminator, self.d_optimizer, real_images, self.latent_dim, self.seed,
                 self.objective,
             )
-        # z and the frozen teacher's outputs: cached pairs, or drawn and run now.
-        z, teacher_outputs = self._teacher_outputs(data)
-        # Simultaneous step of student and discriminator; the student's loss adds the distillation terms.
+
+    def _adversarial_step(self, real_images, z, teacher_outputs):
+        """Simultaneous step of student and discriminator; the student's loss adds the distillation terms."""
         losses = adversarial_update(
             self.student, self.discriminator, self.student_optimizer, self.d_optimizer, real_images, z,
             objective=self.objective, seed=self.seed, distillation=lambda z: self._distillation(z, teacher_outputs),

@@ -24,7 +24,8 @@ from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, PRUNED, RANDOM, ST
 from kd_gan.models.dcgan import check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
-LOSS_CHOICES = ("mse", "joint", "both")
+BOTH = "both"  # The paper's two students: mse and joint.
+LOSS_CHOICES = distiller.LOSSES + (BOTH,)
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -33,7 +34,11 @@ class ExperimentConfig:
     Attributes:
         dataset: "mnist", "cifar10", "celeb_a", or "images" (your own folder
             or tar of PNG/JPEG as `data_dir`, at `image_size`).
-        loss: student loss: "mse", "joint" or "both" (a student of each).
+        loss: student loss: "mse" (the paper's pixel MSE), "joint" (plus a
+            GAN loss on real images), "adversarial" (plus a GAN loss against
+            a discriminator of the teacher's images), several joined by ","
+            (a student of each, e.g. "mse,adversarial"), or "both" (mse and
+            joint).
         output_dir: folder for models, samples and the report.
         data_dir: local data (tfds data dir or original files); None uses
             `$KD_GAN_DATA_DIR`, then tfds' download.
@@ -78,7 +83,7 @@ class ExperimentConfig:
             the raw weights beside them). 0: no average.
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
-        mse_weight: weight of the MSE term in the joint loss.
+        mse_weight: weight of the MSE term in the joint and adversarial losses.
         distillation: the student kinds to train for every loss and size:
             "pixel" (the paper's MSE alone), "features" (plus intermediate
             feature maps through learned adapters), "perceptual" (plus a
@@ -193,7 +198,7 @@ class ExperimentConfig:
             )
         if self.dataset == data.IMAGES and not self.data_dir:
             raise InputError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
-        _check_choice("loss", self.loss, LOSS_CHOICES)
+        self.losses  # Refuses an unknown loss.
         _check_choice("objective", self.objective, objectives.OBJECTIVES)
         # Unset optimizer settings take the objective's; config.json records the values used.
         settings = objectives.OBJECTIVE_DEFAULTS[self.objective]
@@ -293,8 +298,16 @@ class ExperimentConfig:
 
     @property
     def losses(self):
-        """The student losses this run trains."""
-        return distiller.LOSSES if self.loss == "both" else (self.loss,)
+        """The student losses this run trains, in the order given."""
+        if self.loss == BOTH:
+            return (distiller.MSE, distiller.JOINT)
+        losses = tuple(str(self.loss).split(","))
+        if not set(losses) <= set(distiller.LOSSES) or len(set(losses)) != len(losses):
+            raise InputError(
+                f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}, or several of {distiller.LOSSES} "
+                "joined by ',' (each once), e.g. 'mse,adversarial'."
+            )
+        return losses
 
 
 def build_config(preset=None, **values):

@@ -16,11 +16,11 @@ ROLES = (TEACHER, STUDENT, SCRATCH)
 PIXEL = "pixel"  # The paper's student: pixel MSE to the teacher, nothing else distilled.
 FEATURES, PERCEPTUAL = "features", "perceptual"
 DISTILLATION_TERMS = (FEATURES, PERCEPTUAL)  # What a student kind may add to the pixel MSE.
-JOINT = "joint"
+JOINT, ADVERSARIAL = "joint", "adversarial"
 RANDOM, PRUNED = "random", "pruned"
 STUDENT_INITS = (RANDOM, PRUNED)  # How a student starts: random weights, or the pruned teacher.
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
-_LOSS_LABELS = {"mse": "MSE", JOINT: "joint"}
+_LOSS_LABELS = {"mse": "MSE", JOINT: "joint", ADVERSARIAL: "adversarial"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
 
 
@@ -33,7 +33,7 @@ class StageSpec:
             (the student's generator trained as an ordinary GAN).
         depth: depth scale factor d of its generator (None with `widths`).
         epochs: training epochs.
-        loss: a student's loss, "mse" or "joint"; None otherwise.
+        loss: a student's loss, "mse", "joint" or "adversarial"; None otherwise.
         kind: what a student distils: "pixel" (the paper's), or terms added
             to it, e.g. "features+perceptual".
         fine_tune_epochs: for a further stage of a student (quantization-aware
@@ -86,12 +86,19 @@ class StageSpec:
 
     @property
     def joint(self):
+        """A student that reads real images (the joint loss)."""
         return self.loss == JOINT
 
     @property
+    def discriminated(self):
+        """A student with a discriminator of its own: joint (on real images) or
+        adversarial (on the teacher's)."""
+        return self.loss in (JOINT, ADVERSARIAL)
+
+    @property
     def adversarial(self):
-        """Trains a discriminator beside its generator (teacher, scratch GAN, joint student)."""
-        return self.role != STUDENT or (self.joint and not self.fine_tuning)
+        """Trains a discriminator beside its generator (teacher, scratch GAN, joint or adversarial student)."""
+        return self.role != STUDENT or (self.discriminated and not self.fine_tuning)
 
     @property
     def fine_tuning(self):

@@ -14,10 +14,11 @@ from kd_gan.evaluation.classifiers import score_name  # noqa: E402
 METHOD_STYLES = {
     "student_mse": ("tab:blue", "o"),
     "student_joint": ("tab:green", "s"),
+    "student_adversarial": ("tab:olive", "*"),
     "scratch": ("tab:red", "^"),
 }
 # Students of other distillation kinds take the next free style.
-EXTRA_STYLES = (("tab:purple", "D"), ("tab:orange", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "*"),
+EXTRA_STYLES = (("tab:purple", "D"), ("tab:orange", "v"), ("tab:brown", "P"), ("tab:pink", "X"),
                 ("tab:cyan", "<"), ("tab:gray", ">"))
 
 

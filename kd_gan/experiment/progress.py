@@ -261,7 +261,7 @@ def planned_stages(stages, config, steps_per_epoch, root, image_shape, teacher_c
         elif spec.role == STUDENT:
             # A teacher pass per step without a cache, and for feature maps always.
             cost = student + (teacher_cost if not config.teacher_cache or spec.distils_features else 0)
-            if spec.joint:
+            if spec.discriminated:
                 cost += gan_cost(spec, 1) - student
             cost *= batch
         else:

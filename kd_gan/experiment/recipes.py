@@ -10,12 +10,12 @@ def kind_losses(config, spec, teacher_discriminator=None):
     Each kind adds its terms to the pixel MSE (weighted as in the paper's
     presets). The perceptual term reads `teacher_discriminator`, frozen; with
     none (a given teacher), the student's own discriminator, which trains
-    beside it (joint loss only).
+    beside it (joint and adversarial losses only).
     """
     if not spec.terms:
         return None, None
     distillation_losses = [losses.PixelMSE()]
-    weights = [config.mse_weight if spec.joint else 1.0]
+    weights = [config.mse_weight if spec.discriminated else 1.0]
     if spec.distils_features:
         distillation_losses.append(losses.FeatureLoss())
         weights.append(config.feature_weight)

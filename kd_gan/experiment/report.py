@@ -257,8 +257,13 @@ def markdown(results):
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
         "generator trained to minimise the pixel MSE between its images and the teacher's for the same random z "
         "(no real data); a *student (joint)* adds that MSE (weight "
-        f"{config['mse_weight']}) to its own GAN loss against a student-sized discriminator on real images; a "
-        "*scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
+        f"{config['mse_weight']}) to its own GAN loss against a student-sized discriminator on real images; "
+        + (
+            "a *student (adversarial)* adds that MSE to its GAN loss against a student-sized discriminator "
+            "that learns to tell the teacher's images from the student's (no real data); "
+            if "adversarial" in results["losses"] else ""
+        )
+        + "a *scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
         "Compression is the teacher's parameter count over the model's.",
         "",
         "## Results",

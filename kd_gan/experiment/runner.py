@@ -126,19 +126,19 @@ class Experiment:
         if stage.done():
             return stage.load()
         config, spec = self.config, stage.spec
-        joint = spec.joint
+        discriminated = spec.discriminated
         policy = self.stage_policy(spec)
         self.seed_stage(stage)
         with self.strategy.scope():
             student = self._generator(stage, teacher, policy)
-            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=policy) if joint else None
+            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=policy) if discriminated else None
             distillation_losses, weights = self.distillation_losses(spec, policy)
             trainer = Distiller(
                 precision.with_policy(teacher, policy),  # The frozen teacher computes in the stage's precision too.
                 student,
                 loss=spec.loss,
                 discriminator=discriminator,
-                mse_weight=config.mse_weight if joint and distillation_losses is None else 1.0,
+                mse_weight=config.mse_weight if discriminated and distillation_losses is None else 1.0,
                 seed=config.seed,
                 objective=config.objective,
                 critic_steps=config.critic_steps,
@@ -146,17 +146,18 @@ class Experiment:
                 distillation_loss_weights=weights,
             )
             trainer.compile(
-                # A joint student is a GAN generator too: the objective's Adam betas.
+                # A joint or adversarial student is a GAN generator too: the objective's Adam betas.
                 student_optimizer=optimizers.objective_optimizer(
-                    config.objective if joint else objectives.NON_SATURATING, config.student_learning_rate, config.ema_decay
+                    config.objective if discriminated else objectives.NON_SATURATING, config.student_learning_rate,
+                    config.ema_decay,
                 ),
-                d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate) if joint else None,
+                d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate) if discriminated else None,
             )
         if config.teacher_cache:
-            stream = self.streams.cached_stream(teacher, joint)
+            stream = self.streams.cached_stream(teacher, spec.joint)
         else:
-            # The MSE scheme needs no real data: it learns from fresh latent vectors.
-            stream = self.streams.real_stream if joint else self.streams.latent_stream
+            # Only the joint loss reads real data; the others learn from fresh latent vectors.
+            stream = self.streams.real_stream if spec.joint else self.streams.latent_stream
         return progress.timed(self.clock, stage, lambda callbacks: stage.train(
             trainer, student, stream, spec.epochs, self.streams.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
         ))
@@ -325,11 +326,11 @@ class Experiment:
         path = path if path and os.path.isfile(path) else None
         if any(spec.perceptual for spec in self.stages):
             logging.info("Perceptual students read %s.", path or "their own discriminators (no teacher discriminator)")
-        if path is None and any(spec.perceptual and not spec.joint for spec in self.stages):
+        if path is None and any(spec.perceptual and not spec.discriminated for spec in self.stages):
             raise InputError(
                 "distillation 'perceptual' with loss 'mse' reads the teacher's discriminator, and "
                 + ("a given teacher (teacher_path) has none" if self.config.teacher_path else f"{path} does not exist (a teacher trained before discriminators were saved)")
-                + ": use loss 'joint' (the student's own discriminator) or drop 'perceptual'."
+                + ": use loss 'joint' or 'adversarial' (the student's own discriminator) or drop 'perceptual'."
             )
         return path
 
