@@ -24,7 +24,7 @@ _DEFAULTS = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(data.DATASETS), "Data set; 'images': your folder or tar of PNG/JPEG given as --data_dir, at --image_size.")
 flags.DEFINE_enum("image_size", None, [str(size) for size in data.IMAGE_SIZES], "Image size for --dataset=images (centre crop and resize, RGB).")
-flags.DEFINE_list("loss", [_DEFAULTS.loss], f"Student losses, a student of each: mse (pixel MSE to the teacher), joint (plus a GAN loss on real images), adversarial (plus a GAN loss against a discriminator of the teacher's images, no real data), both (mse,joint); any of {list(experiment.LOSS_CHOICES)}.")
+flags.DEFINE_list("loss", [_DEFAULTS.loss], f"Student losses, a student of each: mse (pixel MSE to the teacher), joint (plus a GAN loss on real images), adversarial (plus a GAN loss against a discriminator of the teacher's images, no real data), adversarial_z (its discriminator also given each image's z), both (mse,joint); any of {list(experiment.LOSS_CHOICES)}.")
 flags.DEFINE_enum("preset", None, list(experiment.PRESETS) + [NO_PRESET], "Preset values (explicit flags override them): quick (the smoke run, ~10 min for MNIST on a 2-core CPU), cpu (a teacher worth distilling in about an hour of a 2-core CPU, then the students; see docs/EXPERIMENT.md), paper (the paper's scale, for a GPU) or none. Default: cpu for cifar10 and celeb_a, none for mnist and images.")
 flags.DEFINE_string("output_dir", None, "Output folder (default: runs/<dataset>_<loss>[_<preset>]).")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing run with another configuration in output_dir and start again.")

@@ -106,15 +106,17 @@ def test_adversarial_distillation_needs_no_real_data_and_trains_student_and_disc
     assert history["student_loss"][0] == pytest.approx(history["g_loss"][0] + 2.0 * history["mse"][0], rel=1e-5)
 
 
-@pytest.mark.parametrize("cached", [False, True])
-def test_adversarial_discriminator_takes_the_teachers_images_for_the_batch_z_as_real(cached):
+@pytest.mark.parametrize("cached, conditioned", [(False, False), (True, False), (True, True)])
+def test_adversarial_discriminator_takes_the_teachers_images_for_the_batch_z_as_real(cached, conditioned):
     """The first step's logged losses equal the ones computed by hand with the
     teacher's images (run now, or read from the cached pairs) as the real batch
-    and the student's on the same z as the fake one."""
+    and the student's on the same z as the fake one; a discriminator
+    conditioned on z sees that z with both."""
     from kd_gan.training import objectives
 
     keras.utils.set_random_seed(0)
-    teacher, student, discriminator = fixed_teacher(2), Generator(LATENT, SHAPE, 1), Discriminator(SHAPE, 1)
+    teacher, student = fixed_teacher(2), Generator(LATENT, SHAPE, 1)
+    discriminator = Discriminator(SHAPE, 1, latent_dim=LATENT if conditioned else None)
     distiller = Distiller(teacher, student, loss="adversarial", discriminator=discriminator, mse_weight=0.5)
     distiller.compile(steps_per_execution=1)
     z = np.random.default_rng(1).normal(size=(4, LATENT)).astype("float32")
@@ -122,7 +124,7 @@ def test_adversarial_discriminator_takes_the_teachers_images_for_the_batch_z_as_
     other = teacher(np.random.default_rng(2).normal(size=(4, LATENT)).astype("float32"), training=False)
     real = other if cached else teacher(z, training=False)
     fake = student(z, training=True)  # Batch statistics, as in the step.
-    real_logits, fake_logits = discriminator(real), discriminator(fake)
+    real_logits, fake_logits = (discriminator((x, z) if conditioned else x) for x in (real, fake))
     d_loss = float(np.mean(objectives.discriminator_loss(real_logits, fake_logits, objectives.NON_SATURATING)))
     g_loss = float(np.mean(objectives.generator_loss(fake_logits, objectives.NON_SATURATING)))
     mse = float(np.mean((np.asarray(fake) - np.asarray(real)) ** 2))
@@ -133,6 +135,26 @@ def test_adversarial_discriminator_takes_the_teachers_images_for_the_batch_z_as_
     assert history["g_loss"][0] == pytest.approx(g_loss, rel=1e-5)
     assert history["mse"][0] == pytest.approx(mse, rel=1e-5)
     assert history["student_loss"][0] == pytest.approx(g_loss + 0.5 * mse, rel=1e-5)
+
+
+def test_a_discriminator_conditioned_on_z_serves_adversarial_distillation_only():
+    conditioned = Discriminator(SHAPE, 1, latent_dim=LATENT)
+    with pytest.raises(ValueError, match="loss='adversarial' only.*Received: loss='joint'"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="joint", discriminator=conditioned)
+    with pytest.raises(ValueError, match="conditioned on z of size 16; the student's latent size is 8"):
+        Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="adversarial",
+                  discriminator=Discriminator(SHAPE, 1, latent_dim=16))
+
+
+def test_wgan_gp_critic_steps_of_a_conditioned_discriminator_reuse_the_batch_z():
+    discriminator = Discriminator(SHAPE, 1, latent_dim=LATENT)
+    distiller = Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), loss="adversarial",
+                          discriminator=discriminator, objective="wgan-gp")
+    distiller.compile()
+    before = weights_of(discriminator)
+    history = distiller.fit(latent_dataset(4, LATENT), epochs=1, steps_per_epoch=2, verbose=0).history
+    assert int(distiller.d_optimizer.iterations) == 2 * 5 and int(distiller.student_optimizer.iterations) == 2
+    assert changed(before, discriminator) and np.isfinite(history["d_loss"][0])
 
 
 def test_joint_refuses_latent_batches():

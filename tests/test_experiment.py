@@ -521,28 +521,28 @@ def test_bfloat16_inception_is_refused_for_mnist_and_accepted_for_colour_data(ti
 
 def test_interrupted_cached_students_resume_on_the_same_pairs(tiny_mnist, tmp_path, monkeypatch):
     """Students on cached pairs (two pools), stopped after one epoch and resumed == never stopped; the
-    adversarial student's discriminator and its optimizer resume too."""
+    adversarial students' discriminators and their optimizers resume too."""
+    losses = ("mse", "joint", "adversarial", "adversarial_z")
     settings = dict(
-        teacher_epochs=1, student_epochs=3, loss="mse,joint,adversarial", teacher_cache=12, cache_refresh_epochs=2,
-        scratch=False,
+        teacher_epochs=1, student_epochs=3, loss=",".join(losses), teacher_cache=12, cache_refresh_epochs=2, scratch=False,
     )
     experiment.run(tiny_config(tiny_mnist, tmp_path / "straight", **settings))
 
     class InterruptAfterFirstEpoch(stages.StopOnNonFinite):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0 and self.stage in ("student_mse_d1", "student_joint_d1", "student_adversarial_d1"):
+            if epoch == 0 and self.stage in [f"student_{loss}_d1" for loss in losses]:
                 raise KeyboardInterrupt
 
     resumed = tmp_path / "resumed"
     original = stages.StopOnNonFinite
     monkeypatch.setattr(stages, "StopOnNonFinite", InterruptAfterFirstEpoch)
-    for _ in range(3):  # Stopped in each student in turn, having resumed the one before.
+    for _ in losses:  # Stopped in each student in turn, having resumed the one before.
         with pytest.raises(KeyboardInterrupt):
             experiment.run(tiny_config(tiny_mnist, resumed, **settings))
     monkeypatch.setattr(stages, "StopOnNonFinite", original)
     experiment.run(tiny_config(tiny_mnist, resumed, **settings))
     # A discriminator that resumed otherwise would have pushed the adversarial student elsewhere.
-    for name in (f"students/{loss}_d1/generator.keras" for loss in ("mse", "joint", "adversarial")):
+    for name in (f"students/{loss}_d1/generator.keras" for loss in losses):
         for a, b in zip(generator_weights(tmp_path / "straight" / name), generator_weights(resumed / name)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
 

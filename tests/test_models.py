@@ -76,6 +76,26 @@ def test_config_round_trip_and_keras_file_give_identical_outputs(model_fn, tmp_p
     np.testing.assert_array_equal(loaded(inputs, training=False), model(inputs, training=False))
 
 
+def test_a_discriminator_conditioned_on_z_adds_the_projection_of_z_on_its_features(tmp_path):
+    conditioned = Discriminator((32, 32, 3), 2, latent_dim=8)
+    plain = Discriminator((32, 32, 3), 2)
+    plain.set_weights(conditioned.get_weights()[: len(plain.weights)])  # The same layers, then the projection.
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    z = np.random.default_rng(1).normal(size=(3, 8)).astype("float32")
+    _, (features,) = plain.call_with_features(images, ["flatten"])
+    kernel = conditioned.projection.kernel.numpy()
+    expected = plain(images).numpy() + np.sum((z @ kernel) * features.numpy(), axis=-1, keepdims=True)
+    np.testing.assert_allclose(conditioned((images, z)), expected, rtol=1e-5, atol=1e-5)
+    assert conditioned.count_params() == plain.count_params() + 8 * features.shape[-1]
+    path = tmp_path / "conditioned.keras"
+    conditioned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.latent_dim == 8 and loaded.conditioned
+    np.testing.assert_array_equal(loaded((images, z)), conditioned((images, z)))
+    with pytest.raises(ValueError, match=r"call it on \(images, z\)"):
+        conditioned(images)
+
+
 def test_load_generator_savedmodel(tmp_path):
     generator = Generator(8, (28, 28, 1), 1)
     z = np.random.normal(size=(3, 8)).astype("float32")

@@ -55,6 +55,10 @@ def test_losses_joined_by_commas_plan_a_student_of_each_in_the_order_given():
     assert adversarial.discriminated and adversarial.adversarial and not adversarial.joint
     assert adversarial.label == "student (adversarial)" and adversarial.method == "student_adversarial"
     assert config(loss="both").losses == ("mse", "joint")
+    conditioned = StageSpec("student", 1, 5, "adversarial_z")
+    assert conditioned.conditioned and conditioned.discriminated and conditioned.distiller_loss == "adversarial"
+    assert conditioned.folder == "students/adversarial_z_d1" and conditioned.label == "student (adversarial, z-conditioned)"
+    assert not adversarial.conditioned and adversarial.distiller_loss == "adversarial"
 
 
 def test_a_stage_record_answers_what_it_is_without_its_name_being_read():

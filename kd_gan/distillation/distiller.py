@@ -16,6 +16,8 @@ A third scheme came after the paper:
   images from the student's for the same z, and the student minimises its
   GAN loss against it plus `mse_weight` times the MSE term. Like "mse" it
   needs no real data; the teacher's images take the place of the data set.
+  A discriminator conditioned on z (`Discriminator(..., latent_dim=...)`)
+  judges each image against its own z.
 
 What is distilled is pluggable (`kd_gan.distillation.losses`): `distillation_losses`
 replaces the pixel MSE by any weighted set of losses (pixel, intermediate
@@ -62,7 +64,9 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             or "adversarial" (plus the adversarial term against
             `discriminator`, trained on the teacher's images).
         discriminator: the student-sized discriminator; required for "joint"
-            and "adversarial".
+            and "adversarial". For "adversarial" it may be conditioned on z
+            (`kd_gan.Discriminator(image_shape, depth, latent_dim=...)`): it
+            then sees each image with the z it was drawn for.
         mse_weight: weight of the pixel MSE in the joint and adversarial
             presets (with the default `distillation_losses`).
         seed: integer seed of the latent draws.
@@ -125,6 +129,17 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             raise InputError(
                 f"loss={loss!r} trains the student against a discriminator on {against}: pass "
                 "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
+            )
+        self.conditioned = bool(getattr(discriminator, "conditioned", False))
+        if self.conditioned and loss != ADVERSARIAL:
+            raise InputError(
+                f"A discriminator conditioned on z (latent_dim={discriminator.latent_dim}) judges images against the z "
+                f"they were drawn for: it serves loss='adversarial' only (real images have no z). Received: loss={loss!r}"
+            )
+        if self.conditioned and int(discriminator.latent_dim) != latent_size(student):
+            raise InputError(
+                f"The discriminator is conditioned on z of size {discriminator.latent_dim}; the student's latent size is "
+                f"{latent_size(student)}."
             )
         if loss == "mse":
             # Arguments the MSE scheme would silently ignore.
@@ -352,23 +367,25 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         z, teacher_outputs = self._teacher_outputs(data)
         # The teacher's images are the discriminator's real data: the same z as the student's.
         teacher_images = tf.stop_gradient(teacher_outputs[IMAGES])
-        self._critic_steps(teacher_images)
-        return self._adversarial_step(teacher_images, z, teacher_outputs)
+        # A discriminator conditioned on z sees each image with its z (its extra steps too).
+        condition = z if self.conditioned else None
+        self._critic_steps(teacher_images, condition)
+        return self._adversarial_step(teacher_images, z, teacher_outputs, condition)
 
-    def _critic_steps(self, real_images):
-        """The discriminator's extra steps (WGAN-GP's critic), each on fresh z."""
+    def _critic_steps(self, real_images, condition=None):
+        """The discriminator's extra steps (WGAN-GP's critic), each on fresh z (or on `condition`)."""
         for _ in range(self.critic_steps - 1):
             critic_update(
                 self.student, self.discriminator, self.d_optimizer, real_images, self.latent_dim, self.seed,
-                self.objective,
+                self.objective, condition,
             )
 
-    def _adversarial_step(self, real_images, z, teacher_outputs):
+    def _adversarial_step(self, real_images, z, teacher_outputs, condition=None):
         """Simultaneous step of student and discriminator; the student's loss adds the distillation terms."""
         losses = adversarial_update(
             self.student, self.discriminator, self.student_optimizer, self.d_optimizer, real_images, z,
             objective=self.objective, seed=self.seed, distillation=lambda z: self._distillation(z, teacher_outputs),
-            adversarial_weight=self.adversarial_weight, g_variables=self._student_variables(),
+            adversarial_weight=self.adversarial_weight, g_variables=self._student_variables(), condition=condition,
         )
         return self._logs(losses)
 

@@ -72,7 +72,8 @@ class Taps:
                 f"student gives {student_shape}."
             )
         if distiller.discriminator is not None:
-            logits = distiller.discriminator(student_outputs[IMAGES], training=False)
+            images = student_outputs[IMAGES]
+            logits = distiller.discriminator((images, z) if distiller.conditioned else images, training=False)
             if logits.shape.rank != 2 or logits.shape[-1] != 1:
                 raise InputError(
                     f"The discriminator must map the student's images {student_shape} to one logit each; it "

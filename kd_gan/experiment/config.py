@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from kd_gan.data import loading as data
-from kd_gan.distillation import distiller
+from kd_gan.experiment import plan
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.export import converters as export_lib
@@ -25,7 +25,7 @@ from kd_gan.models.dcgan import check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
 BOTH = "both"  # The paper's two students: mse and joint.
-LOSS_CHOICES = distiller.LOSSES + (BOTH,)
+LOSS_CHOICES = plan.STUDENT_LOSSES + (BOTH,)
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -36,9 +36,10 @@ class ExperimentConfig:
             or tar of PNG/JPEG as `data_dir`, at `image_size`).
         loss: student loss: "mse" (the paper's pixel MSE), "joint" (plus a
             GAN loss on real images), "adversarial" (plus a GAN loss against
-            a discriminator of the teacher's images), several joined by ","
-            (a student of each, e.g. "mse,adversarial"), or "both" (mse and
-            joint).
+            a discriminator of the teacher's images), "adversarial_z" (the
+            same, the discriminator also given each image's z), several
+            joined by "," (a student of each, e.g. "mse,adversarial"), or
+            "both" (mse and joint).
         output_dir: folder for models, samples and the report.
         data_dir: local data (tfds data dir or original files); None uses
             `$KD_GAN_DATA_DIR`, then tfds' download.
@@ -300,11 +301,11 @@ class ExperimentConfig:
     def losses(self):
         """The student losses this run trains, in the order given."""
         if self.loss == BOTH:
-            return (distiller.MSE, distiller.JOINT)
+            return (plan.MSE, plan.JOINT)
         losses = tuple(str(self.loss).split(","))
-        if not set(losses) <= set(distiller.LOSSES) or len(set(losses)) != len(losses):
+        if not set(losses) <= set(plan.STUDENT_LOSSES) or len(set(losses)) != len(losses):
             raise InputError(
-                f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}, or several of {distiller.LOSSES} "
+                f"Unknown loss {self.loss!r}; choose one of {LOSS_CHOICES}, or several of {plan.STUDENT_LOSSES} "
                 "joined by ',' (each once), e.g. 'mse,adversarial'."
             )
         return losses

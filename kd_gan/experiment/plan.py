@@ -16,11 +16,14 @@ ROLES = (TEACHER, STUDENT, SCRATCH)
 PIXEL = "pixel"  # The paper's student: pixel MSE to the teacher, nothing else distilled.
 FEATURES, PERCEPTUAL = "features", "perceptual"
 DISTILLATION_TERMS = (FEATURES, PERCEPTUAL)  # What a student kind may add to the pixel MSE.
-JOINT, ADVERSARIAL = "joint", "adversarial"
+MSE, JOINT, ADVERSARIAL = "mse", "joint", "adversarial"
+# Adversarial distillation with a discriminator conditioned on z (`Discriminator(latent_dim=...)`).
+ADVERSARIAL_Z = "adversarial_z"
+STUDENT_LOSSES = (MSE, JOINT, ADVERSARIAL, ADVERSARIAL_Z)
 RANDOM, PRUNED = "random", "pruned"
 STUDENT_INITS = (RANDOM, PRUNED)  # How a student starts: random weights, or the pruned teacher.
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
-_LOSS_LABELS = {"mse": "MSE", JOINT: "joint", ADVERSARIAL: "adversarial"}
+_LOSS_LABELS = {MSE: "MSE", JOINT: "joint", ADVERSARIAL: "adversarial", ADVERSARIAL_Z: "adversarial, z-conditioned"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
 
 
@@ -33,7 +36,7 @@ class StageSpec:
             (the student's generator trained as an ordinary GAN).
         depth: depth scale factor d of its generator (None with `widths`).
         epochs: training epochs.
-        loss: a student's loss, "mse", "joint" or "adversarial"; None otherwise.
+        loss: a student's loss, one of `STUDENT_LOSSES`; None otherwise.
         kind: what a student distils: "pixel" (the paper's), or terms added
             to it, e.g. "features+perceptual".
         fine_tune_epochs: for a further stage of a student (quantization-aware
@@ -93,7 +96,17 @@ class StageSpec:
     def discriminated(self):
         """A student with a discriminator of its own: joint (on real images) or
         adversarial (on the teacher's)."""
-        return self.loss in (JOINT, ADVERSARIAL)
+        return self.loss in (JOINT, ADVERSARIAL, ADVERSARIAL_Z)
+
+    @property
+    def conditioned(self):
+        """Its discriminator also sees the z of each image (adversarial_z)."""
+        return self.loss == ADVERSARIAL_Z
+
+    @property
+    def distiller_loss(self):
+        """The `Distiller`'s loss preset of a student."""
+        return ADVERSARIAL if self.conditioned else self.loss
 
     @property
     def adversarial(self):

@@ -260,8 +260,9 @@ def markdown(results):
         f"{config['mse_weight']}) to its own GAN loss against a student-sized discriminator on real images; "
         + (
             "a *student (adversarial)* adds that MSE to its GAN loss against a student-sized discriminator "
-            "that learns to tell the teacher's images from the student's (no real data); "
-            if "adversarial" in results["losses"] else ""
+            "that learns to tell the teacher's images from the student's for the same z (no real data; "
+            "*z-conditioned*: the discriminator is also given that z, a projection discriminator); "
+            if {"adversarial", "adversarial_z"} & set(results["losses"]) else ""
         )
         + "a *scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
         "Compression is the teacher's parameter count over the model's.",

@@ -131,12 +131,15 @@ class Experiment:
         self.seed_stage(stage)
         with self.strategy.scope():
             student = self._generator(stage, teacher, policy)
-            discriminator = Discriminator(self.image_shape, spec.discriminator_depth, dtype=policy) if discriminated else None
+            discriminator = Discriminator(
+                self.image_shape, spec.discriminator_depth, latent_dim=config.latent_dim if spec.conditioned else None,
+                dtype=policy,
+            ) if discriminated else None
             distillation_losses, weights = self.distillation_losses(spec, policy)
             trainer = Distiller(
                 precision.with_policy(teacher, policy),  # The frozen teacher computes in the stage's precision too.
                 student,
-                loss=spec.loss,
+                loss=spec.distiller_loss,
                 discriminator=discriminator,
                 mse_weight=config.mse_weight if discriminated and distillation_losses is None else 1.0,
                 seed=config.seed,

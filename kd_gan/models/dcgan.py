@@ -264,6 +264,12 @@ class Discriminator(_LayerStack):
     Args:
         image_shape: `(size, size, channels)` of the input images.
         depth: depth scale factor d (>= 1).
+        latent_dim: None, or the size of latent vectors z the discriminator
+            is also given: it is then called on `(images, z)` and adds to its
+            logit the projection of z on its last features, `<W z, phi(x)>`
+            (the projection discriminator of Miyato & Koyama, 2018). In
+            adversarial distillation this lets it judge each image against
+            its own z, the teacher's image for that z being the real one.
         **kwargs: passed to `keras.Model`, e.g. `dtype` (a Keras policy, as for
             `Generator`; the logit stays float32).
 
@@ -272,13 +278,16 @@ class Discriminator(_LayerStack):
     ```python
     discriminator = Discriminator(image_shape=(28, 28, 1), depth=4)
     logits = discriminator(images, training=True)  # (batch, 1)
+    conditioned = Discriminator(image_shape=(28, 28, 1), depth=4, latent_dim=128)
+    logits = conditioned((images, z), training=True)
     ```
     """
 
-    def __init__(self, image_shape=(28, 28, 1), depth=64, **kwargs):
+    def __init__(self, image_shape=(28, 28, 1), depth=64, latent_dim=None, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = _validate_image_shape(image_shape)
         self.depth = _validate_depth(depth)
+        self.latent_dim = None if latent_dim is None else check_integer("latent_dim", latent_dim, 1)
         num_stages = len(generator_layout(self.image_shape[0])) - 1
         dtype = self.dtype_policy  # As in Generator; the logit is float32 under a mixed policy.
         self.network = []
@@ -290,7 +299,39 @@ class Discriminator(_LayerStack):
         self._block_ends = [f"leaky_relu_{stage}" for stage in range(1, num_stages + 1)]
         self.network.append(layers.Flatten(name="flatten", dtype=dtype))
         self.network.append(layers.Dense(1, name="logit", dtype=precision.output_dtype(dtype)))
+        self.projection = None
+        if self.latent_dim is not None:
+            # z to the width of the flattened features; no bias (that is the logit's).
+            self.projection = layers.Dense(
+                self._feature_size(), use_bias=False, name="latent_projection", dtype=precision.output_dtype(dtype)
+            )
+            self.projection.build((None, self.latent_dim))
         self.build((None,) + self.image_shape)
+
+    def _feature_size(self):
+        """Width of the flattened features the logit reads."""
+        shape = (None,) + self.image_shape
+        for layer in self.network[:-1]:
+            shape = layer.compute_output_shape(shape)
+        return shape[-1]
+
+    @property
+    def conditioned(self):
+        """Takes `(images, z)`: its logit adds the projection of z (`latent_dim` given)."""
+        return self.latent_dim is not None
+
+    def call(self, inputs, training=False):
+        if not self.conditioned:
+            return super().call(inputs, training=training)
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise InputError(
+                f"This discriminator takes z too (latent_dim={self.latent_dim}): call it on (images, z); "
+                f"got {type(inputs).__name__}."
+            )
+        images, z = inputs
+        logits, (features,) = self.call_with_features(images, ["flatten"], training=training)
+        features = tf.cast(features, self.projection.compute_dtype)
+        return logits + tf.reduce_sum(self.projection(tf.cast(z, features.dtype)) * features, axis=-1, keepdims=True)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)
@@ -298,4 +339,6 @@ class Discriminator(_LayerStack):
     def get_config(self):
         config = super().get_config()
         config.update(image_shape=list(self.image_shape), depth=self.depth)
+        if self.conditioned:
+            config.update(latent_dim=self.latent_dim)
         return config

@@ -18,35 +18,44 @@ def _interpolation_weights(batch_size, seed, step):
     return tf.reshape(weights, [-1, 1, 1, 1])
 
 
-def critic_loss(discriminator, real_images, fake_images, objective, seed, step):
+def _inputs(images, condition):
+    """What the discriminator is called on: the images, or `(images, z)` for one conditioned on z."""
+    return images if condition is None else (images, condition)
+
+
+def critic_loss(discriminator, real_images, fake_images, objective, seed, step, condition=None):
     """Per-example loss of the discriminator on a real and a generated batch.
 
     Real and generated images go through it as one batch (it has no batch
-    norm, so this equals two calls); WGAN-GP adds its penalty.
+    norm, so this equals two calls); WGAN-GP adds its penalty. With
+    `condition` (the z both batches were drawn for), a discriminator
+    conditioned on z is called on `(images, z)`.
 
     Returns:
         `(critic loss, generator's adversarial loss)`, per example, float32.
     """
-    logits = discriminator(
-        tf.concat([tf.cast(real_images, fake_images.dtype), fake_images], axis=0), training=True
-    )
+    images = tf.concat([tf.cast(real_images, fake_images.dtype), fake_images], axis=0)
+    both = None if condition is None else tf.concat([condition, condition], axis=0)
+    logits = discriminator(_inputs(images, both), training=True)
     real_logits, fake_logits = tf.split(logits, 2, axis=0)
     d_loss = objectives.discriminator_loss(real_logits, fake_logits, objective)
     if objective == objectives.WGAN_GP:
         weights = _interpolation_weights(tf.shape(real_images)[0], seed, step)
-        penalty = objectives.gradient_penalty(discriminator, real_images, fake_images, weights)
+        penalty = objectives.gradient_penalty(discriminator, real_images, fake_images, weights, condition)
         d_loss += objectives.GRADIENT_PENALTY_WEIGHT * penalty
     return d_loss, objectives.generator_loss(fake_logits, objective)
 
 
-def critic_update(generator, discriminator, d_optimizer, real_images, latent_dim, seed, objective):
+def critic_update(generator, discriminator, d_optimizer, real_images, latent_dim, seed, objective, condition=None):
     """One step of the discriminator alone, on fresh z drawn at its step count
-    (the extra critic steps of WGAN-GP). Returns its per-example loss."""
+    (the extra critic steps of WGAN-GP), or on `condition`, the z the real
+    images were drawn for (a discriminator conditioned on z). Returns its
+    per-example loss."""
     step = d_optimizer.iterations
-    z = sample_latents(tf.shape(real_images)[0], latent_dim, seed, step)
+    z = sample_latents(tf.shape(real_images)[0], latent_dim, seed, step) if condition is None else condition
     fake_images = tf.stop_gradient(generator(z, training=True))
     with tf.GradientTape() as tape:
-        d_loss, _ = critic_loss(discriminator, real_images, fake_images, objective, seed, step)
+        d_loss, _ = critic_loss(discriminator, real_images, fake_images, objective, seed, step, condition)
         d_total = d_optimizer.scale_loss(average_loss(d_loss))
     optimizers.minimize(tape, d_total, d_optimizer, discriminator)
     return d_loss
@@ -64,6 +73,7 @@ def adversarial_update(
     distillation=None,
     adversarial_weight=1.0,
     g_variables=None,
+    condition=None,
 ):
     """One simultaneous gradient step of generator and discriminator.
 
@@ -82,6 +92,8 @@ def adversarial_update(
         adversarial_weight: weight of the adversarial term of the generator.
         g_variables: what the generator's step updates (default: its
             trainable variables; a student adds its adapters).
+        condition: None, or `z` for a discriminator conditioned on z (called
+            on `(images, z)`; the real images were drawn for the same z).
 
     Returns:
         Dict of per-example losses: `d_loss` (with WGAN-GP's penalty),
@@ -94,7 +106,7 @@ def adversarial_update(
         else:
             fake_images, terms, distilled = distillation(z)
         d_loss, g_loss = critic_loss(
-            discriminator, real_images, fake_images, objective, seed, d_optimizer.iterations
+            discriminator, real_images, fake_images, objective, seed, d_optimizer.iterations, condition
         )
         losses = {"d_loss": d_loss, "g_loss": g_loss, **terms}
         g_objective = g_loss

@@ -68,7 +68,7 @@ def generator_loss(fake_outputs, objective=NON_SATURATING):
     return -fake  # Hinge and WGAN-GP: raise the critic's value of the fakes.
 
 
-def gradient_penalty(discriminator, real_images, fake_images, weights):
+def gradient_penalty(discriminator, real_images, fake_images, weights, condition=None):
     """Per-example WGAN-GP penalty (||grad_x D(x_hat)||_2 - 1)^2, unweighted.
 
     x_hat = e * real + (1 - e) * fake with e ~ U[0, 1] per example, given as
@@ -81,13 +81,16 @@ def gradient_penalty(discriminator, real_images, fake_images, weights):
         discriminator: the critic, called with `training=True`.
         real_images, fake_images: `(batch, height, width, channels)` batches.
         weights: the interpolation weights e, `(batch, 1, 1, 1)`.
+        condition: None, or the z of both batches for a discriminator
+            conditioned on z (called on `(x_hat, z)`; the gradient is x_hat's).
     """
     real_images = tf.cast(real_images, tf.float32)
     fake_images = tf.stop_gradient(tf.cast(fake_images, tf.float32))
     mixed = weights * real_images + (1.0 - weights) * fake_images
     with tf.GradientTape() as tape:
         tape.watch(mixed)
-        outputs = tf.reduce_sum(tf.cast(discriminator(mixed, training=True), tf.float32))
+        inputs = mixed if condition is None else (mixed, condition)
+        outputs = tf.reduce_sum(tf.cast(discriminator(inputs, training=True), tf.float32))
     gradients = tf.cast(tape.gradient(outputs, mixed), tf.float32)
     norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
     return tf.square(norms - 1.0)
