@@ -24,9 +24,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from kd_gan._io import file_digest
 from kd_gan.errors import InputError, check_integer
 from kd_gan.data.pixels import CELEB_A_CROP_FRACTION, center_crop_resize, from_uint8  # noqa: F401 (CELEB_A_CROP_FRACTION re-exported)
-from kd_gan.data.local_files import (  # noqa: F401 (CIFAR10_CLASSES, CONVERSION_SEED, LOCAL_VERSION, cache_root re-exported)
+from kd_gan.data.local_files import (  # noqa: F401 (CIFAR10_CLASSES, CONVERSION_SEED, LOCAL_VERSION re-exported)
     CIFAR10_CLASSES,
     CONVERSION_SEED,
     IMAGES,
@@ -148,8 +149,13 @@ def split_size(name, split, data_dir=None, cache_dir=None, image_size=None):
 def dataset_identity(name, split, data_dir=None, cache_dir=None, image_size=None):
     """A string that changes when the images of `split` change: source, version, split, size."""
     builder = get_builder(name, data_dir, cache_dir, image_size=image_size)
-    # Local conversions live in `<name>-<fingerprint of the source files>`; tfds' own data in its version dir.
-    source = os.path.basename(os.path.dirname(os.path.dirname(builder.data_dir)))
+    root = os.path.dirname(os.path.dirname(builder.data_dir))
+    if os.path.dirname(os.path.abspath(root)) == os.path.abspath(os.path.join(cache_root(cache_dir), "tfds")):
+        # A local conversion lives in `<name>-<fingerprint of the source files' bytes>`.
+        source = os.path.basename(root)
+    else:
+        # A prepared tfds data dir (given, or tfds' own): its record of splits, shards and sizes, not its path.
+        source = "info-" + file_digest(os.path.join(builder.data_dir, "dataset_info.json"))[:12]
     return f"{builder.info.full_name}|{source}|{split}|{builder.info.splits[split].num_examples}"
 
 

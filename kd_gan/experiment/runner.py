@@ -43,7 +43,7 @@ from kd_gan.experiment import progress, report
 from kd_gan.experiment.distribute import make_strategy, worker_output_dir
 from kd_gan.experiment.recipes import kind_losses
 from kd_gan.experiment.results import ModelResult, log_evaluation
-from kd_gan.experiment.run_folder import prepare_output_dir
+from kd_gan.experiment.run_folder import check_data, prepare_output_dir, writer_lock
 from kd_gan.experiment import plan as plan_lib
 from kd_gan.experiment.shipping import export_students, quantization_aware_student
 from kd_gan.experiment.stage import GIVEN_TEACHER_EVALUATION, Stage
@@ -172,6 +172,11 @@ class Experiment:
         network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), policy) if path else None
         return kind_losses(self.config, spec, network)
 
+    def data_identity(self):
+        """What identifies the training data (source files' digest, version, size), not their path."""
+        config = self.config
+        return data.dataset_identity(config.dataset, "train", config.data_dir, image_size=config.image_size)
+
     def grid_z(self):
         return self.heldout_z[: self.config.grid_columns]
 
@@ -192,18 +197,21 @@ class Experiment:
         """Teacher, students and scratch GANs, their evaluation, the report."""
         config = self.config
         start = time.time()
-        os.makedirs(self.root, exist_ok=True)
-        _io.write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
-        np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         keras.utils.set_random_seed(config.seed)
         precision.check_hardware(config.precision)
         # A given teacher and the data first: a teacher that does not fit the data,
-        # missing or corrupt files and a batch larger than the split stop the run
-        # here, before anything trains or is scored.
+        # missing or corrupt files, a batch larger than the split and other data
+        # than the folder's models saw stop the run here, before anything is
+        # written, trained or scored.
         given = self.load_teacher() if config.teacher_path else None
         eval_samples = evaluator_lib.eval_sample_count(config.dataset, config.eval_samples)
+        steps_per_epoch = self.streams.steps_per_epoch()
+        os.makedirs(self.root, exist_ok=True)
+        check_data(self.root, self.data_identity(), config.data_dir)
+        _io.write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
+        np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         self.clock = progress.run_clock(
-            config, self.stages, self.streams.steps_per_epoch(), self.root, self.image_shape, given, eval_samples
+            config, self.stages, steps_per_epoch, self.root, self.image_shape, given, eval_samples
         )
         evaluator = evaluator_lib.Evaluator(
             config.dataset, eval_samples, data_dir=config.data_dir, image_size=config.image_size,
@@ -348,7 +356,12 @@ def heldout_latents(config, count=1000):
 
 
 def run(config, overwrite=False, strategy=None):
-    """Runs (or resumes) the experiment; returns the results written to results.json."""
+    """Runs (or resumes) the experiment; returns the results written to results.json.
+
+    The process holds its folder's writer lock (`run_folder.writer_lock`)
+    throughout: a second run on the same folder stops at once, naming this one.
+    """
     strategy = strategy or make_strategy(config.strategy)
-    prepare_output_dir(config, overwrite, strategy)
-    return Experiment(config, strategy).run()
+    with writer_lock(worker_output_dir(strategy, config.output_dir)):
+        prepare_output_dir(config, overwrite, strategy)
+        return Experiment(config, strategy).run()

@@ -9,7 +9,7 @@ import keras
 from absl import logging
 
 from kd_gan.models import any_generator
-from kd_gan.training.callbacks import SampleImages, StopOnNonFinite
+from kd_gan.training.callbacks import SampleImages, StopOnNonFinite, TrainingCheckpoint
 from kd_gan.models import precision
 from kd_gan._io import read_json, write_json
 
@@ -45,9 +45,9 @@ class Stage:
         return any_generator.load_generator(self.model_path), read_json(self.record_path)
 
     def resume_epoch(self):
-        """Epochs finished by an interrupted run (0 when starting afresh)."""
-        path = os.path.join(self.checkpoint_dir, "training_metadata.json")
-        return read_json(path)["epoch"] if os.path.isfile(path) else 0
+        """Epochs finished by an interrupted run (0 when starting afresh, or
+        when its checkpoint cannot be resumed: discarded with a warning)."""
+        return TrainingCheckpoint.resume_epoch(self.checkpoint_dir, f"stage {self.name}")
 
     def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z, discriminator=None, callbacks=()):
         """Fits `trainer` on `stream(first_epoch)`, saves `generator` (and
@@ -78,7 +78,7 @@ class Stage:
                     keras.callbacks.TensorBoard(self.tensorboard_dir, write_graph=False),
                     SampleImages(generator, sample_z, os.path.join(self.tensorboard_dir, "samples")),
                     *callbacks,
-                    keras.callbacks.BackupAndRestore(self.checkpoint_dir),
+                    TrainingCheckpoint(self.checkpoint_dir, steps_per_epoch, f"stage {self.name}"),
                     StopOnNonFinite(self.name),
                 ],
             )

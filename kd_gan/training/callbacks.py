@@ -1,11 +1,19 @@
 """Callbacks for any generator's training: a stop at the first non-finite
-loss that names the step, and sample images to TensorBoard."""
+loss that names the step, sample images to TensorBoard, and a checkpoint of
+the training state that a kill at any instant leaves consistent."""
 
+import glob
 import math
+import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
+
+from kd_gan._io import file_digest, read_json, write_json
+from kd_gan.errors import InputError
 
 from kd_gan.models.any_generator import generate
 
@@ -45,3 +53,111 @@ class SampleImages(keras.callbacks.Callback):
         with writer.as_default():
             tf.summary.image("samples", np.clip(images, 0.0, 1.0), step=epoch + 1, max_outputs=len(images))
         writer.close()
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Backs up the training state after every epoch and restores it when a
+    stopped fit starts again (Keras' `BackupAndRestore`, kill-safe).
+
+    After each epoch the model's and its optimizers' variables go to a file of
+    their own, `epoch-<n>.weights.h5`; then `training_metadata.json`, written
+    atomically, names that file with its sha256, the epoch and the optimizer's
+    step count. The metadata is the commit point: a kill before it leaves the
+    previous epoch's checkpoint in force, a kill after it the new one. A
+    checkpoint that cannot be read or whose file does not match its record is
+    discarded with a warning (`resume_epoch`), so the stage starts again; one
+    whose optimizer step disagrees with its epoch is refused.
+
+    Args:
+        backup_dir: the checkpoint's folder (deleted when the fit finishes).
+        steps_per_epoch: steps of one epoch (the restored optimizer's step
+            count must be `epoch * steps_per_epoch`).
+        name: what trains, for messages.
+    """
+
+    METADATA = "training_metadata.json"
+    LEGACY_WEIGHTS = "latest.weights.h5"  # Keras' BackupAndRestore file, of folders written before.
+
+    def __init__(self, backup_dir, steps_per_epoch, name="the model"):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.name = name
+
+    @classmethod
+    def resume_epoch(cls, backup_dir, name="the model"):
+        """Epochs finished in `backup_dir`'s checkpoint: 0 without one, and
+        0 (the checkpoint discarded, with a warning) when it is unreadable or
+        its weights do not match their record."""
+        state = cls._state(backup_dir, name)
+        return state["epoch"] if state else 0
+
+    @classmethod
+    def _state(cls, backup_dir, name):
+        path = os.path.join(backup_dir, cls.METADATA)
+        if not os.path.isfile(path):
+            return None
+        try:
+            state = read_json(path)
+            epoch = state["epoch"]
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"epoch {epoch!r} is not a count of epochs")
+            weights = os.path.join(backup_dir, state.get("weights", cls.LEGACY_WEIGHTS))
+            if "sha256" in state:
+                if file_digest(weights) != state["sha256"]:
+                    raise ValueError(f"{weights} is not the file its record names (sha256 differs)")
+            else:  # A checkpoint of Keras' BackupAndRestore: a readable HDF5 file at least.
+                import h5py
+
+                with h5py.File(weights, "r") as file:
+                    file.visit(lambda item: None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            logging.warning(
+                "The checkpoint of %s in %s cannot be resumed (%s): discarded; %s starts again.",
+                name, backup_dir, error, name,
+            )
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            return None
+        return {**state, "weights_path": weights}
+
+    def on_train_begin(self, logs=None):
+        state = self._state(self.backup_dir, self.name)
+        if not state:
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(state["weights_path"])
+        epoch = state["epoch"]
+        steps = None if optimizer is None else int(optimizer.iterations)
+        expected = state.get("iterations")
+        expected = epoch * self.steps_per_epoch if expected is None else expected
+        if steps is not None and steps != expected:
+            raise InputError(
+                f"The checkpoint of {self.name} in {self.backup_dir} says epoch {epoch} ({expected} steps) but its "
+                f"optimizer has taken {steps} steps: it mixes files of different epochs. Delete {self.backup_dir} "
+                "to train the stage again."
+            )
+        self.model._initial_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        temporary = os.path.join(self.backup_dir, f"epoch-{epoch + 1}.partial.weights.h5")
+        self.model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, os.path.join(self.backup_dir, name))
+        optimizer = self.model.optimizer
+        write_json(os.path.join(self.backup_dir, self.METADATA), {
+            "epoch": epoch + 1,
+            "batch": 0,
+            "weights": name,
+            "sha256": file_digest(os.path.join(self.backup_dir, name)),
+            "iterations": None if optimizer is None else int(optimizer.iterations),
+        })
+        # The record now names the new file: the older ones (and Keras' legacy file) can go.
+        for path in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
+            if os.path.basename(path) != name:
+                os.remove(path)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
