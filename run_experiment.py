@@ -16,7 +16,7 @@ from kd_gan.data import loading as data
 from kd_gan.training import objectives
 from kd_gan.export import converters as export_lib
 from kd_gan.models import precision as precision_lib
-from kd_gan.errors import InputError
+from kd_gan.errors import InputError, machine_error_message
 from kd_gan.experiment.presets import NO_PRESET
 
 _DEFAULTS = experiment.ExperimentConfig()
@@ -124,6 +124,12 @@ def main(argv):
     except (InputError, FileNotFoundError, FloatingPointError, export_lib.VerificationError) as error:
         logging.error("%s", error)
         raise SystemExit(f"Error: {error}") from None
+    except OSError as error:  # A full disk, an unwritable folder: one line; other OSErrors are bugs.
+        message = machine_error_message(error)
+        if message is None:
+            raise
+        logging.error("%s", message)
+        raise SystemExit(f"Error: {message}") from None
 
 
 if __name__ == "__main__":

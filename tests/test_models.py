@@ -96,6 +96,13 @@ def test_a_discriminator_conditioned_on_z_adds_the_projection_of_z_on_its_featur
         conditioned(images)
 
 
+def test_a_keras_name_on_another_file_is_named_for_what_it_is(tmp_path):
+    path = tmp_path / "x.keras"
+    path.write_text("not a model\n")
+    with pytest.raises(InputError, match=r"x.keras' is not a .keras file \(a zip archive written by model.save\): it is 12 bytes"):
+        load_generator(str(path))
+
+
 def test_load_generator_savedmodel(tmp_path):
     generator = Generator(8, (28, 28, 1), 1)
     z = np.random.normal(size=(3, 8)).astype("float32")

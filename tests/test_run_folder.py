@@ -235,3 +235,27 @@ def test_a_checkpoint_of_keras_backup_whose_step_disagrees_with_its_epoch_is_ref
     (checkpoint / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
     with pytest.raises(InputError, match=r"says epoch 1 \(3 steps\) but its optimizer has taken 6 steps.*Delete"):
         experiment.run(three_epochs(tiny_mnist, run))
+
+
+def test_errors_of_the_machine_are_one_line_naming_the_path_and_other_os_errors_are_not_hidden():
+    import errno
+
+    from kd_gan.errors import machine_error_message
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/latest.weights.h5")
+    assert machine_error_message(full) == (
+        "No space left on device: /runs/x/latest.weights.h5. Free some space and rerun: the run resumes."
+    )
+    assert machine_error_message(OSError(errno.EROFS, "Read-only file system", "/runs")) == "Read-only file system: /runs."
+    assert machine_error_message(OSError(errno.EIO, "Input/output error")) is None
+    assert machine_error_message(ValueError("a bug")) is None
+
+
+def test_the_cli_answers_an_unusable_output_folder_in_one_line(tiny_mnist, tmp_path):
+    below_a_file = tmp_path / "file"
+    below_a_file.write_text("")
+    command = [sys.executable, "run_experiment.py", f"--data_dir={tiny_mnist[0]}", f"--output_dir={below_a_file / 'run'}",
+               "--teacher_depths=2", "--student_depths=1", "--latent_dim=8", "--eval_samples=0"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert "Error: Cannot write the run folder" in completed.stderr and "Traceback" not in completed.stderr

@@ -184,6 +184,24 @@ def test_statistics_cache_follows_preprocessing_and_network(tiny_mnist, monkeypa
     assert classifier.calls > calls
 
 
+def test_a_truncated_cached_statistics_file_is_computed_again_with_a_warning(tiny_mnist, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("KD_GAN_CACHE_DIR", str(tmp_path))
+    classifier = _CountingClassifier()
+    first = scoring.dataset_statistics(classifier, "mnist", "test", data_dir=tiny_mnist[0])
+    (cached,) = (tmp_path / "stats").glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:200])
+    calls = classifier.calls
+    caplog.set_level("WARNING")
+    again = scoring.dataset_statistics(classifier, "mnist", "test", data_dir=tiny_mnist[0])
+    assert classifier.calls > calls and "Cannot read statistics" in caplog.text and "Computing them again" in caplog.text
+    np.testing.assert_allclose(again.mean, first.mean)
+    scoring.ImageStatistics.load(str(cached))  # Rewritten whole.
+    # A file the user gives is theirs: refused in one line, not rewritten.
+    cached.write_bytes(cached.read_bytes()[:200])
+    with pytest.raises(InputError, match="Cannot read statistics from"):
+        scoring.ImageStatistics.load(str(cached))
+
+
 def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan():
     rows = np.repeat(np.arange(40, dtype=np.float32)[:, None], 4, axis=1)  # Sorted, as folders by class are.
     images = rows.reshape(40, 2, 2, 1) / 40.0

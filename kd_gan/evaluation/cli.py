@@ -32,7 +32,7 @@ from kd_gan.data import loading as data
 from kd_gan.models import any_generator
 from kd_gan.evaluation import scoring
 from kd_gan.evaluation.classifiers import INCEPTION_ENGINES, INCEPTION_PRECISIONS
-from kd_gan.errors import InputError
+from kd_gan.errors import InputError, machine_error_message
 from kd_gan._io import write_json
 
 FLAGS = flags.FLAGS
@@ -147,6 +147,10 @@ def main(argv):
         )
     except (InputError, FileNotFoundError) as error:
         raise SystemExit(f"Error: {error}") from None
+    except OSError as error:  # A full disk, an unwritable folder: one line; other OSErrors are bugs.
+        if machine_error_message(error) is None:
+            raise
+        raise SystemExit(f"Error: {machine_error_message(error)}") from None
     for key, value in record.items():
         shown = f"{value:.6g}" if isinstance(value, float) else value
         print(f"{key:<28} {shown}")

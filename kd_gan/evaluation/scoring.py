@@ -46,8 +46,13 @@ def _key(*parts):
 
 
 def _cached(path, compute):
+    """The statistics cached at `path`, or `compute()`'s, cached there (also in
+    place of a cached file that cannot be read, with a warning)."""
     if os.path.isfile(path):
-        return ImageStatistics.load(path)
+        try:
+            return ImageStatistics.load(path)
+        except InputError as error:
+            logging.warning("%s Computing them again.", error)
     start = time.perf_counter()
     statistics = compute()
     statistics.seconds = time.perf_counter() - start  # Before `save`, which keeps it.

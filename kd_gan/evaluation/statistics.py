@@ -6,6 +6,7 @@ import os
 import queue
 import sys
 import threading
+import zipfile
 
 import keras
 import numpy as np
@@ -77,7 +78,7 @@ class ImageStatistics:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 values = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # Truncated, or not an .npz.
             raise InputError(f"Cannot read statistics from {path!r}: {error}.") from None
         missing = [name for name in cls.FIELDS + ("version",) if name not in values]
         if missing or int(values["version"]) != STATISTICS_VERSION:

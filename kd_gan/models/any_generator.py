@@ -7,6 +7,7 @@ SavedModel signature, a `.tflite` file through `litert.TFLiteGenerator`).
 """
 
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -84,6 +85,11 @@ def load_generator(path, call_endpoint="serving_default"):
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No .keras generator file at {path!r}.")
+        if not zipfile.is_zipfile(path):  # Keras would say "File not found" of it.
+            raise InputError(
+                f"{path!r} is not a .keras file (a zip archive written by model.save): it is "
+                f"{os.path.getsize(path):,} bytes of something else, truncated or another format."
+            )
         # Float32 whatever it was trained in (a mixed-precision model keeps float32 weights).
         return precision.float32_copy(keras.saving.load_model(path, safe_mode=True))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
