@@ -212,6 +212,12 @@ def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan():
     big = scoring.ImageStatistics(rows.mean(0), np.cov(rows + np.eye(40, 4), rowvar=False), 40, rows, "net", "big")
     record = scoring.quality(tiny, big)
     assert record["precision"] is None and record["recall"] is None and record["kid_std"] is None
+    # 3 generated images against 4 features: the FID is named unreliable, in the record and the log.
+    assert record["caveats"] and record["caveats"][0].startswith("FID from 3 generated images, not more than the network's 4")
+    rng = np.random.default_rng(0)
+    near, far = rng.normal(size=(100, 4)), rng.normal(3.0, size=(100, 4))
+    near, far = (scoring.ImageStatistics(x.mean(0), np.cov(x, rowvar=False), 100, x, "net", name) for x, name in ((near, "near"), (far, "far")))
+    assert "caveats" not in scoring.quality(far, near)  # 100 images of 4 features, told apart.
     json.dumps(record, allow_nan=False)  # Valid JSON: no NaN anywhere.
 
 

@@ -154,7 +154,8 @@ def quality(candidate, reference=None, score_name="inception_score"):
 
     Record: `num_samples`, `classifier`, `fid`, `kid`, `kid_std`, `precision`,
     `recall` (None without a reference), the score (None without logits, with a
-    note), `vol`, and the reference's source and count.
+    note), `vol`, the reference's source and count, and `caveats` (logged as
+    warnings) when the counts make the numbers unreliable (`caveats`).
 
     Raises:
         InputError: the two were computed with different networks.
@@ -179,6 +180,11 @@ def quality(candidate, reference=None, score_name="inception_score"):
                 reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K
             )
         record.update(reference=reference.source, reference_count=reference.count)
+        notes = caveats(candidate, reference, record["kid"])
+        if notes:
+            record["caveats"] = notes
+            for note in notes:
+                logging.warning("%s", note)
     else:
         record.update(fid=0.0, kid=None, kid_std=None, precision=None, recall=None)  # The reference itself.
     record["vol"] = candidate.vol
@@ -189,6 +195,24 @@ def quality(candidate, reference=None, score_name="inception_score"):
             "the Inception Score needs the full Inception's logits (TF-Hub tfgan/eval/inception/1)"
         )
     return record
+
+
+def caveats(candidate, reference, kid=None):
+    """What makes a comparison of `candidate` with `reference` unreliable, in words ([] when nothing)."""
+    features = int(np.shape(candidate.mean)[0])
+    notes = [
+        f"FID from {stats.count:,} {label} images, not more than the network's {features:,} features: their "
+        f"covariance is singular and the FID is biased high and unstable; use well over {features:,} "
+        "(10,000 is the standard)."
+        for label, stats in (("generated", candidate), ("reference", reference))
+        if stats.count <= features
+    ]
+    if kid is not None and kid < 0:
+        notes.append(
+            f"KID {kid:.4g} < 0: the unbiased estimate fell below zero by chance ({candidate.count:,} against "
+            f"{reference.count:,} images); the sets are not told apart at this count."
+        )
+    return notes
 
 
 def _finite(value):
