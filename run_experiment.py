@@ -69,18 +69,23 @@ flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(experiment.STRATEGIES), "
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 
 
+def _bad_flags(message):
+    """The one-line exit for flag values that cannot work (absl's UsageError prints the whole help first)."""
+    return SystemExit(f"Error: {message} (the flags: python run_experiment.py --helpshort)")
+
+
 def _integers(name, values):
     try:
         return tuple(int(value) for value in values)
     except ValueError:
-        raise app.UsageError(f"--{name} takes comma-separated integers. Received: --{name}={','.join(values)}") from None
+        raise _bad_flags(f"--{name} takes comma-separated integers. Received: --{name}={','.join(values)}") from None
 
 
 def _profiles(values):
     try:
         return tuple(tuple(int(width) for width in value.split("-")) for value in values)
     except ValueError:
-        raise app.UsageError(
+        raise _bad_flags(
             f"--student_widths takes width profiles such as 4-12-12-12, comma-separated. Received: --student_widths={','.join(values)}"
         ) from None
 
@@ -110,7 +115,7 @@ def config_from_flags():
     try:
         return experiment.build_config(FLAGS.preset, **values)
     except InputError as error:
-        raise app.UsageError(str(error)) from None
+        raise _bad_flags(str(error)) from None
 
 
 def main(argv):

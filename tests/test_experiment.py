@@ -323,6 +323,8 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
         (dict(teacher_depths=(4, 8), eval_samples=0), "eval_samples must be > 0"),
         (dict(steps_per_epoch=0), "steps_per_epoch with 0"),
         (dict(learning_rate=-1.0), "learning_rate=-1.0"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0. Received: learning_rate=inf"),
+        (dict(mse_weight=float("nan")), "mse_weight=nan"),
         (dict(export=("onnx",)), "export=\\('onnx',\\)"),
         (dict(quantization="int8"), "quantization='int8'"),
     ],
@@ -378,6 +380,10 @@ def test_cli_rejects_bad_flags():
     assert "svhn" in completed.stderr and "celeb_a" in completed.stderr
     completed = run_cli(["--student_depths=1,x"], timeout=120)
     assert completed.returncode != 0 and "--student_depths=1,x" in completed.stderr
+    # A value that cannot work is one line, not the help text before it.
+    completed = run_cli(["--student_depths=0", "--learning_rate=inf"], timeout=120)
+    assert completed.returncode != 0 and "Error: student_depths must be integers >= 1" in completed.stderr
+    assert "Examples:" not in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_report_table_and_findings_from_results():

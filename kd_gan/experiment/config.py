@@ -6,6 +6,7 @@ The library takes this frozen object, built by keyword; flags live only in
 """
 
 import dataclasses
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -255,11 +256,11 @@ class ExperimentConfig:
                 "be > 0 (or give a single teacher depth)."
             )
         for name in ("learning_rate", "d_learning_rate", "student_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise InputError(f"{name} must be a finite number > 0. Received: {name}={getattr(self, name)}")
         for name in ("mse_weight", "feature_weight", "perceptual_weight"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InputError(f"{name} must be a finite number >= 0. Received: {name}={getattr(self, name)}")
         object.__setattr__(self, "distillation", _check_distillation(self.distillation))
         for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
             values = getattr(self, name)
