@@ -16,6 +16,7 @@ from kd_gan.data import loading as data
 from kd_gan.training import objectives
 from kd_gan.export import converters as export_lib
 from kd_gan.models import precision as precision_lib
+from kd_gan._console import quiet_libraries
 from kd_gan.errors import InputError, machine_error_message
 from kd_gan.experiment.presets import NO_PRESET
 
@@ -121,6 +122,7 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_libraries()  # tfds' reader and builder INFO lines stay out of the console (--verbosity=1 shows them).
     config = config_from_flags()
     logging.info("Output folder: %s", config.output_dir)
     try:

@@ -131,3 +131,26 @@ def test_each_subpackage_imports_on_its_own(package):
     """Imported first in a fresh interpreter, so an import cycle cannot hide behind an earlier import."""
     completed = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=ROOT, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_the_console_filter_drops_library_info_lines_only():
+    import logging
+
+    from absl import logging as absl_logging
+
+    from kd_gan._console import LibraryInfoFilter
+
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    quiet = LibraryInfoFilter()
+    tfds_file = "/venv/lib/python3.11/site-packages/tensorflow_datasets/core/reader.py"
+    assert not quiet.filter(record(logging.INFO, tfds_file))
+    assert quiet.filter(record(logging.WARNING, tfds_file))
+    assert quiet.filter(record(logging.INFO, "/work/kd_gan/experiment/progress.py"))
+    verbosity = absl_logging.get_verbosity()
+    try:
+        absl_logging.set_verbosity(absl_logging.DEBUG)
+        assert quiet.filter(record(logging.INFO, tfds_file))
+    finally:
+        absl_logging.set_verbosity(verbosity)

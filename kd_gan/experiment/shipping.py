@@ -86,7 +86,8 @@ def export_students(config, root, generators, results, tuned=None, evaluator=Non
                 record.update(measure_latency(record["path"]))  # Both LiteRT engines; the faster one's time.
                 if evaluator:
                     record.setdefault("keras_quality", result.quality)
-                    shipped = TFLiteGenerator(record["path"])  # On the faster LiteRT engine here.
+                    # On the engine its latency found faster here (timed once, not again for scoring).
+                    shipped = TFLiteGenerator(record["path"], engine=record["latency_engine"])
                     # int8 kernels of the two engines may round an output a level apart: the engine is in the key.
                     record["quality"] = evaluator.quality(
                         shipped, record["path"] + ".evaluation.json",
