@@ -26,7 +26,9 @@ class LibraryInfoFilter(logging.Filter):
 
 
 def quiet_libraries():
-    """Installs `LibraryInfoFilter` on absl's handler (once)."""
-    handler = absl_logging.get_absl_handler()
-    if not any(isinstance(f, LibraryInfoFilter) for f in handler.filters):
-        handler.addFilter(LibraryInfoFilter())
+    """Installs `LibraryInfoFilter` (once) on absl's logger, which the libraries
+    log through whichever handler prints (one a later import adds to the root
+    logger too), and on absl's handler."""
+    for target in (absl_logging.get_absl_logger(), absl_logging.get_absl_handler()):
+        if not any(isinstance(f, LibraryInfoFilter) for f in target.filters):
+            target.addFilter(LibraryInfoFilter())

@@ -154,3 +154,24 @@ def test_the_console_filter_drops_library_info_lines_only():
         assert quiet.filter(record(logging.INFO, tfds_file))
     finally:
         absl_logging.set_verbosity(verbosity)
+
+
+QUIET_CONSOLE = """
+import io, logging
+from absl import logging as absl_logging
+from kd_gan._console import quiet_libraries
+quiet_libraries()
+stream = io.StringIO()
+logging.root.addHandler(logging.StreamHandler(stream))  # A handler an import adds later (as basicConfig does).
+absl_logging.set_verbosity(absl_logging.INFO)
+logger = absl_logging.get_absl_logger()
+for path, message in (("/site-packages/tensorflow_datasets/core/reader.py", "tfds line"), ("/kd_gan/run.py", "own line")):
+    logger.handle(logging.LogRecord("absl", logging.INFO, path, 1, message, None, None))
+print(repr(stream.getvalue()))
+"""
+
+
+def test_the_console_filter_holds_for_a_handler_added_after_it():
+    completed = subprocess.run([sys.executable, "-c", QUIET_CONSOLE], cwd=ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == repr("own line\n")

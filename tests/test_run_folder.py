@@ -48,7 +48,7 @@ def test_other_data_in_a_finished_run_folder_are_refused_naming_both_and_the_sam
         experiment.run(config(changed, run))
     assert (run / "data.json").read_text() == recorded  # Nothing of the folder rewritten.
     moved = shutil.copytree(tiny_mnist[0], tmp_path / "moved")
-    caplog.set_level("INFO")
+    caplog.set_level("INFO", logger="absl")
     experiment.run(config(moved, run))
     assert "already finished" in caplog.text
     # --overwrite starts the folder again on the other data.

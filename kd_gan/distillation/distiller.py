@@ -33,6 +33,7 @@ teacher's feature maps still run it).
 import keras
 import tensorflow as tf
 
+from kd_gan.distillation import arguments
 from kd_gan.distillation import losses as losses_lib
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
@@ -42,10 +43,7 @@ from kd_gan.errors import InputError
 from kd_gan.models.any_generator import freeze, generate, latent_size
 from kd_gan.distillation.feature_taps import IMAGES, Taps
 from kd_gan.training.steps import ExactStepsMixin, images_from_batch, sample_latents, step_logs
-
-MSE, JOINT, ADVERSARIAL = "mse", "joint", "adversarial"
-LOSSES = (MSE, JOINT, ADVERSARIAL)
-DISCRIMINATED = (JOINT, ADVERSARIAL)  # The losses that train a discriminator beside the student.
+from kd_gan.distillation.arguments import ADVERSARIAL, DISCRIMINATED, JOINT
 
 
 @keras.saving.register_keras_serializable(package="kd_gan")
@@ -111,49 +109,11 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         distillation_loss_weights=None, adversarial_weight=1.0, check_teacher_range=True, **kwargs
     ):
         super().__init__(**kwargs)
-        if loss not in LOSSES:
-            raise InputError(f"loss must be one of {LOSSES}. Received: loss={loss!r}")
-        if not isinstance(student, keras.layers.Layer):
-            raise InputError(f"student must be a Keras model. Received: student of type {type(student).__name__}")
-        if not callable(teacher):
-            raise InputError(
-                f"teacher must be a Keras model or a callable mapping z to images. "
-                f"Received: teacher of type {type(teacher).__name__}"
-            )
-        mse_weight, adversarial_weight = float(mse_weight), float(adversarial_weight)
-        for name, value in (("mse_weight", mse_weight), ("adversarial_weight", adversarial_weight)):
-            if not value >= 0:
-                raise InputError(f"{name} must be >= 0. Received: {name}={value}")
-        if loss in DISCRIMINATED and discriminator is None:
-            against = "real images" if loss == JOINT else "the teacher's images"
-            raise InputError(
-                f"loss={loss!r} trains the student against a discriminator on {against}: pass "
-                "discriminator=kd_gan.Discriminator(image_shape, depth) (student-sized)."
-            )
+        mse_weight, adversarial_weight = arguments.check(
+            teacher, student, loss, discriminator, mse_weight, adversarial_weight, distillation_losses,
+            distillation_loss_weights,
+        )
         self.conditioned = bool(getattr(discriminator, "conditioned", False))
-        if self.conditioned and loss != ADVERSARIAL:
-            raise InputError(
-                f"A discriminator conditioned on z (latent_dim={discriminator.latent_dim}) judges images against the z "
-                f"they were drawn for: it serves loss='adversarial' only (real images have no z). Received: loss={loss!r}"
-            )
-        if self.conditioned and int(discriminator.latent_dim) != latent_size(student):
-            raise InputError(
-                f"The discriminator is conditioned on z of size {discriminator.latent_dim}; the student's latent size is "
-                f"{latent_size(student)}."
-            )
-        if loss == "mse":
-            # Arguments the MSE scheme would silently ignore.
-            unused = {"discriminator": discriminator is not None, "mse_weight": mse_weight != 1.0, "adversarial_weight": adversarial_weight != 1.0}
-            unused = [name for name, given in unused.items() if given]
-            if unused:
-                raise InputError(f"loss='mse' has no adversarial term and weights its losses by distillation_loss_weights: {unused} would be unused.")
-        if distillation_losses is not None and mse_weight != 1.0:
-            raise InputError(
-                f"mse_weight={mse_weight} weights the default pixel MSE; with distillation_losses pass "
-                "distillation_loss_weights instead."
-            )
-        if distillation_losses is None and distillation_loss_weights is not None:
-            raise InputError("distillation_loss_weights weights distillation_losses: pass those too (or mse_weight for the joint preset).")
 
         self.latent_dim = latent_size(student)
         teacher_latent_dim = getattr(teacher, "latent_dim", None)
@@ -175,29 +135,14 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         # the student optimizer's averages: the student's, the losses' (adapters), then D's.
         self.teacher = teacher
         self.student = student
-        self.distillation_losses, self.distillation_loss_weights = self._resolve_losses(
-            distillation_losses, distillation_loss_weights
+        self.distillation_losses, self.distillation_loss_weights = arguments.resolve_losses(
+            distillation_losses, distillation_loss_weights, self.mse_weight if self.adversarial else 1.0
         )
         self.discriminator = discriminator
         self._taps = Taps(teacher, student, self.distillation_losses)
         self._taps.probe(self, check_range=check_teacher_range)
         self._make_trackers()
         self.built = True  # Sub-models are built; nothing to infer from data.
-
-    def _resolve_losses(self, distillation_losses, weights):
-        if distillation_losses is None:
-            return [losses_lib.PixelMSE()], [self.mse_weight if self.adversarial else 1.0]
-        distillation_losses = [losses_lib.as_distillation_loss(loss) for loss in distillation_losses]
-        weights = [1.0] * len(distillation_losses) if weights is None else [float(w) for w in weights]
-        if not distillation_losses or len(weights) != len(distillation_losses) or not all(w >= 0 for w in weights):
-            raise InputError(
-                f"distillation_losses needs at least one loss and one weight >= 0 per loss; got "
-                f"{len(distillation_losses)} losses and weights {weights}."
-            )
-        names = [loss.name for loss in distillation_losses]
-        if len(set(names)) != len(names) or {"student_loss", "g_loss", "d_loss"} & set(names):
-            raise InputError(f"Distillation losses need distinct names apart from student_loss, g_loss, d_loss; got {names}.")
-        return distillation_losses, weights
 
     def _make_trackers(self):
         names = [loss.name for loss in self.distillation_losses]

@@ -18,6 +18,12 @@ from kd_gan.errors import InputError
 from kd_gan.models.any_generator import generate
 
 
+def _iterations(optimizer):
+    """The optimizer's step count as an int (None without one); under a
+    distribution strategy the variable is a mirrored one, read as a tensor."""
+    return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations.value))
+
+
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a stage at the first NaN or infinite loss, naming stage and step."""
 
@@ -129,7 +135,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             optimizer.build(self.model.trainable_variables)
         self.model.load_weights(state["weights_path"])
         epoch = state["epoch"]
-        steps = None if optimizer is None else int(optimizer.iterations)
+        steps = _iterations(optimizer)
         expected = state.get("iterations")
         expected = epoch * self.steps_per_epoch if expected is None else expected
         if steps is not None and steps != expected:
@@ -152,7 +158,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "batch": 0,
             "weights": name,
             "sha256": file_digest(os.path.join(self.backup_dir, name)),
-            "iterations": None if optimizer is None else int(optimizer.iterations),
+            "iterations": _iterations(optimizer),
         })
         # The record now names the new file: the older ones (and Keras' legacy file) can go.
         for path in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
