@@ -8,7 +8,7 @@ and the Kotlin that loads and calls it is written from the file's own
 signatures.
 
     python examples/export_for_android.py --generator=runs/distil_your_generator/student_mse.keras
-    python examples/export_for_android.py --tiny   # an untrained tiny generator, seconds
+    python examples/export_for_android.py --tiny   # a d=1 student of the kept CelebA teacher, seconds
 
 Writes to `--output_dir`: `generator.tflite`, `generator_int8.tflite` (the one
 to ship: `app/src/main/assets/`), their `.verification.json`, `Generator.kt`,
@@ -18,6 +18,7 @@ to ship: `app/src/main/assets/`), their `.verification.json`, `Generator.kt`,
 import json
 import os
 
+import keras
 import numpy as np
 from absl import app, flags
 
@@ -28,15 +29,33 @@ from kd_gan.models import run_tflite
 
 flags.DEFINE_string("generator", None, "The generator to ship: .keras or SavedModel folder.")
 flags.DEFINE_string("output_dir", "runs/export_for_android", "Where the files go.")
-flags.DEFINE_boolean("tiny", False, "Export an untrained tiny generator instead of --generator (what the tests run).")
+flags.DEFINE_boolean(
+    "tiny", False,
+    "Export a d=1 student distilled for 100 steps from the kept CelebA teacher instead of --generator (what the tests run).",
+)
+flags.DEFINE_integer("seed", 0, "Seed of the --tiny student's weights and latent draws.")
 FLAGS = flags.FLAGS
+
+
+def tiny_student(seed, steps=100):
+    """A d=1 student of the kept CelebA teacher after `steps` MSE steps: small,
+    yet with the faces' structure, which int8 must keep (an untrained generator
+    draws near-constant images whose int8 file is judged on noise)."""
+    keras.utils.set_random_seed(seed)
+    teacher = kd_gan.pretrained("celeb_a_d32")
+    latent_dim, image_shape = kd_gan.generator_shapes(teacher)
+    student = kd_gan.Generator(latent_dim, image_shape, depth=1)
+    distiller = kd_gan.Distiller(teacher, student, loss="mse", seed=seed)
+    distiller.compile(student_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5))
+    distiller.fit(kd_gan.latent_dataset(16, latent_dim, seed=seed), epochs=1, steps_per_epoch=steps, verbose=2)
+    return student
 
 
 def main(argv):
     del argv
     if bool(FLAGS.generator) == FLAGS.tiny:
         raise app.UsageError("Give one of --generator=PATH.keras and --tiny.")
-    generator = kd_gan.load_generator(FLAGS.generator) if FLAGS.generator else kd_gan.Generator(8, (28, 28, 1), depth=1)
+    generator = kd_gan.load_generator(FLAGS.generator) if FLAGS.generator else tiny_student(FLAGS.seed)
     # Each file is checked against the Keras model on held-out z; a miss raises export.VerificationError.
     exported = export.export_generator(generator, FLAGS.output_dir, quantizations=("none", "int8"), name="generator")
     record = {}

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kd_gan"
 SUBPACKAGES = ("models", "training", "distillation", "data", "evaluation", "export", "experiment")
 # `evaluate` and `android` are the `python -m kd_gan.<name>` commands the docs have always named.
-TOP_LEVEL = {"__init__.py", "errors.py", "_compat.py", "_io.py", "evaluate.py", "android.py", *SUBPACKAGES}
+TOP_LEVEL = {"__init__.py", "errors.py", "_compat.py", "_console.py", "_io.py", "evaluate.py", "android.py", *SUBPACKAGES}
 PUBLIC = {
     "kd_gan": [
         "GAN", "Discriminator", "Distiller", "Generator", "compression_ratio", "count_multiply_accumulates",
