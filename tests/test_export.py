@@ -175,9 +175,10 @@ def test_int8_projection_has_one_weight_scale_and_convolutions_one_per_channel(g
     assert scales[dense] == [1]
     # Transposed convolutions ship as sub-pixel convolutions (weights
     # [4 phases x out, k, k, in]): one scale per phase of each output channel,
-    # 4 x 2d, 4 x d (28x28x1, d = 4), then the image's layer in float32.
+    # 4 x 2d (28x28x1, d = 4), then two in float32: 4 x d from 2d (1,152
+    # weights, `tflite_graph.keeps_float_weights`) and the image's layer.
     assert scales[transposed] == []
-    assert scales[convolution] == [32, 16, 0]
+    assert scales[convolution] == [32, 0, 0]
 
 
 def test_verification_json_is_written_beside_the_file(tflite_files):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from kd_gan import Generator
 from kd_gan.export import converters as export
-from kd_gan.export import subpixel
+from kd_gan.export import subpixel, tflite_graph
 from kd_gan.models import tflite_generator
 
 from test_quantization import trained_like  # A generator with spread-out batch-norm statistics.
@@ -90,18 +90,35 @@ def test_a_plain_interpreters_first_output_is_the_float_image(tmp_path, quantiza
     assert list(interpreter.get_signature_list()) == [export.SIGNATURE, export.UINT8_SIGNATURE]
 
 
-def test_an_int8_file_keeps_only_its_last_convolution_in_float32(tmp_path):
-    generator = trained_like((32, 32, 3), 2)
+def test_an_int8_file_keeps_its_small_and_last_convolutions_in_float32(tmp_path):
+    generator = trained_like((32, 32, 3), 4)
     path = str(tmp_path / "g_int8.tflite")
     export.export_tflite(generator, path, quantization="int8")  # Verified against Keras.
     interpreter = tflite_generator.interpreter(path)
     tensors = interpreter.get_tensor_details()
     weighted = [op for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
-    weight_types = [tensors[op["inputs"][1]]["dtype"] for op in weighted]
-    assert weight_types == [np.int8, np.int8, np.int8, np.float32]  # Projection, two hidden maps, the image.
+    weights = [tensors[op["inputs"][1]] for op in weighted]
+    # Projection; 16 -> 4x8 channels (4,608 weights); 8 -> 4x4 (1,152); the image, 4 -> 4x3 (432).
+    assert [int(np.prod(w["shape"])) for w in weights[1:]] == [4608, 1152, 432]
+    assert [w["dtype"] for w in weights] == [np.int8, np.int8, np.float32, np.float32]
+    assert [tflite_graph.keeps_float_weights(n, last=False) for n in (2048, 2049)] == [True, False]
+    assert tflite_graph.keeps_float_weights(10**6, last=True)
+    # The ReLUs run fused into the convolutions before them: no RELU op is left.
+    assert "RELU" not in [op["op_name"] for op in interpreter._get_ops_details()]
     plain = str(tmp_path / "g_int8_plain.tflite")
-    export.export_tflite(generator, plain, quantization="int8", float_last_layer=False)
+    export.export_tflite(generator, plain, quantization="int8", float_small_layers=False)
     interpreter = tflite_generator.interpreter(plain)
     tensors = interpreter.get_tensor_details()
     assert all(tensors[op["inputs"][1]]["dtype"] == np.int8 for op in interpreter._get_ops_details()
                if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"))
+
+
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_a_relu_after_a_crop_runs_fused_into_the_convolution(tmp_path, quantization):
+    generator = trained_like((28, 28, 1), 2)  # 7x7 -> 14x14 after cropping 8x8: a crop before the ReLU.
+    assert any(isinstance(layer, keras.layers.Cropping2D) for layer in generator.network)
+    path = str(tmp_path / f"g_{quantization}.tflite")
+    export.export_tflite(generator, path, quantization=quantization)  # Verified against Keras.
+    names = [op["op_name"] for op in tflite_generator.interpreter(path)._get_ops_details()]
+    drawn = names[: names.index("TANH")]  # Before the image (a float file's uint8 output clips with a RELU).
+    assert "RELU" not in drawn and "STRIDED_SLICE" in drawn

@@ -201,7 +201,7 @@ def export_tflite(
     seed=0,
     verify=True,
     sub_pixel=True,
-    float_last_layer=True,
+    float_small_layers=True,
 ):
     """Converts `generator` to a `.tflite` file with the `generate` signatures.
 
@@ -219,8 +219,8 @@ def export_tflite(
             sub-pixel convolutions (`kd_gan.export.subpixel`: the same images,
             and int8 files that XNNPACK runs at full speed); False converts
             the layers as they are. Other generators are converted as they are.
-        float_last_layer: in an "int8" file, keep the last convolution's
-            weights in float32 (`tflite_graph.with_float_last_layer`).
+        float_small_layers: in an "int8" file, keep the last convolution and those of at most
+            2,048 weights in float32, which XNNPACK runs faster (`tflite_graph.with_float_small_layers`).
 
     Returns:
         Dict: `path`, `quantization`, `bytes`, and the verification when run.
@@ -241,8 +241,8 @@ def export_tflite(
         tf.saved_model.save(module, saved_model_dir, signatures={_TFLITE_SIGNATURE: both})
         converter = _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
         converted = converter.convert()
-        if quantization == "int8" and float_last_layer:
-            converted = tflite_graph.with_float_last_layer(
+        if quantization == "int8" and float_small_layers:
+            converted = tflite_graph.with_float_small_layers(
                 converted, lambda: _converter(saved_model_dir, generator, quantization, batch_size, representative_samples, seed)
             )
         flatbuffer = tflite_graph.compact(converted, _UINT8_OUTPUT)

@@ -1,5 +1,5 @@
 """Edits of a converted `.tflite` generator: its two signatures on one graph,
-an int8 file's uint8 image in one op, its last convolution in float32, and
+an int8 file's uint8 image in one op, its small convolutions in float32, and
 nothing LiteRT does not need.
 
 The TFLite converter turns one graph with both outputs (float32 and uint8
@@ -74,17 +74,33 @@ def compact(flatbuffer, uint8_output):
 
 
 _CONVOLUTIONS = ("CONV_2D", "TRANSPOSE_CONV")
+FLOAT_CONVOLUTION_MAX_WEIGHTS = 2048  # `keeps_float_weights`.
 
 
-def with_float_last_layer(converted, make_converter):
-    """The int8 file `converted` again, with its last convolution in float32.
+def keeps_float_weights(weight_count, last):
+    """Whether an int8 file keeps a convolution of `weight_count` weights in float32.
 
-    The layer that draws the image has the generator's fewest input channels
-    (d) and most pixels: int8 kernels of that shape ran 2-8x slower than
-    float32 ones through XNNPACK on an Intel Xeon with AMX (a 64x64x3 d=1
-    file: 0.062 ms a call in int8, 0.025 ms with this layer in float32,
-    docs/DEPLOYMENT.md), for a few hundred weights. Its int8 input is
-    dequantized before it and its output quantized after it, on the ranges
+    Measured one layer at a time through XNNPACK on an Intel Xeon with AMX
+    (3x3 convolutions, 7x7 to 32x32 pixels): an int8 convolution costs about
+    the same at every width up to 32 input channels (0.04 us a pixel), where a
+    float32 one grows with its weights, so int8 is 2.3-7x slower than float32
+    up to 288 weights (4 input channels), 1.4-1.5x at 1,152 (8 -> 16 channels)
+    and 1.7-6.8x faster from 4,608 (16 -> 32). Convolutions of at most
+    `FLOAT_CONVOLUTION_MAX_WEIGHTS` stay float32 (8 kB each at most), and so
+    does the last one, which draws the image.
+    """
+    return last or weight_count <= FLOAT_CONVOLUTION_MAX_WEIGHTS
+
+
+def with_float_small_layers(converted, make_converter):
+    """The int8 file `converted` again, with its small convolutions in float32.
+
+    The layers that draw the image have the generator's fewest channels and
+    most pixels; XNNPACK's int8 kernels for them ran slower than float32 ones
+    (`keeps_float_weights`; a 64x64x3 d=1 file: 0.062 ms a call all in int8,
+    0.025 ms with its last layer in float32, docs/DEPLOYMENT.md), for a few
+    hundred to two thousand weights each. Each float convolution's int8 input
+    is dequantized before it and its output quantized after it, on the ranges
     calibrated as before, so `QuantizedView` needs only to leave its weights
     unrounded. Kept as converted where the graph has no convolution.
     """
@@ -96,25 +112,29 @@ def with_float_last_layer(converted, make_converter):
     convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] in _CONVOLUTIONS]
     if not convolutions:
         return converted
-    last = tensors[convolutions[-1]["outputs"][0]]["name"]
+    kept = [
+        tensors[op["outputs"][0]]["name"] for k, op in enumerate(convolutions)
+        # Weights are input 1 of CONV_2D and of TRANSPOSE_CONV alike.
+        if keeps_float_weights(int(np.prod(tensors[op["inputs"][1]]["shape"])), last=k == len(convolutions) - 1)
+    ]
     converter = make_converter()
-    # Float kernels where asked for (the denylisted node), int8 everywhere else.
+    # Float kernels where asked for (the denylisted nodes), int8 everywhere else.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     # The public debugger calibrates the model as the converter does; quantized
     # here with the converter's per-tensor dense option, which it would drop.
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=converter.representative_dataset,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[last]),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=kept),
     )
-    mixed = _compat.tflite_quantize_calibrated(debugger.calibrated_model, [last], per_tensor_dense_layers=True)
-    # Float kernels were allowed for the denylisted node only: anything else in float keeps the all-int8 file.
+    mixed = _compat.tflite_quantize_calibrated(debugger.calibrated_model, kept, per_tensor_dense_layers=True)
+    # Float kernels were allowed for the denylisted nodes only: anything else in float keeps the all-int8 file.
     interpreter = Interpreter(model_content=mixed)
     tensors = interpreter.get_tensor_details()
     in_float = [op["op_name"] for op in interpreter._get_ops_details()
                 if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and tensors[op["outputs"][0]]["dtype"] == np.float32]
-    if in_float != [convolutions[-1]["op_name"]]:
-        logging.warning("Keeping the all-int8 file: quantized with a float last layer, %s ran in float32.", in_float)
+    if len(in_float) != len(kept) or set(in_float) - set(_CONVOLUTIONS):
+        logging.warning("Keeping the all-int8 file: quantized with float small layers, %s ran in float32.", in_float)
         return converted
     return mixed
 
