@@ -1,17 +1,27 @@
 """Files the package writes and keys: strict JSON records written atomically,
-and fingerprints of files and folders by their bytes.
+fingerprints of files and folders by their bytes, and one writer per folder.
 
 Python's `json` writes NaN and Infinity by default, which no strict JSON
 reader accepts; a metric that is undefined (a FID of a diverged model, the
 PSNR of identical images) is `null` in every file the package writes.
 """
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
+import socket
+import time
 
 import numpy as np
+from absl import logging
+
+from kd_gan.errors import InputError
+
+LOCK_FILE = ".lock"  # Held (flock) by the process writing a folder (`folder_lock`).
 
 
 def json_safe(value):
@@ -57,3 +67,59 @@ def file_digest(*paths):
                 for block in iter(lambda: file.read(1 << 22), b""):
                     digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def folder_lock(folder, kind="folder", advice="wait for it to finish or stop it", holder="process"):
+    """Holds `folder`'s exclusive writer lock while the block runs.
+
+    The lock is an advisory `flock` on `<folder>/.lock`, released by the
+    kernel when its process ends however it ends (a kill included), so a lock
+    is never left stale. The file names its holder (pid, host, start time)
+    for the refusal of a second writer, and is emptied when the block ends;
+    a holder still named when the lock is taken was killed, and is reported.
+
+    `kind` names the folder, `holder` what writes it, `advice` what to do in the refusal.
+
+    Raises:
+        InputError: another process holds the lock (named), or the folder
+            cannot be created or written.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle = open(os.path.join(folder, LOCK_FILE), "a+")
+    except OSError as error:
+        raise InputError(f"Cannot write the {kind} {folder!r}: {error.strerror or error}.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise InputError(f"The {kind} {folder!r} is being written by another {holder} ({_holder(handle)}); {advice}.") from None
+        previous = _holder(handle)
+        if previous != "unknown":  # Its process ended without releasing it: killed, or its machine stopped.
+            logging.warning("The %s %s: taking over the writer lock of a %s that did not finish (%s).", kind, folder, holder, previous)
+        handle.seek(0)
+        handle.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, handle)
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle):
+    """The holder a lock file names, in words."""
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "null")
+    except ValueError:
+        holder = None
+    if not isinstance(holder, dict):
+        return "unknown"
+    return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"

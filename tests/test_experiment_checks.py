@@ -53,6 +53,14 @@ def test_a_generator_that_does_not_fit_the_data_is_named_with_the_reason(generat
         check_generator(generator, 8, MNIST, source="the teacher")
 
 
+def test_a_classifier_as_teacher_is_named_in_one_short_line_without_its_input():
+    classifier = keras.Sequential([keras.Input(MNIST), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(InputError, match=r"takes inputs of shape \(None, 28, 28, 1\) \(is it a generator\?\)") as caught:
+        check_generator(classifier, 8, MNIST, source="the teacher")
+    message = str(caught.value)
+    assert len(message) <= 500 and "\n" not in message and "0." not in message  # Keras' error echoes all 64 z.
+
+
 def test_a_fitting_generator_passes():
     check_generator(Generator(8, MNIST, 1), 8, MNIST)
     check_generator(constant_generator(-1.0), 8, MNIST)

@@ -140,3 +140,16 @@ def test_gan_steps_run_without_grappler_errors(tmp_path):
     assert "fitted" in run.stdout, run.stderr[-2000:]
     assert "remapper failed" not in run.stderr
     assert "shuffle=True" not in run.stderr
+
+
+@pytest.mark.parametrize("steps_per_execution, named", [(1, "step 7"), (5, "one of steps 6-10")])
+def test_the_non_finite_stop_names_the_steps_the_bad_one_lies_in(steps_per_execution, named):
+    from kd_gan.training.callbacks import StopOnNonFinite
+
+    inputs = np.ones((12, 1), np.float32)
+    inputs[6] = np.inf  # Step 7's batch (batch size 1).
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=steps_per_execution)
+    with pytest.raises(FloatingPointError, match=rf"Stage 'probe': loss became (nan|inf) at epoch 1, {named}\. "):
+        model.fit(inputs, np.ones((12, 1), np.float32), batch_size=1, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[StopOnNonFinite("probe")])

@@ -3,12 +3,14 @@ changed teacher invalidates, pools rotate, and students learn from the pairs."""
 
 import glob
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import changed, weights_of
+from conftest import ROOT, changed, weights_of
 
 from kd_gan import Discriminator, Distiller, Generator
 from kd_gan.distillation import teacher_cache
@@ -64,6 +66,54 @@ def test_interrupted_fill_resumes_with_the_same_pairs(tmp_path):
     for (z, images), (z_again, images_again) in zip(complete, shard_contents(reopened)):
         np.testing.assert_array_equal(z, z_again)
         np.testing.assert_array_equal(images, images_again)
+
+
+def test_a_fill_killed_midway_keeps_its_shards_in_the_log(tmp_path, monkeypatch):
+    cache = TeacherCache(tmp_path / "cache", teacher(), size=12, shard_size=4)
+    saved = np.savez
+    calls = []
+
+    def killed_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # A kill while the third shard is written.
+        saved(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_cache.np, "savez", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        cache.fill()
+    assert teacher_cache.read_fill_log(cache.directory)["shards"] == 2
+    monkeypatch.setattr(teacher_cache.np, "savez", saved)
+    assert TeacherCache(tmp_path / "cache", teacher(), size=12, shard_size=4).fill() == 1
+    log = teacher_cache.read_fill_log(cache.directory)
+    assert (log["shards"], log["pairs"]) == (3, 12)  # Every shard of the cache, over both fills.
+
+
+def test_a_second_process_on_a_cache_being_filled_stops_at_once_naming_the_filler(tmp_path):
+    from kd_gan import _io
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "cache")], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # As a filler holds it while it writes.
+        with pytest.raises(InputError, match=rf"teacher cache .* is being written by another process \(pid {holder.pid} "):
+            TeacherCache(tmp_path / "cache", teacher(), size=4)
+    finally:
+        holder.kill()
+        holder.wait()
+    cache = TeacherCache(tmp_path / "cache", teacher(), size=4)  # The killed filler's lock is taken over.
+    assert cache.fill() == 1
+    assert open(os.path.join(cache.directory, _io.LOCK_FILE)).read() == ""  # Released after the fill.
+
+
+LOCK_HOLDER = """
+import sys, time
+from kd_gan import _io
+with _io.folder_lock(sys.argv[1], "teacher cache"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
 
 
 def test_a_changed_teacher_or_setting_invalidates_the_pairs(tmp_path):

@@ -46,7 +46,7 @@ from kd_gan.data.pixels import from_uint8, to_uint8
 from kd_gan.models import any_generator
 from kd_gan.errors import InputError, check_integer
 from kd_gan._io import file_digest
-from kd_gan._io import read_json, write_json
+from kd_gan._io import folder_lock, read_json, write_json
 
 CACHE_VERSION = 1
 STORAGES = ("uint8", "float16")
@@ -164,7 +164,8 @@ class TeacherCache:
             "storage": self.storage,
             "shard_size": self.shard_size,
         }
-        self._open()
+        with self._lock():  # Not while another process fills it: its temporary files would go.
+            self._open()
 
     @property
     def num_shards(self):
@@ -209,23 +210,34 @@ class TeacherCache:
     def fill(self, pools=1, batch_size=256, verbose=1):
         """Writes the shards of pools 0 .. `pools` - 1 that are not on disk yet.
 
-        One process fills a cache at a time (the experiment fills it once,
-        before its students train); `fill.json` sums what every fill cost.
+        One process fills a cache at a time: it holds the folder's lock
+        (`<directory>/.lock`) while it writes, and a second filler stops at
+        once naming the first. `fill.json` sums what every fill cost.
 
         Returns:
             Number of shards written (0 when the cache was complete).
+
+        Raises:
+            InputError: another process is filling the cache.
         """
         _check_count("pools", pools, 1)
         _check_count("batch_size", batch_size, 1)
-        missing = self.missing_shards(pools)
-        if not missing:
+        if not self.missing_shards(pools):
             return 0
+        with self._lock():
+            return self._fill(self.missing_shards(pools), pools, batch_size, verbose)
+
+    def _lock(self):
+        return folder_lock(self.directory, "teacher cache", "wait for it to finish or stop it")
+
+    def _fill(self, missing, pools, batch_size, verbose):
         start = time.time()
         logging.info(
             "Teacher cache %s: %d of %d shards to write (%d pools of %d pairs, %s).",
             self.directory, len(missing), pools * self.num_shards, pools, self.size, self.storage,
         )
         progress = keras.utils.Progbar(sum(self.shard_count(s) for _, s in missing), verbose=verbose, unit_name="pair")
+        log = read_fill_log(self.directory) or {"shards": 0, "pairs": 0, "seconds": 0.0}
         for pool, shard in missing:
             z = self.shard_latents(pool, shard)
             images = np.concatenate(
@@ -237,13 +249,12 @@ class TeacherCache:
             with os.fdopen(descriptor, "wb") as file:
                 np.savez(file, z=z.astype(np.float32), images=encode_images(images, self.storage))
             os.replace(temporary, path)  # A shard is on disk whole, or not at all.
+            # Counted shard by shard: a fill that is killed keeps what it wrote in the log.
+            now = time.time()
+            log = {"shards": log["shards"] + 1, "pairs": log["pairs"] + len(z), "seconds": round(log["seconds"] + now - start, 2)}
+            write_json(fill_log_path(self.directory), log)
+            start = now
             progress.add(len(z))
-        log = read_fill_log(self.directory) or {"shards": 0, "pairs": 0, "seconds": 0.0}
-        write_json(fill_log_path(self.directory), {
-            "shards": log["shards"] + len(missing),
-            "pairs": log["pairs"] + sum(self.shard_count(s) for _, s in missing),
-            "seconds": round(log["seconds"] + time.time() - start, 2),
-        })
         return len(missing)
 
     def dataset(self, batch_size, pools=1, steps_per_pool=None, skip_batches=0):

@@ -1,17 +1,10 @@
 """A run folder: one writer at a time, refusing one that holds a run with
 other settings or other data, clearing it on request, waiting for every worker."""
 
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import shutil
-import socket
-import time
-
-from absl import logging
 
 from kd_gan import _io
 from kd_gan.errors import InputError
@@ -29,7 +22,7 @@ RERUNNABLE_FIELDS = frozenset(
         "inception_precision", "inception_engine",
     }
 )
-LOCK_FILE = ".lock"  # Held (flock) by the process writing the folder.
+LOCK_FILE = _io.LOCK_FILE  # Held (flock) by the process writing the folder.
 DATA_RECORD = "data.json"  # What data the folder's models were trained and scored on.
 # What `overwrite` deletes: only what a run writes.
 OUTPUTS = (
@@ -99,61 +92,15 @@ def prepare_output_dir(config, overwrite, strategy):
     barrier(strategy)
 
 
-@contextlib.contextmanager
 def writer_lock(folder):
-    """Holds `folder`'s exclusive writer lock while the block runs.
-
-    The lock is an advisory `flock` on `<folder>/.lock`, released by the
-    kernel when its process ends however it ends (a kill included), so a lock
-    is never left stale. The file names its holder (pid, host, start time)
-    for the refusal of a second writer, and is emptied when the block ends;
-    a holder still named when the lock is taken was killed, and is reported.
+    """Holds the run folder's exclusive writer lock while the block runs
+    (`kd_gan._io.folder_lock` on `<folder>/.lock`).
 
     Raises:
         InputError: another process holds the lock (named), or the folder
             cannot be created or written.
     """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        handle = open(os.path.join(folder, LOCK_FILE), "a+")
-    except OSError as error:
-        raise InputError(f"Cannot write the run folder {folder!r}: {error.strerror or error}.") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise InputError(
-                f"{folder!r} is being written by another run ({_holder(handle)}); wait for it to finish, "
-                "stop it, or use another --output_dir."
-            ) from None
-        previous = _holder(handle)
-        if previous != "unknown":  # Its process ended without releasing it: killed, or its machine stopped.
-            logging.warning("Run folder %s: taking over the writer lock of a run that did not finish (%s).", folder, previous)
-        handle.seek(0)
-        handle.truncate()
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, handle)
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _holder(handle):
-    """The holder a lock file names, in words."""
-    handle.seek(0)
-    try:
-        holder = json.loads(handle.read() or "null")
-    except ValueError:
-        holder = None
-    if not isinstance(holder, dict):
-        return "unknown"
-    return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+    return _io.folder_lock(folder, "run folder", "wait for it to finish, stop it, or use another --output_dir", holder="run")
 
 
 def check_data(root, identity, data_dir):

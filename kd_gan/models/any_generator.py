@@ -7,6 +7,7 @@ SavedModel signature, a `.tflite` file through `litert.TFLiteGenerator`).
 """
 
 import os
+import re
 import zipfile
 
 import keras
@@ -123,11 +124,28 @@ def check_generator(generator, latent_dim, image_shape, source="generator", samp
     except InputError as error:
         raise InputError(f"{source}: {error}") from error
     except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:  # Wrong input for this model.
-        raise InputError(f"{source} could not be called on z of shape {tuple(z.shape)}: {error}") from error
+        takes = _input_shape(generator)
+        takes = f" it takes inputs of shape {takes} (is it a generator?);" if takes else ""
+        raise InputError(f"{source} could not be called on z of shape {tuple(z.shape)}:{takes} {_short(error)}") from None
     shape = tuple(getattr(images, "shape", ()))
     if shape != (samples, *image_shape):
         raise InputError(f"{source} makes images of shape {shape[1:]}; this data set needs {tuple(image_shape)}.")
     check_image_range(images, source)
+
+
+def _input_shape(model):
+    """A Keras model's input shape (None when it has no single known input)."""
+    try:
+        return tuple(model.inputs[0].shape) if len(getattr(model, "inputs", None) or ()) == 1 else None
+    except (AttributeError, ValueError):
+        return None
+
+
+def _short(error, limit=300):
+    """An exception's message in one short line: no colour codes, arrays or Keras' echo of the arguments."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split("Arguments received")[0]
+    text = " ".join(re.sub(r"\[\[.*?\]\]", "<array>", text, flags=re.S).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_image_range(images, source="generator"):

@@ -25,23 +25,34 @@ def _iterations(optimizer):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops a stage at the first NaN or infinite loss, naming stage and step."""
+    """Stops a stage at the first NaN or infinite loss, naming stage and step.
+
+    With `steps_per_execution` > 1 Keras calls back once per block of steps,
+    and a loss is the epoch's running mean: the first bad step is then known
+    only to lie after the last call that saw finite losses, so the message
+    names that range of steps.
+    """
 
     def __init__(self, stage):
         super().__init__()
         self.stage = stage
         self.epoch = 0
+        self._finite_through = 0  # Steps of this epoch known to have finite losses.
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self._finite_through = 0
 
     def on_train_batch_end(self, batch, logs=None):
         for key, value in (logs or {}).items():
             if not math.isfinite(float(np.mean(value))):
+                first, last = self._finite_through + 1, batch + 1
+                steps = f"step {last}" if first == last else f"one of steps {first}-{last}"
                 raise FloatingPointError(
                     f"Stage {self.stage!r}: {key} became {float(np.mean(value))} at epoch {self.epoch + 1}, "
-                    f"step {batch + 1}. Lower the learning rate or check the data."
+                    f"{steps}. Lower the learning rate or check the data."
                 )
+        self._finite_through = batch + 1
 
 
 class SampleImages(keras.callbacks.Callback):
