@@ -108,6 +108,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     assert {row["fid_samples"] for row in rows} == {"8"}
 
     markdown = (output_dir / "report.md").read_text()
+    assert markdown.split("\n")[2] == f"**{report.headline(results)}**"  # The finding in words, under the title.
     assert "FID (n=8 vs 12 real)" in markdown and "KID x1000" in markdown and "| student (joint) | 1 |" in markdown and "## Teacher candidates" in markdown
     for picture in ("samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png"):
         assert f"({picture})" in markdown
@@ -413,6 +414,16 @@ def test_report_table_and_findings_from_results():
     assert "| scratch GAN | 1 | 10 | 100:1 | 2.00 | 50.0 | - | 0.750 | 0.500 |" in table
     (line,) = report.findings(results)
     assert "keeps 75% of the teacher's mnist_score" in line and "FID 20.0 beats the scratch GAN's 50.0" in line
+    assert report.headline(results) == (
+        "The MSE student (d=1), 100x smaller than the teacher, keeps 75% of its MNIST score (6.00 of 8.00); "
+        "the scratch GAN of its size keeps 25% (2.00). Real images score 9.90."
+    )
+    for entry in results["models"]:  # Without a score (colour data): by FID against the teacher's.
+        entry["quality"]["mnist_score"] = None
+    assert report.headline(results) == (
+        "The MSE student (d=1), 100x smaller than the teacher, reaches FID 20.0, 2.0x the teacher's 10.0; "
+        "the scratch GAN of its size 50.0 (5.0x) (lower is better)."
+    )
 
 
 def test_teacher_selection_lowest_fid_then_highest_score():

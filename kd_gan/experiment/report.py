@@ -204,6 +204,36 @@ def findings(results):
     return lines
 
 
+def headline(results):
+    """The run's finding in one sentence, for the top of the report: the best
+    student at the largest compression against the teacher and against the
+    scratch GAN of its size (None before any evaluation or without students)."""
+    name = {"mnist_score": "MNIST score", "inception_score": "Inception Score"}.get(classifiers.score_name(results["dataset"]))
+    rows = csv_rows(results)
+    teacher, students = rows[0], [row for row in rows[1:] if row["role"] == "student" and row["fid"] is not None]
+    if teacher["fid"] is None or not students:
+        return None
+    largest = max(row["compression_ratio"] for row in students)
+    at_largest = [row for row in students if row["compression_ratio"] == largest]
+    by_score = teacher["score"] is not None and all(row["score"] is not None for row in at_largest)
+    best = max(at_largest, key=lambda row: row["score"]) if by_score else min(at_largest, key=lambda row: row["fid"])
+    scratch = next((row for row in rows[1:] if row["method"] == "scratch" and row["architecture"] == best["architecture"]
+                    and row["fid"] is not None), None)
+    smaller = f"{best['compression_ratio']:,.0f}x" if best["compression_ratio"] >= 10 else f"{best['compression_ratio']:.1f}x"
+    method = best["label"][len("student (") : -1] + " student" if best["label"].startswith("student (") else best["label"]
+    student = f"The {method} ({best['size_label']}), {smaller} smaller than the teacher,"
+    if by_score:
+        text = f"{student} keeps {100 * best['score'] / teacher['score']:.0f}% of its {name} ({best['score']:.2f} of {teacher['score']:.2f})"
+        if scratch is not None and scratch["score"] is not None:
+            text += f"; the scratch GAN of its size keeps {100 * scratch['score'] / teacher['score']:.0f}% ({scratch['score']:.2f})"
+        real = (results.get("real") or {}).get(classifiers.score_name(results["dataset"]))
+        return text + "." + (f" Real images score {real:.2f}." if real is not None else "")
+    text = f"{student} reaches FID {best['fid']:.1f}, {best['fid'] / teacher['fid']:.1f}x the teacher's {teacher['fid']:.1f}"
+    if scratch is not None:
+        text += f"; the scratch GAN of its size {scratch['fid']:.1f} ({scratch['fid'] / teacher['fid']:.1f}x)"
+    return text + " (lower is better)."
+
+
 def _objective_sentence(config):
     """How the GANs trained: objective, critic steps, learning rates, weight average."""
     objective = config.get("objective", "ns")
@@ -226,9 +256,11 @@ def markdown(results):
     teacher = results["models"][0]
     real = results.get("real") or {}
     sizes = list(dict.fromkeys(entry.get("size_label") or "" for entry in results["models"][1:]))
+    finding = headline(results)
     out = [
         f"# Compressing a {results['dataset']} GAN by knowledge distillation",
         "",
+        *([f"**{finding}**", ""] if finding else []),
         f"Teacher: **{teacher['name']}** ({teacher['parameters']:,} parameters"
         + (
             f", chosen by lowest FID among d = {', '.join(str(c['depth']) for c in results['teacher_candidates'])})."

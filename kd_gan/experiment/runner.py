@@ -320,6 +320,9 @@ class Experiment:
             sum((r.training or {}).get("wall_time_s", 0.0) for r in {r.name: r for r in candidates + results}.values()), 2
         )
         report.write(self.root, summary, generators, self.heldout_z, config.grid_columns)
+        finding = report.headline(summary)
+        if finding:
+            logging.info("%s", finding)
         logging.info("Done in %.0f s. Report: %s", summary["wall_time_s"], os.path.join(self.root, "report.md"))
         failed = [name for name, record in summary["export"].items() if "error" in record]
         if failed:
