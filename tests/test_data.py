@@ -183,3 +183,15 @@ def test_shared_mnist(shared_data_dir):
     batches = list(data.load_dataset("mnist", "test", 1000, data_dir=shared_data_dir, shuffle=False))
     assert len(batches) == 10 and batches[0].shape == (1000, 28, 28, 1)
     assert batches[0].numpy().min() == -1.0 and batches[0].numpy().max() == 1.0
+
+
+def test_a_conversion_prints_nothing_and_warns_of_nothing_but_logs_its_time(tiny_mnist, tmp_path, capfd, caplog):
+    from kd_gan.data import local_files
+
+    caplog.set_level("INFO", logger="absl")
+    prepared = local_files.convert_local(tiny_mnist[0], "mnist", str(tmp_path / "cache"))
+    assert os.path.isdir(prepared)
+    printed = capfd.readouterr()
+    assert "Downloading and preparing" not in printed.out + printed.err and "downloaded and prepared" not in printed.out
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]  # tfds' dataset_info.json warning.
+    assert "Converted mnist in" in caplog.text

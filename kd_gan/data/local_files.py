@@ -9,8 +9,11 @@ N" of a split mixes every class. Conversions live under the cache folder
 digest of their source files' bytes and of the conversion's version.
 """
 
+import contextlib
 import gzip
 import hashlib
+import io
+import logging as std_logging
 import os
 import tarfile
 import time
@@ -161,17 +164,32 @@ def local_files_present(data_dir, name):
 _SOURCE_DIGESTS = {}  # (path, size, mtime) of the sources -> their digest.
 
 
+class _TfdsChatter(std_logging.Filter):
+    """Drops tfds' own records below ERROR (its builder warns that the folder
+    it is about to write holds no dataset_info.json yet)."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.ERROR or "tensorflow_datasets" not in (record.pathname or "")
+
+
 def _store(**arguments):
     """`tfds.dataset_builders.store_as_tfds_dataset` without tfds' progress bars
-    (several per split, in the middle of a run's console), timed in the log instead."""
+    (several per split, in the middle of a run's console), its "Downloading and
+    preparing dataset" prints and its warnings about the folder it creates:
+    timed in the log instead (what tfds printed at debug verbosity)."""
     from tensorflow_datasets.core.utils import tqdm_utils
 
     shown, start = tqdm_utils._active, time.monotonic()
     tfds.display_progress_bar(False)
+    chatter, logger = _TfdsChatter(), logging.get_absl_logger()
+    logger.addFilter(chatter)
     try:
-        tfds.dataset_builders.store_as_tfds_dataset(**arguments)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            tfds.dataset_builders.store_as_tfds_dataset(**arguments)
     finally:
+        logger.removeFilter(chatter)
         tfds.display_progress_bar(shown)
+    logging.debug("tfds printed: %s", printed.getvalue().strip())
     logging.info("Converted %s in %.0f s.", arguments["name"], time.monotonic() - start)
 
 
