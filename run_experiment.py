@@ -65,7 +65,7 @@ flags.DEFINE_integer("qat_epochs", _DEFAULTS.qat_epochs, "Also fine-tune each st
 flags.DEFINE_integer("teacher_cache", _DEFAULTS.teacher_cache, "0: students run the teacher on fresh z each step; N: they learn from N stored (z, teacher(z)) pairs per pool, filled once and shared.", lower_bound=0)
 flags.DEFINE_integer("cache_refresh_epochs", None, "With --teacher_cache: a fresh pool of pairs every this many student epochs (default: one pool).", lower_bound=1)
 flags.DEFINE_enum("cache_storage", _DEFAULTS.cache_storage, ["uint8", "float16"], "How cached teacher images are stored.")
-flags.DEFINE_enum("precision", _DEFAULTS.precision, list(precision_lib.PRECISIONS), "Training precision: float32, bfloat16 (CPUs with AMX/AVX512-BF16, recent GPUs) or float16 (GPUs, loss-scaled). Saved models are float32. On CPUs, bfloat16 stages too small to gain from it train in float32 (recorded per stage).")
+flags.DEFINE_enum("precision", _DEFAULTS.precision, list(precision_lib.TRAINING_PRECISIONS), "Training precision: auto (bfloat16 on GPUs and CPUs with AMX/AVX512-BF16, else float32), float32, bfloat16 (CPUs with AMX/AVX512-BF16, recent GPUs) or float16 (GPUs, loss-scaled). Saved models are float32. On CPUs, bfloat16 stages too small to gain from it train in float32 (recorded per stage).")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(experiment.STRATEGIES), "tf.distribute strategy: one device, all local GPUs (mirrored), or several machines (multi_worker, cluster from $TF_CONFIG).")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 

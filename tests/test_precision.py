@@ -189,6 +189,31 @@ def test_bfloat16_is_kept_for_large_steps_only_and_only_on_cpus():
         precision.step_precision("float8", large)
 
 
+def test_auto_precision_is_bfloat16_where_the_machine_has_bfloat16_units_and_float32_elsewhere():
+    assert precision.resolve("auto", flags={"amx_bf16", "avx512f"}, has_gpu=False) == "bfloat16"
+    assert precision.resolve("auto", flags={"avx512_bf16"}, has_gpu=False) == "bfloat16"
+    assert precision.resolve("auto", flags={"avx2", "fma"}, has_gpu=False) == "float32"  # Emulated bfloat16: slower.
+    assert precision.resolve("auto", flags=set(), has_gpu=True) == "bfloat16"
+    assert precision.resolve("float32", flags={"amx_bf16"}, has_gpu=False) == "float32"  # Asked for: kept.
+    with pytest.raises(InputError, match="'float8'"):
+        precision.resolve("float8")
+
+
+def test_an_auto_run_records_what_it_chose(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan import experiment
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda path="/proc/cpuinfo": {"avx2"})  # A CPU without bfloat16 units.
+    config = experiment.ExperimentConfig(
+        dataset="mnist", loss="mse", teacher_depths=(2,), student_depths=(1,), latent_dim=8, batch_size=4,
+        teacher_epochs=1, student_epochs=1, steps_per_epoch=2, grid_columns=4, verbose=0, eval_samples=0,
+        precision="auto", data_dir=tiny_mnist[0], output_dir=str(tmp_path / "run"),
+    )
+    results = experiment.run(config)
+    assert results["precision"] == "float32" and results["config"]["precision"] == "auto"
+    assert {entry["training"]["dtype_policy"] for entry in results["models"]} == {"float32"}
+    assert "Trained in float32 (precision auto on this machine)" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(tiny_mnist, tmp_path, monkeypatch):
     from kd_gan import experiment
     from kd_gan.experiment import progress

@@ -132,8 +132,9 @@ class ExperimentConfig:
             epochs; None keeps one pool throughout.
         cache_storage: "uint8" (pixels at most 1/255 off) or "float16".
         precision: "float32", "bfloat16" (Keras' mixed_bfloat16: fast on CPUs
-            with AMX / AVX512-BF16 and on recent GPUs) or "float16" (GPUs, with
-            loss scaling). Models are saved and exported in float32 whatever
+            with AMX / AVX512-BF16 and on recent GPUs), "float16" (GPUs, with
+            loss scaling) or "auto" (bfloat16 where it is fast, else float32:
+            `precision.resolve`). Models are saved and exported in float32 whatever
             they trained in. On CPUs, bfloat16 stages whose steps are smaller
             than `precision.BFLOAT16_MIN_STEP_MACS` train in float32 (recorded
             per stage).
@@ -228,7 +229,7 @@ class ExperimentConfig:
                 f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the "
                 "float32 MNIST network."
             )
-        _check_choice("precision", self.precision, precision_lib.PRECISIONS)
+        _check_choice("precision", self.precision, precision_lib.TRAINING_PRECISIONS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         if self.preset is not None and self.preset not in PRESETS:
             raise InputError(f"Unknown preset {self.preset!r}; choose one of {tuple(PRESETS)}.")

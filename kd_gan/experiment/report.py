@@ -121,10 +121,12 @@ def results_table(results):
 
 def _precision_sentence(config, results):
     """The run's precision, naming the stages that trained in float32 instead (`Experiment.stage_policy`)."""
-    requested = config.get("precision", "float32")
+    requested = results.get("precision") or config.get("precision", "float32")
+    if config.get("precision") == "auto":
+        requested = f"{requested} (precision auto on this machine)"
     entries = {entry["name"]: entry for entry in results.get("teacher_candidates", []) + results.get("models", [])}
     in_float32 = [name for name, entry in entries.items()
-                  if (entry.get("training") or {}).get("dtype_policy") == "float32" and requested != "float32"]
+                  if (entry.get("training") or {}).get("dtype_policy") == "float32" and not requested.startswith("float32")]
     if not in_float32:
         return requested
     return (f"{requested} ({', '.join(in_float32)} in float32: their steps are too small to gain from "

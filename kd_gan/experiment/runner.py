@@ -62,6 +62,7 @@ class Experiment:
 
     def __init__(self, config, strategy=None):
         self.config = config
+        self.precision = precision.resolve(config.precision)  # "auto": this machine's fast choice.
         self.strategy = strategy or make_strategy(config.strategy)
         self.root = worker_output_dir(self.strategy, config.output_dir)
         self.image_shape = data.image_shape(config.dataset, config.image_size)
@@ -85,10 +86,10 @@ class Experiment:
         the run's precision, except bfloat16 for a step too small to gain from
         it (`precision.step_precision`, by the plan's cost of the step)."""
         cost = self.clock.stages[spec.name].cost if self.clock and spec.name in self.clock.stages else float("inf")
-        chosen = precision.step_precision(self.config.precision, cost)
-        if chosen != self.config.precision:
+        chosen = precision.step_precision(self.precision, cost)
+        if chosen != self.precision:
             logging.info("Stage %s trains in %s: its steps (%.2g multiply-accumulates) are too small to gain from %s.",
-                         spec.name, chosen, cost, self.config.precision)
+                         spec.name, chosen, cost, self.precision)
         return precision.policy(chosen)
 
     def train_gan(self, stage):
@@ -198,7 +199,9 @@ class Experiment:
         config = self.config
         start = time.time()
         keras.utils.set_random_seed(config.seed)
-        precision.check_hardware(config.precision)
+        precision.check_hardware(self.precision)
+        if config.precision == "auto":
+            logging.info("Precision: %s (auto, on %s).", self.precision, precision.cpu_label(precision.cpu_record()))
         # A given teacher and the data first: a teacher that does not fit the data,
         # missing or corrupt files, a batch larger than the split and other data
         # than the folder's models saw stop the run here, before anything is
@@ -303,6 +306,7 @@ class Experiment:
         config = self.config
         summary = {
             "dataset": config.dataset,
+            "precision": self.precision,  # What "auto" chose here; each stage records its own dtype policy.
             "losses": list(config.losses),
             "teacher": results[0].name,
             "teacher_candidates": [c.record() for c in candidates],

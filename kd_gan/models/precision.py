@@ -32,6 +32,23 @@ _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mix
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+TRAINING_PRECISIONS = ("auto",) + PRECISIONS  # What a run may ask for: "auto" is `resolve`d on the machine.
+
+
+def resolve(precision, flags=None, has_gpu=None):
+    """`precision`, with "auto" read as this machine's fast choice: bfloat16
+    on a GPU or on a CPU with bfloat16 units (`BF16_CPU_FLAGS`: AMX-BF16,
+    AVX512-BF16), float32 on other CPUs (which emulate bfloat16, slower than
+    float32). Small steps still train in float32 on CPUs (`step_precision`)."""
+    if precision != "auto":
+        policy(precision)
+        return precision
+    if has_gpu is None:
+        has_gpu = gpu_available()
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if has_gpu or set(BF16_CPU_FLAGS) & set(flags) else "float32"
+
+
 def policy(precision):
     """The Keras dtype policy name of `precision` ("float32", "bfloat16", "float16")."""
     if precision not in _POLICIES:
