@@ -22,6 +22,7 @@ from kd_gan.experiment import stage as stages
 from kd_gan.export import converters as export
 from kd_gan.export.converters import export_saved_model
 from kd_gan._io import file_digest
+from kd_gan.errors import InputError
 from kd_gan.experiment.plan import StageSpec
 from kd_gan.experiment.results import ModelResult
 
@@ -52,7 +53,7 @@ def stage_files(output_dir):
 
 
 def run_cli(flags, environment=None, timeout=600):
-    command = [sys.executable, "run_experiment.py", *flags]
+    command = [sys.executable, "run_experiment.py", "--preset=none", *flags]
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
@@ -286,7 +287,7 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
     output_dir = tmp_path / "run"
     flags = [f"--{key}={value}" for key, value in TINY.items() if key not in ("teacher_depths", "student_depths")]
     flags += [f"--data_dir={tiny_mnist[0]}", f"--output_dir={output_dir}", "--student_depths=1", "--strategy=multi_worker",
-              f"--teacher_path={tmp_path / 'teacher.keras'}", "--student_epochs=2"]
+              f"--teacher_path={tmp_path / 'teacher.keras'}", "--student_epochs=2", "--preset=none"]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
@@ -345,7 +346,7 @@ def test_presets_fill_values_and_flags_override_them():
     config = experiment.build_config("quick", dataset="cifar10", student_depths=(1, 8), teacher_epochs=1)
     assert config.preset == "quick" and config.teacher_depths == (16, 32) and config.latent_dim == 128
     assert config.student_depths == (1, 8) and config.teacher_epochs == 1 and config.student_epochs == 3
-    assert experiment.build_config(dataset="mnist") == experiment.ExperimentConfig()
+    assert experiment.build_config("none", dataset="mnist") == experiment.ExperimentConfig()
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "celeb_a"])
@@ -373,8 +374,15 @@ def test_a_preset_leaves_the_scoring_pass_to_the_machine_unless_told(monkeypatch
     assert inception_engines.choose(environment={}, has_gpu=False, flags={"amx_bf16"}, openvino=True)[1] == "bfloat16"
 
 
-def test_mnist_and_image_folders_take_no_preset_by_default():
-    assert experiment.build_config(dataset="mnist").preset is None
+def test_mnist_takes_the_main_job_and_image_folders_no_preset_by_default():
+    config = experiment.build_config(dataset="mnist")
+    assert config == experiment.build_config("main", dataset="mnist") and config.preset == "main"
+    assert (config.objective, config.ema_decay, config.precision, config.latent_dim, config.learning_rate) == (
+        "hinge", 0.999, "auto", 32, 5e-4
+    )
+    assert (config.teacher_depths, config.student_depths, config.teacher_cache) == ((32,), (3,), 60_000)
+    with pytest.raises(InputError, match="Preset 'main' has no teacher_depths for dataset 'cifar10'"):
+        experiment.build_config("main", dataset="cifar10")
     assert experiment.build_config(dataset="images", image_size=32, data_dir="faces/").preset is None
 
 

@@ -255,7 +255,7 @@ def test_the_cli_answers_an_unusable_output_folder_in_one_line(tiny_mnist, tmp_p
     below_a_file = tmp_path / "file"
     below_a_file.write_text("")
     command = [sys.executable, "run_experiment.py", f"--data_dir={tiny_mnist[0]}", f"--output_dir={below_a_file / 'run'}",
-               "--teacher_depths=2", "--student_depths=1", "--latent_dim=8", "--eval_samples=0"]
+               "--teacher_depths=2", "--student_depths=1", "--latent_dim=8", "--eval_samples=0", "--preset=none"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
     assert "Error: Cannot write the run folder" in completed.stderr and "Traceback" not in completed.stderr
