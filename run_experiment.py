@@ -8,8 +8,13 @@ Examples:
 """
 
 import dataclasses
+import os
 
-from absl import app, flags, logging
+# TensorFlow's C++ INFO lines (oneDNN and CUDA notices, tf.data buffer sizes) stay out of the
+# console; its warnings and errors show. A value set by the user is kept.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags, logging  # noqa: E402 (after TensorFlow's log level)
 
 from kd_gan import experiment
 from kd_gan.data import loading as data
@@ -36,6 +41,7 @@ flags.DEFINE_list("student_depths", [str(d) for d in _DEFAULTS.student_depths], 
 flags.DEFINE_list("student_widths", [], "Width profiles of further students and their scratch GANs, each the channels of the feature maps from the 4x4 projection on joined by '-', e.g. 4-12-12-12 (64x64) or 4-8-8 (28x28, 32x32).")
 flags.DEFINE_list("student_init", list(_DEFAULTS.student_inits), "How students start, each a student of its own: random (the paper's) and/or pruned (the teacher pruned to the student's widths).")
 flags.DEFINE_integer("discriminator_depth", None, "d of the discriminators of scratch GANs and joint students (default: the student's d, or the last width of its profile).", lower_bound=1)
+flags.DEFINE_integer("teacher_discriminator_depth", _DEFAULTS.teacher_discriminator_depth, "d of the teacher candidates' discriminators (default: each teacher's own d).", lower_bound=1)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the latent vector z.", lower_bound=1)
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.", lower_bound=1)
 flags.DEFINE_boolean("scratch", _DEFAULTS.scratch, "Also train every student size from scratch as an ordinary GAN (the baseline); --noscratch: students only.")

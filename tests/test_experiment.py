@@ -63,9 +63,11 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     flags = [f"--{key}={value}" for key, value in settings.items()]
     flags += ["--loss=both", f"--data_dir={tiny_mnist[0]}", f"--output_dir={output_dir}", "--export=tflite"]
     environment = dict(os.environ, KD_GAN_CACHE_DIR=str(tmp_path / "cache"))
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)  # As a user's shell has it: the command sets its own.
     completed = run_cli(flags, environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Stage teacher_d3" in completed.stderr and "Report:" in completed.stderr
+    assert not [line for line in completed.stderr.splitlines() if line.startswith("I0000")]  # TensorFlow's C++ INFO.
     # The console holds progress, stage lines and real warnings: no grappler failure, no
     # shuffle warning, no dependency's deprecation notice, no tfds progress bar.
     # Nor tfds' reader and builder INFO lines; the plan and every stage's line stay.

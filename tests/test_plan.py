@@ -40,6 +40,15 @@ def test_the_plan_enumerates_every_stage_in_run_order_with_the_folders_runs_were
     assert [s.method for s in stages[2:5]] == ["student_mse", "student_mse", "student_mse+features+perceptual"]
 
 
+def test_the_teachers_discriminator_depth_is_theirs_alone():
+    stages = plan_stages(config(teacher_discriminator_depth=2, discriminator_depth=3))
+    assert {s.discriminator_depth for s in of_role(stages, "teacher")} == {2}
+    assert {s.discriminator_depth for s in stages if s.role != "teacher"} == {3}
+    assert [s.discriminator_depth for s in of_role(plan_stages(config()), "teacher")] == [4, 8]  # Each its own d.
+    with pytest.raises(InputError, match="teacher_discriminator_depth"):
+        config(teacher_discriminator_depth=0)
+
+
 def test_a_given_teacher_plans_no_teacher_stage_and_options_drop_their_stages():
     stages = plan_stages(config(teacher_path="teacher.keras", scratch=False, qat_epochs=0, loss="mse"))
     assert of_role(stages, "teacher") == () and of_role(stages, "scratch") == ()

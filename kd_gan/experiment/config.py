@@ -59,6 +59,8 @@ class ExperimentConfig:
         discriminator_depth: depth d of the discriminators of scratch GANs and
             joint students; None: the student's d, or the last width of its
             profile (the discriminator of the DCGAN whose last map is as wide).
+        teacher_discriminator_depth: depth d of the teacher candidates'
+            discriminators; None: each teacher's own d.
         latent_dim: size of z.
         batch_size: global images (or latent vectors) per step, split over
             the replicas of the strategy.
@@ -156,6 +158,7 @@ class ExperimentConfig:
     student_widths: Tuple[Tuple[int, ...], ...] = ()
     student_inits: Tuple[str, ...] = (RANDOM,)
     discriminator_depth: Optional[int] = None
+    teacher_discriminator_depth: Optional[int] = None
     latent_dim: int = 128
     batch_size: int = 64
     scratch: bool = True
@@ -287,8 +290,9 @@ class ExperimentConfig:
         inits = self.student_inits
         if isinstance(inits, str) or not inits or len(set(inits)) != len(inits) or not set(inits) <= set(STUDENT_INITS):
             raise InputError(f"student_inits must be a non-empty tuple of distinct values from {STUDENT_INITS}. Received: {inits!r}")
-        if self.discriminator_depth is not None:
-            _check_at_least("discriminator_depth", self.discriminator_depth, 1)
+        for name in ("discriminator_depth", "teacher_discriminator_depth"):
+            if getattr(self, name) is not None:
+                _check_at_least(name, getattr(self, name), 1)
         if PRUNED in inits and not self.teacher_path:
             # A trained teacher's widths are known now; a given one's are checked when it is loaded.
             narrowest = min(self.teacher_depths)

@@ -201,7 +201,10 @@ def plan_stages(config):
     """
     stages = []
     if not config.teacher_path:
-        stages += [StageSpec(TEACHER, depth, config.teacher_epochs) for depth in config.teacher_depths]
+        stages += [
+            StageSpec(TEACHER, depth, config.teacher_epochs, discriminator_depth=config.teacher_discriminator_depth)
+            for depth in config.teacher_depths
+        ]
     architectures = [dict(depth=depth) for depth in config.student_depths]
     architectures += [dict(depth=None, widths=tuple(widths)) for widths in config.student_widths]
     for architecture in architectures:
