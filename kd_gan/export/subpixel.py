@@ -14,9 +14,10 @@ phase has fewer taps): the same products summed in another order, equal to
 float rounding. A batch norm after the layer (or after its crop) folds into
 W' and a bias, as it would into the transposed convolution, and a plain ReLU
 after them runs before depth_to_space and the crop (elementwise, it commutes
-with both), where the converter fuses it into the convolution: an
-int8 RELU op after a crop cost 0.7-1.3 us of a 5-10 us MNIST call through
-XNNPACK on an Intel Xeon with AMX.
+with both), where the converter fuses it into the convolution: before,
+an int8 RELU op of its own after a crop added 0.7-1.3 us to a 8-10 us MNIST
+call through XNNPACK on an Intel Xeon with AMX (each file cut after each op
+and timed, as `benchmarks/probe_int8_layers.py` does).
 
 Why ship this form: XNNPACK, LiteRT's default CPU engine, runs int8
 TRANSPOSE_CONV slowly on some CPUs (measured on an Intel Xeon with AMX: a

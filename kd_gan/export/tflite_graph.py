@@ -81,11 +81,12 @@ def keeps_float_weights(weight_count, last):
     """Whether an int8 file keeps a convolution of `weight_count` weights in float32.
 
     Measured one layer at a time through XNNPACK on an Intel Xeon with AMX
-    (3x3 convolutions, 7x7 to 32x32 pixels): an int8 convolution costs about
-    the same at every width up to 32 input channels (0.04 us a pixel), where a
-    float32 one grows with its weights, so int8 is 2.3-7x slower than float32
-    up to 288 weights (4 input channels), 1.4-1.5x at 1,152 (8 -> 16 channels)
-    and 1.7-6.8x faster from 4,608 (16 -> 32). Convolutions of at most
+    (`benchmarks/probe_int8_layers.py`; 3x3 convolutions, 7x7 to 32x32
+    pixels): an int8 convolution costs about the same at every width up to 32
+    input channels (0.04 us a pixel), where a float32 one grows with its
+    weights, so int8 is 2.4-7x slower than float32 up to 288 weights (4 input
+    channels), 1.5x at 1,152 (8 -> 16 channels) and 1.4-7.7x faster from
+    4,608 (16 -> 32). Convolutions of at most
     `FLOAT_CONVOLUTION_MAX_WEIGHTS` stay float32 (8 kB each at most), and so
     does the last one, which draws the image.
     """
