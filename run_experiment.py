@@ -10,7 +10,7 @@ Examples:
 import dataclasses
 import os
 
-# TensorFlow's C++ INFO lines (oneDNN and CUDA notices, tf.data buffer sizes) stay out of the
+# TensorFlow's C++ INFO lines once its logging starts (tf.data buffer sizes, CPU feature notes) stay out of the
 # console; its warnings and errors show. A value set by the user is kept.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
