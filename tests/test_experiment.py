@@ -427,13 +427,13 @@ def test_report_table_and_findings_from_results():
     (line,) = report.findings(results)
     assert "keeps 75% of the teacher's mnist_score" in line and "FID 20.0 beats the scratch GAN's 50.0" in line
     assert report.headline(results) == (
-        "The MSE student (d=1), 100x smaller than the teacher, keeps 75% of its MNIST score (6.00 of 8.00); "
+        "The student (MSE), d=1, 100x smaller than the teacher, keeps 75% of its MNIST score (6.00 of 8.00); "
         "the scratch GAN of its size keeps 25% (2.00). Real images score 9.90."
     )
     for entry in results["models"]:  # Without a score (colour data): by FID against the teacher's.
         entry["quality"]["mnist_score"] = None
     assert report.headline(results) == (
-        "The MSE student (d=1), 100x smaller than the teacher, reaches FID 20.0, 2.0x the teacher's 10.0; "
+        "The student (MSE), d=1, 100x smaller than the teacher, reaches FID 20.0, 2.0x the teacher's 10.0; "
         "the scratch GAN of its size 50.0 (5.0x) (lower is better)."
     )
 

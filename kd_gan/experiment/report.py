@@ -222,8 +222,7 @@ def headline(results):
     scratch = next((row for row in rows[1:] if row["method"] == "scratch" and row["architecture"] == best["architecture"]
                     and row["fid"] is not None), None)
     smaller = f"{best['compression_ratio']:,.0f}x" if best["compression_ratio"] >= 10 else f"{best['compression_ratio']:.1f}x"
-    method = best["label"][len("student (") : -1] + " student" if best["label"].startswith("student (") else best["label"]
-    student = f"The {method} ({best['size_label']}), {smaller} smaller than the teacher,"
+    student = f"The {best['label']}, {best['size_label']}, {smaller} smaller than the teacher,"
     if by_score:
         text = f"{student} keeps {100 * best['score'] / teacher['score']:.0f}% of its {name} ({best['score']:.2f} of {teacher['score']:.2f})"
         if scratch is not None and scratch["score"] is not None:
