@@ -46,7 +46,12 @@ def resolve(precision, flags=None, has_gpu=None):
     if has_gpu is None:
         has_gpu = gpu_available()
     flags = cpu_flags() if flags is None else flags
-    return "bfloat16" if has_gpu or set(BF16_CPU_FLAGS) & set(flags) else "float32"
+    return "bfloat16" if has_gpu or has_bfloat16_units(flags) else "float32"
+
+
+def has_bfloat16_units(flags):
+    """Whether CPU `flags` include bfloat16 arithmetic (`BF16_CPU_FLAGS`)."""
+    return bool(set(BF16_CPU_FLAGS) & set(flags))
 
 
 def policy(precision):
@@ -152,7 +157,7 @@ def check_hardware(precision, flags=None, has_gpu=None):
         has_gpu = gpu_available()
     flags = cpu_flags() if flags is None else flags
     message = None
-    if precision == "bfloat16" and not has_gpu and flags and not set(BF16_CPU_FLAGS) & set(flags):
+    if precision == "bfloat16" and not has_gpu and flags and not has_bfloat16_units(flags):
         message = (
             f"precision='bfloat16' on a CPU without {' or '.join(BF16_CPU_FLAGS)}: TensorFlow emulates "
             "bfloat16 here, which is slower than float32."
