@@ -19,6 +19,7 @@ from kd_gan.models import (
     generator_shapes,
     load_generator,
     pretrained,
+    propose_widths,
     prune_generator,
 )
 from kd_gan.training import GAN, latent_dataset
@@ -38,5 +39,6 @@ __all__ = [
     "latent_dataset",
     "load_generator",
     "pretrained",
+    "propose_widths",
     "prune_generator",
 ]

@@ -17,13 +17,15 @@ TOP_LEVEL = {"__init__.py", "errors.py", "_compat.py", "_console.py", "_io.py", 
 PUBLIC = {
     "kd_gan": [
         "GAN", "Discriminator", "Distiller", "Generator", "compression_ratio", "count_multiply_accumulates",
-        "count_parameters", "generator_shapes", "latent_dataset", "load_generator", "pretrained", "prune_generator",
+        "count_parameters", "generator_shapes", "latent_dataset", "load_generator", "pretrained", "propose_widths",
+        "prune_generator",
     ],
     "kd_gan.models": [
-        "PRECISIONS", "Discriminator", "Generator", "LeakyReLU", "TFLiteGenerator", "check_generator",
+        "PAPER_RATIOS", "PRECISIONS", "Discriminator", "Generator", "LeakyReLU", "TFLiteGenerator", "check_generator",
         "compression_ratio", "count_multiply_accumulates", "count_parameters", "dcgan_widths", "feature_extractor",
         "float32_copy",
         "freeze", "generate", "generator_layout", "generator_shapes", "latent_size", "load_generator", "policy", "pretrained", "pretrained_path", "prune_generator",
+        "generator_parameters", "propose_widths",
         "run_tflite", "with_policy",
     ],
     "kd_gan.training": [

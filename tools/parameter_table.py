@@ -1,12 +1,11 @@
 """The parameter tables of docs/API.md: `python tools/parameter_table.py`."""
 
 from kd_gan.data.loading import IMAGE_SHAPES
-from kd_gan.models import Discriminator, Generator, count_parameters
+from kd_gan.errors import InputError
+from kd_gan.models import PAPER_RATIOS, Discriminator, Generator, count_parameters, propose_widths
 
 
 DEPTHS = (1, 2, 4, 8, 16, 32, 64, 128)
-# Teacher:student parameter ratios the paper reports (Aguinaldo et al., 2019, Table 1).
-PAPER_RATIOS = {"mnist": 1669, "cifar10": 58, "celeb_a": 87}
 
 
 def parameter_table(image_shapes, depths=DEPTHS, latent_dim=128):
@@ -38,7 +37,29 @@ def paper_ratio_pairs(image_shapes, student_depths=(1, 2, 4), depths=DEPTHS + (1
     return "\n".join(lines)
 
 
+def proposed_profiles(image_shapes, teacher_depths=(32, 128), latent_dims=None):
+    """Markdown: per data set and teacher d, `propose_widths` at the paper's ratio and its count."""
+    latent_dims = latent_dims or {}
+    lines = ["| data set | latent | teacher d | teacher parameters | paper ratio | proposed widths | parameters | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, shape in image_shapes.items():
+        latent_dim = latent_dims.get(name, 128)
+        for depth in teacher_depths:
+            teacher = Generator(latent_dim, shape, depth)
+            row = f"| {name} | {latent_dim} | {depth} | {count_parameters(teacher):,} | {PAPER_RATIOS[name]}:1 | "
+            try:
+                widths = propose_widths(teacher, PAPER_RATIOS[name])
+            except InputError:  # The budget is below the smallest profile.
+                lines.append(row + "none fits | - | - |")
+                continue
+            student = count_parameters(Generator(latent_dim, shape, widths=widths))
+            lines.append(row + f"{'-'.join(map(str, widths))} | {student:,} | {count_parameters(teacher) / student:,.0f}:1 |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(parameter_table(IMAGE_SHAPES))
     print()
     print(paper_ratio_pairs(IMAGE_SHAPES))
+    print()
+    print(proposed_profiles(IMAGE_SHAPES, latent_dims={"mnist": 32}))

@@ -1,0 +1,43 @@
+"""Width profiles for a parameter budget (kd_gan.models.budget)."""
+
+import pytest
+
+import kd_gan
+from kd_gan.errors import InputError
+from kd_gan.models import Generator, count_parameters, generator_parameters, propose_widths
+
+
+@pytest.mark.parametrize(
+    "shape, latent_dim, widths",
+    [((28, 28, 1), 32, (4, 2, 1)), ((28, 28, 1), 32, (2, 6, 6)), ((32, 32, 3), 128, (3, 9, 9)),
+     ((64, 64, 3), 128, (4, 12, 12, 12)), ((64, 64, 3), 100, (7, 1, 5, 2))],
+)
+def test_the_count_without_building_matches_the_built_generator(shape, latent_dim, widths):
+    built = count_parameters(Generator(latent_dim, shape, widths=widths))
+    assert generator_parameters(widths, shape, latent_dim) == built
+
+
+def test_the_proposal_is_the_widest_profile_of_its_shape_within_the_budget():
+    teacher = Generator(128, (64, 64, 3), depth=32)
+    widths = propose_widths(teacher, ratio=87)
+    assert widths == (4, 12, 12, 12)  # The layout the CelebA probe measured best at this budget.
+    budget = count_parameters(teacher) / 87
+    assert count_parameters(Generator(128, (64, 64, 3), widths=widths)) <= budget
+    assert generator_parameters((4, 13, 13, 13), (64, 64, 3), 128) > budget  # One wider does not fit.
+    assert kd_gan.propose_widths is propose_widths
+
+
+def test_a_budget_given_as_parameters_and_mnist_at_the_papers_ratio():
+    widths = propose_widths(parameters=2_634, image_shape=(28, 28, 1), latent_dim=32)
+    assert widths == (2, 6, 6)
+    assert generator_parameters(widths, (28, 28, 1), 32) <= 2_634 < generator_parameters((2, 7, 7), (28, 28, 1), 32)
+
+
+def test_impossible_budgets_and_bad_ratios_are_refused_naming_the_value():
+    with pytest.raises(InputError, match="smallest, \\(1, 1, 1\\), has"):
+        propose_widths(parameters=100, image_shape=(28, 28, 1), latent_dim=32)
+    teacher = Generator(32, (28, 28, 1), depth=2)
+    with pytest.raises(InputError, match="ratio=0.5"):
+        propose_widths(teacher, ratio=0.5)
+    with pytest.raises(InputError, match="Give a teacher and a ratio"):
+        propose_widths(parameters=1000)
