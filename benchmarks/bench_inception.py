@@ -43,7 +43,7 @@ def passes():
     from kd_gan.models import precision
 
     found = [("tensorflow", "float32")]
-    if precision.cpu_flags() & set(precision.BF16_CPU_FLAGS) and not precision.gpu_available():
+    if precision.has_bfloat16_units(precision.cpu_flags()) and not precision.gpu_available():
         found.append(("tensorflow", "bfloat16"))
     if inception_engines.openvino_installed():
         found += [("openvino", "float32"), ("openvino", "bfloat16")]

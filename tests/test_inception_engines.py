@@ -100,7 +100,7 @@ def test_shared_inception_under_openvino_is_close_to_tensorflow(shared_inception
     reference = classifiers.InceptionClassifier(shared_inception_path, "float32", "tensorflow")(images)[0]
     same = classifiers.InceptionClassifier(shared_inception_path, "float32", "openvino")(images)[0]
     np.testing.assert_allclose(same, reference, atol=1e-4)
-    if set(inception_engines.AUTO_BFLOAT16_FLAGS) & inception_engines.precision_lib.cpu_flags():
+    if inception_engines.precision_lib.has_bfloat16_units(inception_engines.precision_lib.cpu_flags()):
         fast = classifiers.InceptionClassifier(shared_inception_path, "bfloat16", "openvino")(images)[0]
         relative = np.mean(np.abs(fast - reference)) / np.mean(np.abs(reference))
         assert 1e-4 < relative < 0.1, relative  # Rounded in bfloat16 (not identical), and close.

@@ -179,12 +179,18 @@ def test_check_hardware_warns_where_the_precision_is_slow():
     assert precision.check_hardware("float32", flags={"avx512f"}, has_gpu=False) is None
 
 
-def test_bfloat16_is_kept_for_large_steps_only_and_only_on_cpus():
+def test_bfloat16_is_kept_for_large_steps_on_cpus_with_bfloat16_units():
     large, small = 10 * precision.BFLOAT16_MIN_STEP_MACS, precision.BFLOAT16_MIN_STEP_MACS / 10
-    assert precision.step_precision("bfloat16", large, has_gpu=False) == "bfloat16"
-    assert precision.step_precision("bfloat16", small, has_gpu=False) == "float32"
+    amx = {"avx512f", "amx_bf16"}
+    assert precision.step_precision("bfloat16", large, has_gpu=False, flags=amx) == "bfloat16"
+    assert precision.step_precision("bfloat16", large, has_gpu=False, flags={"avx512_bf16"}) == "bfloat16"
+    assert precision.step_precision("bfloat16", small, has_gpu=False, flags=amx) == "float32"
     assert precision.step_precision("bfloat16", small, has_gpu=True) == "bfloat16"  # GPUs: as asked.
-    assert precision.step_precision("float32", large, has_gpu=False) == "float32"
+    assert precision.step_precision("float32", large, has_gpu=False, flags=amx) == "float32"
+    # A CPU without bfloat16 units emulates it (slower at every size, docs/RESULTS.md): float32.
+    assert precision.step_precision("bfloat16", large, has_gpu=False, flags={"avx2", "avx512f"}) == "float32"
+    assert precision.step_precision("bfloat16", large, has_gpu=True, flags={"avx2"}) == "bfloat16"
+    assert precision.step_precision("bfloat16", large, has_gpu=False, flags=set()) == "bfloat16"  # Unknown CPU.
     with pytest.raises(InputError, match="'float8'"):
         precision.step_precision("float8", large)
 
@@ -223,6 +229,8 @@ def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(t
         teacher_epochs=1, student_epochs=1, steps_per_epoch=2, grid_columns=4, verbose=0, eval_samples=0,
         precision="bfloat16", data_dir=tiny_mnist[0], output_dir=str(tmp_path / "run"),
     )
+    # A CPU with bfloat16 units (elsewhere every stage trains in float32: the test below this one).
+    monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset({"avx512f", "amx_bf16"}))
     teacher_step = progress.gan_step_cost(Generator(8, (28, 28, 1), 4), Discriminator((28, 28, 1), 4), 4)
     monkeypatch.setattr(precision, "BFLOAT16_MIN_STEP_MACS", teacher_step / 2)  # The teacher above, the d=1 stages below.
     results = experiment.run(config)
@@ -231,3 +239,19 @@ def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(t
     assert all(entry["training"]["seconds_per_step"] > 0 for entry in results["models"])
     text = (tmp_path / "run" / "report.md").read_text()
     assert "Trained in bfloat16 (student_mse_d1, scratch_d1 in float32" in text
+
+
+def test_a_bfloat16_run_on_a_cpu_without_bfloat16_units_trains_every_stage_in_float32(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan import experiment
+
+    config = experiment.ExperimentConfig(
+        dataset="mnist", loss="mse", teacher_depths=(4,), student_depths=(1,), latent_dim=8, batch_size=4,
+        teacher_epochs=1, student_epochs=1, steps_per_epoch=2, grid_columns=4, verbose=0, eval_samples=0,
+        precision="bfloat16", data_dir=tiny_mnist[0], output_dir=str(tmp_path / "run"),
+    )
+    monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(precision, "gpu_available", lambda: False)
+    monkeypatch.setattr(precision, "BFLOAT16_MIN_STEP_MACS", 1.0)  # Every step is large enough by size.
+    results = experiment.run(config)
+    policies = {entry["training"]["dtype_policy"] for entry in results["teacher_candidates"] + results["models"]}
+    assert policies == {"float32"}

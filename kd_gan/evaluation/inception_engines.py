@@ -25,11 +25,10 @@ from kd_gan.models import precision as precision_lib
 
 ENGINES = ("auto", "tensorflow", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16")
-# CPU flags of bfloat16 units: where `auto` scores in bfloat16. Measured fast
-# with OpenVINO on AMX (5.8x float32); on AVX512-BF16 without AMX TensorFlow's
-# bfloat16 pass measured 1.66x (docs/RESULTS.md), OpenVINO's not yet. Without
-# them bfloat16 is emulated (slower), so `auto` stays in float32 there.
-AUTO_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# `auto` scores in bfloat16 on CPUs with bfloat16 units (`precision_lib.has_bfloat16_units`).
+# Measured fast with OpenVINO on AMX (5.8x float32); on AVX512-BF16 without AMX
+# TensorFlow's bfloat16 pass measured 1.66x (docs/RESULTS.md), OpenVINO's not yet.
+# Without them bfloat16 is emulated (slower), so `auto` stays in float32 there.
 _OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 # What "auto" means where these are set: a machine's (or a test suite's) fixed pass.
 ENGINE_VARIABLE, PRECISION_VARIABLE = "KD_GAN_INCEPTION_ENGINE", "KD_GAN_INCEPTION_PRECISION"
@@ -47,7 +46,7 @@ def choose(engine="auto", precision="auto", has_gpu=None, flags=None, openvino=N
     where it sees a GPU (fast there, and the bfloat16 rewrite is CPU-only),
     else OpenVINO when installed, else TensorFlow. `precision="auto"`:
     `$KD_GAN_INCEPTION_PRECISION` where set; else bfloat16 on a CPU with
-    bfloat16 units (`AUTO_BFLOAT16_FLAGS`) and no GPU, else float32.
+    bfloat16 units (`precision_lib.has_bfloat16_units`) and no GPU, else float32.
 
     Raises:
         InputError: an unknown name, OpenVINO asked for but not installed, or
@@ -68,7 +67,7 @@ def choose(engine="auto", precision="auto", has_gpu=None, flags=None, openvino=N
     if engine == "auto":
         engine = "openvino" if openvino and not has_gpu else "tensorflow"
     if precision == "auto":
-        precision = "bfloat16" if not has_gpu and set(AUTO_BFLOAT16_FLAGS) & set(flags) else "float32"
+        precision = "bfloat16" if not has_gpu and precision_lib.has_bfloat16_units(flags) else "float32"
     if precision == "bfloat16" and has_gpu and engine == "tensorflow":
         raise InputError(
             "The bfloat16 Inception pass is for CPUs (TensorFlow's oneDNN rewrite, or OpenVINO); "

@@ -36,9 +36,10 @@ PRESETS = {
     # and their scratch GANs; 10,000 samples per FID. Chosen from measurements
     # (docs/RESULTS.md, "Which objective on a CPU"): the objective from benchmarks/bench_objectives.py,
     # depth 32 (a deeper teacher takes ~4x the time per step), the weight average,
-    # bfloat16 training and Inception, students on cached teacher outputs.
+    # bfloat16 training and Inception where the CPU has bfloat16 units (float32
+    # elsewhere: it emulates bfloat16, slower), students on cached teacher outputs.
     "cpu": dict(
-        objective="hinge", ema_decay=0.999, precision="bfloat16",
+        objective="hinge", ema_decay=0.999, precision="auto",
         teacher_depths={"mnist": (128,), "cifar10": (32,), "celeb_a": (32,), "images": (32,)},
         student_depths=(1, 2, 4),
         teacher_epochs={"mnist": 5, "cifar10": 100, "celeb_a": 100, "images": 100},

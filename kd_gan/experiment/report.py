@@ -129,8 +129,8 @@ def _precision_sentence(config, results):
                   if (entry.get("training") or {}).get("dtype_policy") == "float32" and not requested.startswith("float32")]
     if not in_float32:
         return requested
-    return (f"{requested} ({', '.join(in_float32)} in float32: their steps are too small to gain from "
-            f"{requested} on a CPU)")
+    return (f"{requested} ({', '.join(in_float32)} in float32: {requested} would slow them down on this CPU, "
+            "their steps being too small to gain from it or the CPU emulating it)")
 
 
 def shipped_table(results):

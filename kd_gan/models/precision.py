@@ -122,20 +122,28 @@ def cpu_label(record=None):
 # op cost what the faster arithmetic saves. Measured on a 2-core Xeon with AMX
 # (benchmarks/bench_stage_precision.py, docs/RESULTS.md): CelebA steps of
 # 2.5e7-2.6e8 MACs ran 0.94x-1.11x in bfloat16, every step from 7.8e8 up
-# 1.24x-2.1x (a d=32 GAN step 2.1x).
+# 1.24x-2.1x (a d=32 GAN step 2.1x). Without bfloat16 units (an AMD EPYC
+# with AVX2 only) every step was slower in bfloat16, 0.78x at 1e8 MACs down to
+# 0.11x for the d=32 GAN step, so `step_precision` keeps those CPUs in float32.
 BFLOAT16_MIN_STEP_MACS = 5e8
 
 
-def step_precision(requested, step_macs, has_gpu=None, minimum=None):
+def step_precision(requested, step_macs, has_gpu=None, minimum=None, flags=None):
     """The precision a training step of `step_macs` multiply-accumulates runs in.
 
-    `requested`, except that a bfloat16 step below `minimum` on a CPU runs in
-    float32 (small steps are slower in bfloat16 there: `BFLOAT16_MIN_STEP_MACS`).
+    `requested`, except that a bfloat16 step runs in float32 on a CPU where it
+    would be slower: a CPU without bfloat16 units (`has_bfloat16_units`, from
+    `flags`; TensorFlow emulates bfloat16 there), or a step below `minimum`
+    (the casts around each op cost what the faster arithmetic saves:
+    `BFLOAT16_MIN_STEP_MACS`). A CPU whose flags cannot be read keeps the rule by size.
     """
     policy(requested)
     has_gpu = gpu_available() if has_gpu is None else has_gpu
     minimum = BFLOAT16_MIN_STEP_MACS if minimum is None else minimum
-    if requested == "bfloat16" and not has_gpu and step_macs < minimum:
+    if requested != "bfloat16" or has_gpu:
+        return requested
+    flags = cpu_flags() if flags is None else flags
+    if step_macs < minimum or (flags and not has_bfloat16_units(flags)):
         return "float32"
     return requested
 
