@@ -361,7 +361,7 @@ def test_colour_sets_default_to_the_cpu_preset_and_explicit_values_override_it(d
     assert (config.preset, config.objective, config.teacher_depths, config.teacher_epochs) == (
         "cpu", "hinge", cpu["teacher_depths"], cpu["teacher_epochs"]
     )
-    assert config.precision == "bfloat16" and config.ema_decay == 0.999 and config.teacher_cache == cpu["teacher_cache"]
+    assert config.precision == "auto" and config.ema_decay == 0.999 and config.teacher_cache == cpu["teacher_cache"]
     overridden = experiment.build_config(dataset=dataset, teacher_epochs=2, objective="ns")
     assert (overridden.teacher_epochs, overridden.objective, overridden.preset) == (2, "ns", "cpu")
     bare = experiment.build_config("none", dataset=dataset)
