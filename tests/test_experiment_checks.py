@@ -156,7 +156,7 @@ def test_every_generator_is_saved_with_its_averaged_weights(tiny_mnist, tmp_path
 def test_cpu_preset_takes_each_data_sets_values_and_is_recorded(tiny_mnist, tmp_path):
     cifar = experiment.build_config("cpu", dataset="cifar10")
     assert (cifar.teacher_depths, cifar.student_depths, cifar.teacher_cache) == ((32,), (1, 2, 4), 50_000)
-    assert (cifar.precision, cifar.inception_precision, cifar.ema_decay, cifar.eval_samples) == ("bfloat16", "auto", 0.999, 10_000)
+    assert (cifar.precision, cifar.inception_precision, cifar.ema_decay, cifar.eval_samples) == ("auto", "auto", 0.999, 10_000)
     mnist = experiment.build_config("cpu", dataset="mnist")
     assert (mnist.teacher_depths, mnist.inception_precision, mnist.latent_dim) == ((128,), "auto", 32)  # MNIST: its own float32 CNN.
     # A tiny run under the preset (sizes overridden) records the preset's settings.
@@ -164,5 +164,5 @@ def test_cpu_preset_takes_each_data_sets_values_and_is_recorded(tiny_mnist, tmp_
     config = experiment.build_config("cpu", **small, dataset="mnist", teacher_cache=16, data_dir=tiny_mnist[0], output_dir=str(tmp_path))
     experiment.run(config)
     recorded = json.loads((tmp_path / "config.json").read_text())
-    assert recorded["preset"] == "cpu" and recorded["precision"] == "bfloat16" and recorded["ema_decay"] == 0.999
+    assert recorded["preset"] == "cpu" and recorded["precision"] == "auto" and recorded["ema_decay"] == 0.999
     assert recorded["teacher_cache"] == 16 and recorded["teacher_depths"] == [2]

@@ -238,8 +238,8 @@ def test_experiment_students_share_one_cache_and_reruns_reuse_it(tiny_mnist, tmp
     text = (tmp_path / "run" / "report.md").read_text()
     # Stages this small train in float32 (precision.BFLOAT16_MIN_STEP_MACS), and the report says so.
     assert all(entry["training"]["dtype_policy"] == "float32" for entry in students)
-    assert ("Trained in bfloat16 (teacher_d2, student_mse_d1, student_joint_d1, scratch_d1 in float32: their steps are "
-            "too small to gain from bfloat16 on a CPU); students learned from 12 cached teacher outputs per pool, "
+    assert ("Trained in bfloat16 (teacher_d2, student_mse_d1, student_joint_d1, scratch_d1 in float32: bfloat16 would slow them down "
+            "on this CPU, their steps being too small to gain from it or the CPU emulating it); students learned from 12 cached teacher outputs per pool, "
             "a fresh pool every 1 epochs.") in text
     # A rerun retrains a deleted student from the pairs on disk: nothing is filled again.
     os.remove(tmp_path / "run" / students[1]["path"])
