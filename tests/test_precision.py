@@ -220,15 +220,22 @@ def test_an_auto_run_records_what_it_chose(tiny_mnist, tmp_path, monkeypatch):
     assert "Trained in float32 (precision auto on this machine)" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(tiny_mnist, tmp_path, monkeypatch):
+def _tiny_bfloat16_config(tiny_mnist, tmp_path):
+    """A two-step MNIST run (teacher d=4, MSE student and scratch GAN d=1) asking for bfloat16."""
     from kd_gan import experiment
-    from kd_gan.experiment import progress
 
-    config = experiment.ExperimentConfig(
+    return experiment.ExperimentConfig(
         dataset="mnist", loss="mse", teacher_depths=(4,), student_depths=(1,), latent_dim=8, batch_size=4,
         teacher_epochs=1, student_epochs=1, steps_per_epoch=2, grid_columns=4, verbose=0, eval_samples=0,
         precision="bfloat16", data_dir=tiny_mnist[0], output_dir=str(tmp_path / "run"),
     )
+
+
+def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan import experiment
+    from kd_gan.experiment import progress
+
+    config = _tiny_bfloat16_config(tiny_mnist, tmp_path)
     # A CPU with bfloat16 units (elsewhere every stage trains in float32: the test below this one).
     monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset({"avx512f", "amx_bf16"}))
     teacher_step = progress.gan_step_cost(Generator(8, (28, 28, 1), 4), Discriminator((28, 28, 1), 4), 4)
@@ -244,11 +251,7 @@ def test_a_bfloat16_run_trains_each_stage_at_the_precision_its_size_gains_from(t
 def test_a_bfloat16_run_on_a_cpu_without_bfloat16_units_trains_every_stage_in_float32(tiny_mnist, tmp_path, monkeypatch):
     from kd_gan import experiment
 
-    config = experiment.ExperimentConfig(
-        dataset="mnist", loss="mse", teacher_depths=(4,), student_depths=(1,), latent_dim=8, batch_size=4,
-        teacher_epochs=1, student_epochs=1, steps_per_epoch=2, grid_columns=4, verbose=0, eval_samples=0,
-        precision="bfloat16", data_dir=tiny_mnist[0], output_dir=str(tmp_path / "run"),
-    )
+    config = _tiny_bfloat16_config(tiny_mnist, tmp_path)
     monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset({"avx2", "fma"}))
     monkeypatch.setattr(precision, "gpu_available", lambda: False)
     monkeypatch.setattr(precision, "BFLOAT16_MIN_STEP_MACS", 1.0)  # Every step is large enough by size.

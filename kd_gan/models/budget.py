@@ -16,6 +16,7 @@ student = Generator(teacher.latent_dim, teacher.image_shape, widths=widths)
 """
 
 from kd_gan.errors import InputError, check_integer
+from kd_gan.models.counting import count_parameters
 from kd_gan.models.dcgan import KERNEL_SIZE, generator_layout
 
 # Teacher:student parameter ratios the paper reports (Aguinaldo et al., 2019, Table 1).
@@ -45,8 +46,6 @@ def propose_widths(teacher=None, ratio=None, *, parameters=None, image_shape=Non
     are passed. Raises `InputError` when not even `(1, 1, ...)` fits.
     """
     if teacher is not None:
-        from kd_gan.models.counting import count_parameters
-
         image_shape = tuple(teacher.image_shape) if image_shape is None else image_shape
         latent_dim = teacher.latent_dim if latent_dim is None else latent_dim
         if parameters is None:
@@ -64,10 +63,11 @@ def propose_widths(teacher=None, ratio=None, *, parameters=None, image_shape=Non
     def fitting(width):
         return profile(max(1, round(width / 3)), width)
 
-    if generator_parameters(fitting(1), image_shape, latent_dim) > parameters:
+    smallest = generator_parameters(fitting(1), image_shape, latent_dim)
+    if smallest > parameters:
         raise InputError(
             f"No width profile fits {parameters:,.0f} parameters for {tuple(image_shape)} images from a latent of "
-            f"{latent_dim}: the smallest, {fitting(1)}, has {generator_parameters(fitting(1), image_shape, latent_dim):,}."
+            f"{latent_dim}: the smallest, {fitting(1)}, has {smallest:,}."
         )
     width = 1
     while generator_parameters(fitting(width + 1), image_shape, latent_dim) <= parameters:
