@@ -195,6 +195,16 @@ def test_bfloat16_is_kept_for_large_steps_on_cpus_with_bfloat16_units():
         precision.step_precision("float8", large)
 
 
+def test_the_step_precision_names_why_it_keeps_float32():
+    large, small = 10 * precision.BFLOAT16_MIN_STEP_MACS, precision.BFLOAT16_MIN_STEP_MACS / 10
+    assert precision.step_precision_and_reason("bfloat16", large, has_gpu=False, flags={"amx_bf16"}) == ("bfloat16", None)
+    assert precision.step_precision_and_reason("float32", small, has_gpu=False, flags={"avx2"}) == ("float32", None)
+    chosen, why = precision.step_precision_and_reason("bfloat16", small, has_gpu=False, flags={"amx_bf16"})
+    assert chosen == "float32" and "too small" in why and f"{small:.2g}" in why
+    chosen, why = precision.step_precision_and_reason("bfloat16", large, has_gpu=False, flags={"avx2"})
+    assert chosen == "float32" and "no bfloat16 units" in why
+
+
 def test_auto_precision_is_bfloat16_where_the_machine_has_bfloat16_units_and_float32_elsewhere():
     assert precision.resolve("auto", flags={"amx_bf16", "avx512f"}, has_gpu=False) == "bfloat16"
     assert precision.resolve("auto", flags={"avx512_bf16"}, has_gpu=False) == "bfloat16"

@@ -85,12 +85,10 @@ class Experiment:
         """The dtype policy a stage trains under (its models are saved in float32):
         the run's precision, except bfloat16 where it would be slower: a step too
         small to gain from it or a CPU without bfloat16 units
-        (`precision.step_precision`, by the plan's cost of the step)."""
+        (`precision.step_precision_and_reason`, by the plan's cost of the step)."""
         cost = self.clock.stages[spec.name].cost if self.clock and spec.name in self.clock.stages else float("inf")
-        chosen = precision.step_precision(self.precision, cost)
-        if chosen != self.precision:
-            why = (f"its steps ({cost:.2g} multiply-accumulates) are too small to gain from {self.precision}"
-                   if cost < precision.BFLOAT16_MIN_STEP_MACS else f"this CPU emulates {self.precision} (slower)")
+        chosen, why = precision.step_precision_and_reason(self.precision, cost)
+        if why:
             logging.info("Stage %s trains in %s: %s.", spec.name, chosen, why)
         return precision.policy(chosen)
 

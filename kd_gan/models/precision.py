@@ -137,15 +137,23 @@ def step_precision(requested, step_macs, has_gpu=None, minimum=None, flags=None)
     (the casts around each op cost what the faster arithmetic saves:
     `BFLOAT16_MIN_STEP_MACS`). A CPU whose flags cannot be read keeps the rule by size.
     """
+    return step_precision_and_reason(requested, step_macs, has_gpu, minimum, flags)[0]
+
+
+def step_precision_and_reason(requested, step_macs, has_gpu=None, minimum=None, flags=None):
+    """`step_precision`'s choice and, where it is not `requested`, why (a clause
+    for a log line: "its steps (...) are too small ..."); None where it is."""
     policy(requested)
     has_gpu = gpu_available() if has_gpu is None else has_gpu
     minimum = BFLOAT16_MIN_STEP_MACS if minimum is None else minimum
     if requested != "bfloat16" or has_gpu:
-        return requested
+        return requested, None
     flags = cpu_flags() if flags is None else flags
-    if step_macs < minimum or (flags and not has_bfloat16_units(flags)):
-        return "float32"
-    return requested
+    if step_macs < minimum:
+        return "float32", f"its steps ({step_macs:.2g} multiply-accumulates) are too small to gain from bfloat16"
+    if flags and not has_bfloat16_units(flags):
+        return "float32", "this CPU has no bfloat16 units and emulates bfloat16 (slower)"
+    return requested, None
 
 
 def gpu_available():
