@@ -1,0 +1,149 @@
+"""Quality against size over several run folders: every scored model of their
+results.json, the ones no smaller-or-equal model beats (the Pareto front), as
+a markdown table and a plot.
+
+    python tools/pareto.py runs/celeb_a_levers runs/celeb_a_long100 --output=runs/celeb_a_pareto
+
+Runs are compared only where their numbers mean the same: one data set, one
+teacher size, and, per metric, one sample count and one reference set (FID
+depends on both); anything else is refused with the run that differs.
+"""
+
+import json
+import os
+
+from kd_gan.errors import InputError
+from kd_gan.evaluation.classifiers import score_name
+
+# Lower is better for these; higher for the data set's score (Inception or MNIST).
+LOWER_IS_BETTER = ("fid", "kid")
+ROLE_STYLES = (("student", "students", "tab:blue", "o"), ("scratch", "scratch GANs", "tab:red", "^"),
+               ("teacher", "teacher", "black", "*"))
+
+
+def pareto_front(points, lower_is_better=True):
+    """Indices of the points `(parameters, value)` that no other point dominates
+    (as small or smaller and at least as good, and better in one of the two)."""
+    sign = 1 if lower_is_better else -1
+    front = []
+    for index, (size, value) in enumerate(points):
+        dominated = any(
+            other_size <= size and sign * other_value <= sign * value
+            and (other_size < size or sign * other_value < sign * value)
+            for other_index, (other_size, other_value) in enumerate(points) if other_index != index
+        )
+        if not dominated:
+            front.append(index)
+    return front
+
+
+def _results(run_dir):
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.exists(path):
+        raise InputError(f"{run_dir} has no results.json: pass the folders of finished runs (run_experiment.py --output_dir).")
+    with open(path) as file:
+        return json.load(file)
+
+
+def _check_same(name, values):
+    """`values`: run folder -> value; refuses where they differ."""
+    if len(set(map(str, values.values()))) > 1:
+        listed = ", ".join(f"{run}: {value}" for run, value in values.items())
+        raise InputError(f"The runs differ in {name} ({listed}): their numbers are not comparable.")
+
+
+def collect(run_dirs, metric="fid"):
+    """The scored models of `run_dirs` (the first run's teacher first, then students
+    and scratch GANs of every run) as dicts `run, name, label, parameters,
+    compression_ratio, value`, and the data set.
+
+    Raises:
+        InputError: a folder without results.json, an unknown metric, or runs that
+            differ in data set, teacher size, or the metric's sample count / reference.
+    """
+    if not run_dirs:
+        raise InputError("Give at least one run folder.")
+    runs = {run_dir: _results(run_dir) for run_dir in run_dirs}
+    _check_same("data set", {run: results["dataset"] for run, results in runs.items()})
+    _check_same("teacher parameters", {run: results["models"][0]["parameters"] for run, results in runs.items()})
+    dataset = next(iter(runs.values()))["dataset"]
+    known = (*LOWER_IS_BETTER, score_name(dataset))
+    if metric not in known:
+        raise InputError(f"Unknown metric {metric!r} for {dataset}; choose one of {list(known)}.")
+    models, counts, references = [], {}, {}
+    for run, results in runs.items():
+        for position, entry in enumerate(results["models"]):
+            quality = entry.get("quality") or {}
+            if quality.get(metric) is None or (position == 0 and models):
+                continue  # Unscored, or a later run's copy of the same teacher.
+            counts[run], references[run] = quality.get("num_samples"), quality.get("reference")
+            models.append(dict(
+                run=run, name=entry["name"], label=entry["label"], size_label=entry.get("size_label") or "",
+                role=entry["role"], parameters=entry["parameters"],
+                compression_ratio=entry.get("compression_ratio") or 1.0, value=quality[metric],
+            ))
+    if not models:
+        raise InputError(f"No model of {list(run_dirs)} has a {metric} score.")
+    _check_same(f"{metric} sample count", counts)
+    _check_same(f"{metric} reference", references)
+    return models, dataset
+
+
+def front_table(models, metric):
+    """Markdown: every model by size, its metric, and whether it is on the front."""
+    lower = metric in LOWER_IS_BETTER
+    on_front = set(pareto_front([(m["parameters"], m["value"]) for m in models], lower))
+    order = sorted(range(len(models)), key=lambda i: (-models[i]["parameters"], models[i]["value"] * (1 if lower else -1)))
+    lines = [f"| model | run | parameters | compression | {metric} | on the front |", "|---|---|---|---|---|---|"]
+    for index in order:
+        model = models[index]
+        name = model["label"] + (f", {model['size_label']}" if model["size_label"] else "") + f" (`{model['name']}`)"
+        lines.append(
+            f"| {name} | {model['run']} | {model['parameters']:,} | {model['compression_ratio']:,.1f}:1 | "
+            f"{model['value']:.4g} | {'yes' if index in on_front else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def front_plot(models, metric, dataset, path):
+    """The metric against parameters (log axis): students, scratch GANs, the teacher, and the front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lower = metric in LOWER_IS_BETTER
+    front = sorted((models[i]["parameters"], models[i]["value"]) for i in pareto_front(
+        [(m["parameters"], m["value"]) for m in models], lower))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for role, label, colour, marker in ROLE_STYLES:
+        chosen = [m for m in models if m["role"] == role]
+        if chosen:
+            axis.scatter([m["parameters"] for m in chosen], [m["value"] for m in chosen], color=colour, marker=marker, label=label)
+    axis.step(*zip(*front), where="post", color="tab:green", alpha=0.6, label="Pareto front")
+    axis.set_xscale("log")
+    axis.set_xlabel("generator parameters")
+    axis.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
+    axis.set_title(f"{dataset}: {metric} against size")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_front(run_dirs, output_dir, metric="fid"):
+    """Writes `pareto_<metric>.md`, `.json` and `.png` to `output_dir`; returns the table."""
+    models, dataset = collect(run_dirs, metric)
+    os.makedirs(output_dir, exist_ok=True)
+    table = front_table(models, metric)
+    stem = os.path.join(output_dir, f"pareto_{metric}")
+    with open(stem + ".md", "w") as file:
+        file.write(table + "\n")
+    front = pareto_front([(m["parameters"], m["value"]) for m in models], metric in LOWER_IS_BETTER)
+    with open(stem + ".json", "w") as file:
+        json.dump({"dataset": dataset, "metric": metric, "runs": list(run_dirs), "models": models,
+                   "front": [models[i]["name"] + " @ " + models[i]["run"] for i in front]}, file, indent=2)
+    front_plot(models, metric, dataset, stem + ".png")
+    return table

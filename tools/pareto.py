@@ -1,0 +1,23 @@
+"""The Pareto front of quality against size over run folders
+(`kd_gan.experiment.pareto`): prints the markdown table and writes
+pareto_<metric>.md/.json/.png.
+
+    python tools/pareto.py runs/a runs/b --metric=fid --output=runs/pareto
+"""
+
+from absl import app, flags
+
+from kd_gan.experiment.pareto import write_front
+
+flags.DEFINE_string("output", None, "Folder for pareto_<metric>.md/.json/.png (default: the first run folder).")
+flags.DEFINE_string("metric", "fid", "fid, kid, or the data set's score (inception_score, mnist_score).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    run_dirs = argv[1:]
+    print(write_front(run_dirs, FLAGS.output or (run_dirs[0] if run_dirs else "."), FLAGS.metric))
+
+
+if __name__ == "__main__":
+    app.run(main)
