@@ -33,9 +33,10 @@ def test_the_front_is_the_set_of_undominated_points():
     assert pareto.pareto_front([(10, 5.0), (5, 4.0), (5, 4.0), (20, 1.0)]) == [1, 2, 3]
 
 
-def model(name, role, parameters, fid, num_samples=100, reference="mnist test"):
-    return dict(name=name, role=role, label=role, method=role, parameters=parameters, compression_ratio=1000 / parameters,
-                quality={"fid": fid, "num_samples": num_samples, "reference": reference, "mnist_score": 10 - fid / 100})
+def model(name, role, parameters, fid, num_samples=100, reference="mnist test", classifier="cnn-1"):
+    return dict(name=name, role=role, label=role, method=role, parameters=parameters,
+                quality={"fid": fid, "num_samples": num_samples, "reference": reference, "classifier": classifier,
+                         "mnist_score": 10 - fid / 100})
 
 
 def write_run(folder, models, dataset="mnist"):
@@ -46,8 +47,9 @@ def write_run(folder, models, dataset="mnist"):
 
 
 def test_runs_are_merged_with_one_teacher_and_the_front_written(tmp_path):
-    first = write_run(tmp_path / "a", [model("teacher", "teacher", 1000, 10.0), model("student_d1", "student", 10, 90.0),
-                                        model("scratch_d1", "scratch", 10, 300.0)])
+    first = write_run(tmp_path / "a", [
+        model("teacher", "teacher", 1000, 10.0), model("student_d1", "student", 10, 90.0), model("scratch_d1", "scratch", 10, 300.0),
+    ])
     second = write_run(tmp_path / "b", [model("teacher", "teacher", 1000, 10.0), model("student_w2", "student", 12, 60.0),
                                          model("student_w3", "student", 20, 70.0)])
     models, dataset = pareto.collect([first, second])
@@ -56,9 +58,10 @@ def test_runs_are_merged_with_one_teacher_and_the_front_written(tmp_path):
     front_rows = [line for line in table.splitlines() if line.endswith("| yes |")]
     # By size, largest first; w3 (larger than w2 and worse) and the scratch GAN are dominated.
     assert [row.split("`")[1] for row in front_rows] == ["teacher", "student_w2", "student_d1"]
-    record = json.load(open(tmp_path / "out" / "pareto_fid.json"))
+    with open(tmp_path / "out" / "pareto_fid.json") as file:
+        record = json.load(file)
     assert record["front"] == [f"teacher @ {first}", f"student_d1 @ {first}", f"student_w2 @ {second}"]
-    assert os.path.getsize(tmp_path / "out" / "pareto_fid.png") > 0
+    assert [m["compression_ratio"] for m in models] == [1.0, 100.0, 100.0, 1000 / 12, 50.0]
     # Higher is better for the data set's score (here a falling function of FID: the same front).
     models, _ = pareto.collect([first, second], metric="mnist_score")
     assert pareto.pareto_front([(m["parameters"], m["value"]) for m in models], lower_is_better=False) == [0, 1, 3]
@@ -66,11 +69,18 @@ def test_runs_are_merged_with_one_teacher_and_the_front_written(tmp_path):
 
 def test_runs_that_are_not_comparable_are_refused(tmp_path):
     base = write_run(tmp_path / "a", [model("teacher", "teacher", 1000, 10.0), model("s", "student", 10, 90.0)])
-    other_count = write_run(tmp_path / "b", [model("teacher", "teacher", 1000, 10.0), model("s", "student", 10, 80.0, num_samples=50)])
+    teacher = model("teacher", "teacher", 1000, 10.0)
+    other_count = write_run(tmp_path / "b", [teacher, model("s", "student", 10, 80.0, num_samples=50)])
     other_teacher = write_run(tmp_path / "c", [model("teacher", "teacher", 2000, 10.0)])
     other_data = write_run(tmp_path / "d", [model("teacher", "teacher", 1000, 10.0)], dataset="cifar10")
-    with pytest.raises(InputError, match="fid sample count"):
+    other_reference = write_run(tmp_path / "e", [teacher, model("s", "student", 10, 80.0, reference="mnist train")])
+    other_network = write_run(tmp_path / "f", [teacher, model("s", "student", 10, 80.0, classifier="cnn-2")])
+    with pytest.raises(InputError, match=r"fid sample count \(.*a: 100, .*b: 50\)"):
         pareto.collect([base, other_count])
+    with pytest.raises(InputError, match="fid reference"):
+        pareto.collect([base, other_reference])
+    with pytest.raises(InputError, match="fid feature network"):
+        pareto.collect([base, other_network])
     with pytest.raises(InputError, match="teacher parameters.*1000.*2000"):
         pareto.collect([base, other_teacher])
     with pytest.raises(InputError, match="data set"):
@@ -79,3 +89,16 @@ def test_runs_that_are_not_comparable_are_refused(tmp_path):
         pareto.collect([str(tmp_path / "missing")])
     with pytest.raises(InputError, match="'psnr'.*choose one of"):
         pareto.collect([base], metric="psnr")
+
+
+def test_teachers_of_one_size_are_one_point_only_when_they_are_the_same_teacher(tmp_path):
+    first = write_run(tmp_path / "a", [model("teacher", "teacher", 1000, 10.0), model("s1", "student", 10, 90.0)])
+    same = write_run(tmp_path / "b", [model("teacher", "teacher", 1000, 10.0), model("s2", "student", 10, 80.0)])
+    reseeded = write_run(tmp_path / "c", [model("teacher", "teacher", 1000, 12.0), model("s3", "student", 10, 70.0)])
+    models, _ = pareto.collect([first, same, reseeded])
+    assert [(m["run"], m["name"]) for m in models if m["role"] == "teacher"] == [(first, "teacher"), (reseeded, "teacher")]
+    # A first teacher without a score leaves the later run's teacher in.
+    unscored = model("teacher", "teacher", 1000, 10.0)
+    unscored["quality"] = None
+    models, _ = pareto.collect([write_run(tmp_path / "d", [unscored, model("s4", "student", 10, 60.0)]), same])
+    assert [(m["run"], m["name"]) for m in models] == [(str(tmp_path / "d"), "s4"), (same, "teacher"), (same, "s2")]

@@ -7,6 +7,7 @@ pareto_<metric>.md/.json/.png.
 
 from absl import app, flags
 
+from kd_gan.errors import InputError
 from kd_gan.experiment.pareto import write_front
 
 flags.DEFINE_string("output", None, "Folder for pareto_<metric>.md/.json/.png (default: the first run folder).")
@@ -16,7 +17,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     run_dirs = argv[1:]
-    print(write_front(run_dirs, FLAGS.output or (run_dirs[0] if run_dirs else "."), FLAGS.metric))
+    if not run_dirs:
+        raise app.UsageError("Give the run folders: python tools/pareto.py runs/a runs/b [--metric=fid] [--output=DIR]")
+    try:
+        print(write_front(run_dirs, FLAGS.output or run_dirs[0], FLAGS.metric))
+    except InputError as error:
+        raise SystemExit(f"Error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ a markdown table and a plot.
     python tools/pareto.py runs/celeb_a_levers runs/celeb_a_long100 --output=runs/celeb_a_pareto
 
 Runs are compared only where their numbers mean the same: one data set, one
-teacher size, and, per metric, one sample count and one reference set (FID
-depends on both); anything else is refused with the run that differs.
+teacher size, and, per metric, one sample count, reference set and feature
+network (FID depends on all three); anything else is refused with the run that
+differs. Seeds of one configuration are separate points: the front shows the
+best seed, so compare configurations at equal seed counts.
 """
 
 import json
 import os
+
+from absl import logging
 
 from kd_gan.errors import InputError
 from kd_gan.evaluation.classifiers import score_name
@@ -42,50 +46,75 @@ def _results(run_dir):
     if not os.path.exists(path):
         raise InputError(f"{run_dir} has no results.json: pass the folders of finished runs (run_experiment.py --output_dir).")
     with open(path) as file:
-        return json.load(file)
+        results = json.load(file)
+    if not results.get("dataset") or not results.get("models"):
+        raise InputError(f"{path} names no data set or no models: it is not a run_experiment.py results.json.")
+    return results
 
 
 def _check_same(name, values):
-    """`values`: run folder -> value; refuses where they differ."""
-    if len(set(map(str, values.values()))) > 1:
-        listed = ", ".join(f"{run}: {value}" for run, value in values.items())
+    """`values`: (run folder, value) pairs; refuses where the values differ."""
+    if len({value for _, value in values}) > 1:
+        listed = ", ".join(sorted({f"{run}: {value}" for run, value in values}))
         raise InputError(f"The runs differ in {name} ({listed}): their numbers are not comparable.")
 
 
+def _same_teacher(entry, kept):
+    """Whether a teacher entry is one already kept: the same file, or the same scores."""
+    def path(teacher):
+        return (teacher.get("training") or {}).get("path")
+
+    return any(
+        entry["parameters"] == other["parameters"]
+        and ((path(entry) is not None and path(entry) == path(other)) or entry["quality"] == other["quality"])
+        for other in kept
+    )
+
+
 def collect(run_dirs, metric="fid"):
-    """The scored models of `run_dirs` (the first run's teacher first, then students
-    and scratch GANs of every run) as dicts `run, name, label, parameters,
-    compression_ratio, value`, and the data set.
+    """The scored models of `run_dirs` (teachers, students and scratch GANs of every
+    run, a teacher that several runs share once) as dicts `run, name, label, role,
+    parameters, compression_ratio, value`, and the data set.
+
+    Compression is against the runs' teacher size. Models without a score for
+    `metric` (e.g. a diverged GAN, whose FID is not finite) are left out and logged.
 
     Raises:
-        InputError: a folder without results.json, an unknown metric, or runs that
-            differ in data set, teacher size, or the metric's sample count / reference.
+        InputError: a folder without a results.json, an unknown metric, or runs that
+            differ in data set, teacher size, or the metric's sample count, reference
+            or feature network.
     """
     if not run_dirs:
         raise InputError("Give at least one run folder.")
     runs = {run_dir: _results(run_dir) for run_dir in run_dirs}
-    _check_same("data set", {run: results["dataset"] for run, results in runs.items()})
-    _check_same("teacher parameters", {run: results["models"][0]["parameters"] for run, results in runs.items()})
+    _check_same("data set", [(run, results["dataset"]) for run, results in runs.items()])
+    _check_same("teacher parameters", [(run, results["models"][0]["parameters"]) for run, results in runs.items()])
     dataset = next(iter(runs.values()))["dataset"]
+    teacher_parameters = next(iter(runs.values()))["models"][0]["parameters"]
     known = (*LOWER_IS_BETTER, score_name(dataset))
     if metric not in known:
         raise InputError(f"Unknown metric {metric!r} for {dataset}; choose one of {list(known)}.")
-    models, counts, references = [], {}, {}
+    models, teachers, scoring = [], [], []
     for run, results in runs.items():
-        for position, entry in enumerate(results["models"]):
+        for entry in results["models"]:
             quality = entry.get("quality") or {}
-            if quality.get(metric) is None or (position == 0 and models):
-                continue  # Unscored, or a later run's copy of the same teacher.
-            counts[run], references[run] = quality.get("num_samples"), quality.get("reference")
+            if quality.get(metric) is None:
+                logging.info("%s: %s has no %s score; left out.", run, entry["name"], metric)
+                continue
+            if entry["role"] == "teacher":
+                if _same_teacher(entry, teachers):
+                    continue  # A later run's copy of a teacher already kept.
+                teachers.append(entry)
+            scoring.append((run, (quality.get("num_samples"), quality.get("reference"), quality.get("classifier"))))
             models.append(dict(
                 run=run, name=entry["name"], label=entry["label"], size_label=entry.get("size_label") or "",
                 role=entry["role"], parameters=entry["parameters"],
-                compression_ratio=entry.get("compression_ratio") or 1.0, value=quality[metric],
+                compression_ratio=teacher_parameters / entry["parameters"], value=quality[metric],
             ))
     if not models:
         raise InputError(f"No model of {list(run_dirs)} has a {metric} score.")
-    _check_same(f"{metric} sample count", counts)
-    _check_same(f"{metric} reference", references)
+    for position, name in enumerate(("sample count", "reference", "feature network")):
+        _check_same(f"{metric} {name}", [(run, key[position]) for run, key in scoring])
     return models, dataset
 
 
