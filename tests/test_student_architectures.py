@@ -145,24 +145,3 @@ def test_pruning_refuses_what_it_cannot_do():
 
 def test_the_package_exports_pruning_at_its_top():
     assert kd_gan.prune_generator is prune_generator
-
-
-def test_a_kept_teacher_loads_by_name_after_its_sha256_is_checked(tmp_path):
-    import shutil
-
-    from kd_gan.models.pretrained import PRETRAINED_DIR, pretrained_manifest
-
-    record = pretrained_manifest()["celeb_a_d32"]
-    teacher = kd_gan.pretrained("celeb_a_d32")
-    assert isinstance(teacher, Generator) and teacher.image_shape == (64, 64, 3) and teacher.depth == 32
-    assert teacher.latent_dim == record["latent_dim"] and count_parameters(teacher) == record["parameters"]
-    with pytest.raises(InputError, match=r"Unknown pretrained generator 'celeb_a_d64'; choose one of \['celeb_a_d32'\]"):
-        kd_gan.pretrained("celeb_a_d64")
-    # A changed byte is refused, never loaded.
-    folder = tmp_path / "pretrained"
-    shutil.copytree(PRETRAINED_DIR, folder)
-    data = bytearray((folder / record["file"]).read_bytes())
-    data[len(data) // 2] ^= 1
-    (folder / record["file"]).write_bytes(bytes(data))
-    with pytest.raises(InputError, match="not the .* of its manifest: the file was changed or damaged"):
-        kd_gan.pretrained("celeb_a_d32", folder=str(folder))
