@@ -118,10 +118,15 @@ def collect(run_dirs, metric="fid"):
     return models, dataset
 
 
-def front_table(models, metric):
-    """Markdown: every model by size, its metric, and whether it is on the front."""
+def model_front(models, metric):
+    """Indices of `models` (from `collect`) on the Pareto front of `metric`."""
+    return pareto_front([(m["parameters"], m["value"]) for m in models], metric in LOWER_IS_BETTER)
+
+
+def front_table(models, metric, front):
+    """Markdown: every model by size, its metric, and whether it is on the front (`model_front`)."""
     lower = metric in LOWER_IS_BETTER
-    on_front = set(pareto_front([(m["parameters"], m["value"]) for m in models], lower))
+    on_front = set(front)
     order = sorted(range(len(models)), key=lambda i: (-models[i]["parameters"], models[i]["value"] * (1 if lower else -1)))
     lines = [f"| model | run | parameters | compression | {metric} | on the front |", "|---|---|---|---|---|---|"]
     for index in order:
@@ -134,7 +139,7 @@ def front_table(models, metric):
     return "\n".join(lines)
 
 
-def front_plot(models, metric, dataset, path):
+def front_plot(models, metric, dataset, path, front):
     """The metric against parameters (log axis): students, scratch GANs, the teacher, and the front."""
     import matplotlib
 
@@ -142,14 +147,13 @@ def front_plot(models, metric, dataset, path):
     import matplotlib.pyplot as plt
 
     lower = metric in LOWER_IS_BETTER
-    front = sorted((models[i]["parameters"], models[i]["value"]) for i in pareto_front(
-        [(m["parameters"], m["value"]) for m in models], lower))
+    steps = sorted((models[i]["parameters"], models[i]["value"]) for i in front)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for role, label, colour, marker in ROLE_STYLES:
         chosen = [m for m in models if m["role"] == role]
         if chosen:
             axis.scatter([m["parameters"] for m in chosen], [m["value"] for m in chosen], color=colour, marker=marker, label=label)
-    axis.step(*zip(*front), where="post", color="tab:green", alpha=0.6, label="Pareto front")
+    axis.step(*zip(*steps), where="post", color="tab:green", alpha=0.6, label="Pareto front")
     axis.set_xscale("log")
     axis.set_xlabel("generator parameters")
     axis.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)")
@@ -166,13 +170,13 @@ def write_front(run_dirs, output_dir, metric="fid"):
     """Writes `pareto_<metric>.md`, `.json` and `.png` to `output_dir`; returns the table."""
     models, dataset = collect(run_dirs, metric)
     os.makedirs(output_dir, exist_ok=True)
-    table = front_table(models, metric)
+    front = model_front(models, metric)
+    table = front_table(models, metric, front)
     stem = os.path.join(output_dir, f"pareto_{metric}")
     with open(stem + ".md", "w") as file:
         file.write(table + "\n")
-    front = pareto_front([(m["parameters"], m["value"]) for m in models], metric in LOWER_IS_BETTER)
     with open(stem + ".json", "w") as file:
         json.dump({"dataset": dataset, "metric": metric, "runs": list(run_dirs), "models": models,
                    "front": [models[i]["name"] + " @ " + models[i]["run"] for i in front]}, file, indent=2)
-    front_plot(models, metric, dataset, stem + ".png")
+    front_plot(models, metric, dataset, stem + ".png", front)
     return table
