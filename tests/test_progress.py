@@ -30,32 +30,45 @@ def test_one_measured_stage_scales_the_priors_by_its_speed_against_them():
     assert clock.remaining_seconds("a", steps_done=50) == pytest.approx(expected)
 
 
-def test_a_measured_kind_takes_its_own_overhead_and_small_stages_are_not_predicted_as_free():
+def test_a_stage_is_predicted_at_the_speed_of_the_measured_stage_nearest_in_cost():
     # The default CelebA run's teacher: 3.49e10 multiply-accumulates per step, 121.7 ms.
     teacher, student = PlannedStage("teacher", 10, cost=3.49e10), PlannedStage("scratch", 10, cost=1e8)
     mse, other = PlannedStage("mse", 10, 2.5e7, "distillation"), PlannedStage("mse4", 10, 1.9e8, "distillation")
     clock = RunClock([teacher, student, mse, other])
+    overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
+
+    def prior(kind, cost):
+        return overhead[kind] + per_mac * cost
+
     clock.measured("teacher", 0.1217, 0)
     # The small adversarial stage costs about its overhead, not a thousandth of the teacher's step.
-    assert clock.seconds_per_step(student) == pytest.approx(progress.STEP_OVERHEAD_S["adversarial"], rel=0.1)
-    clock.measured("mse", 0.03, 0)  # Slower than its kind's prior: its overhead follows.
-    overheads, slope = clock._model()
-    prior = progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 3.49e10
-    assert slope == pytest.approx(0.1217 / prior * progress.SECONDS_PER_MAC)
-    assert overheads["distillation"] == pytest.approx(0.03 - slope * 2.5e7)
-    assert clock.seconds_per_step(other) == pytest.approx(overheads["distillation"] + slope * 1.9e8)
-    assert overheads["adversarial"] == pytest.approx(0.1217 - slope * 3.49e10)  # Unmoved by the other kind.
+    assert clock.seconds_per_step(student) == pytest.approx(overhead["adversarial"], rel=0.1)
+    clock.measured("mse", 0.03, 0)  # Far slower than its prior; nearer both small stages than the teacher.
+    speed = 0.03 / prior("distillation", 2.5e7)
+    assert clock.seconds_per_step(other) == pytest.approx(speed * prior("distillation", 1.9e8))
+    assert clock.seconds_per_step(student) == pytest.approx(speed * prior("adversarial", 1e8))
+
+
+def test_a_slow_large_teacher_does_not_slow_the_prediction_of_small_students():
+    # A float32 teacher on a shared CPU, five times the bfloat16 priors; small
+    # students measured at their priors: a small scratch GAN follows them.
+    teacher = PlannedStage("teacher", 10, cost=1.6e11)
+    mse, scratch = PlannedStage("mse", 10, 3e6, "distillation"), PlannedStage("scratch", 1000, cost=1.2e7)
+    clock = RunClock([teacher, mse, scratch])
+    overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
+    clock.measured("teacher", 5 * (overhead["adversarial"] + per_mac * 1.6e11), 0)
+    clock.measured("mse", overhead["distillation"] + per_mac * 3e6, 0)
+    assert clock.seconds_per_step(scratch) == pytest.approx(overhead["adversarial"] + per_mac * 1.2e7)
 
 
 def test_after_a_fit_a_kind_not_measured_keeps_the_machines_speed():
     stages = [PlannedStage("big", 10, cost=1e10), PlannedStage("small", 10, cost=1e8), PlannedStage("qat", 10, 1e9, "distillation")]
     clock = RunClock(stages)
-    prior = progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 1e10
-    clock.measured("big", 3 * prior, 0)  # A machine three times slower than the priors'.
-    clock.measured("small", 3 * (progress.STEP_OVERHEAD_S["adversarial"] + progress.SECONDS_PER_MAC * 1e8), 0)
-    overheads, slope = clock._model()
-    assert slope == pytest.approx(3 * progress.SECONDS_PER_MAC)  # Fitted on the two adversarial stages.
-    assert overheads["distillation"] == pytest.approx(3 * progress.STEP_OVERHEAD_S["distillation"])
+    overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
+    clock.measured("big", 3 * (overhead["adversarial"] + per_mac * 1e10), 0)  # Three times slower than the priors.
+    clock.measured("small", 3 * (overhead["adversarial"] + per_mac * 1e8), 0)
+    assert clock._fits()["adversarial"] == pytest.approx((3 * overhead["adversarial"], 3 * per_mac))
+    assert clock.seconds_per_step(clock.stages["qat"]) == pytest.approx(3 * (overhead["distillation"] + per_mac * 1e9))
 
 
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():

@@ -8,8 +8,8 @@ multiply-accumulates of what one step runs (`kd_gan.count_multiply_accumulates`)
 as `seconds per step = overhead of its kind + seconds per multiply-accumulate * cost`.
 Small models are all overhead (the many small ops of a step), large ones all
 multiply-accumulates; both start from the priors below, measured on this
-CPU, scaled by the costliest measured stage's speed against them, and are fitted
-once stages of one kind have run at two costs. Evaluations are predicted from
+CPU, scaled by the speed against them of the measured stage nearest in cost
+(by ratio), and are fitted once stages of one kind have run at two costs. Evaluations are predicted from
 the classifier's measured images per second.
 """
 
@@ -104,46 +104,41 @@ class RunClock:
             lines.append(f"evaluation: {self.evaluation_images:,} images through the classifier")
         return lines
 
-    def _model(self):
-        """`({kind: overhead}, seconds per multiply-accumulate)` from the measured stages.
-
-        With the stages of one kind measured at two or more costs, the slope
-        is fitted on them (the kind spanning the widest range of costs).
-        Otherwise the priors are scaled by how much slower or faster the
-        costliest measured stage ran than they predict (another machine, a
-        shared CPU). Each measured kind's overhead is then what its stages take
-        beyond the slope's share.
-        """
-        measured = [s for s in self.stages.values() if s.seconds_per_step is not None and s.cost > 0]
-        if not measured:
-            return dict(STEP_OVERHEAD_S), None
-        slope, spread = None, 0.0
+    def _fits(self):
+        """`{kind: (overhead, seconds per multiply-accumulate)}` of the kinds
+        measured at two or more costs, fitted on their stages (a fit with a
+        negative slope or overhead is not kept)."""
+        fits = {}
         for kind in STEP_OVERHEAD_S:
-            points = [(s.cost, s.seconds_per_step) for s in measured if s.kind == kind]
-            costs = [cost for cost, _ in points]
-            if len(set(costs)) >= 2 and max(costs) - min(costs) > spread:
-                fitted = float(np.polyfit(*zip(*points), 1)[0])
-                if fitted > 0:
-                    slope, spread = fitted, max(costs) - min(costs)
-        # The costliest measured stage says most about the large ones to come,
-        # and how this machine runs against the priors: kinds not measured yet
-        # take their prior at that speed, fitted slope or not.
-        largest = max(measured, key=lambda stage: stage.cost)
-        speed = largest.seconds_per_step / (STEP_OVERHEAD_S[largest.kind] + SECONDS_PER_MAC * largest.cost)
-        if slope is None:
-            slope = SECONDS_PER_MAC * speed
-        overheads = {kind: overhead * speed for kind, overhead in STEP_OVERHEAD_S.items()}
-        for kind in overheads:
-            own = [s.seconds_per_step - slope * s.cost for s in measured if s.kind == kind]
-            if own:
-                overheads[kind] = max(float(np.mean(own)), 0.0)
-        return overheads, slope
+            points = [(s.cost, s.seconds_per_step) for s in self._measured() if s.kind == kind]
+            if len({cost for cost, _ in points}) >= 2:
+                slope, overhead = (float(v) for v in np.polyfit(*zip(*points), 1))
+                if slope > 0 and overhead >= 0:
+                    fits[kind] = (overhead, slope)
+        return fits
+
+    def _measured(self):
+        return [s for s in self.stages.values() if s.seconds_per_step is not None and s.cost > 0]
 
     def seconds_per_step(self, stage):
+        """Measured, or predicted: from its kind's fit where it has one, else
+        its prior at the speed (against the priors) of the measured stage
+        nearest to it in cost, by ratio. A large float32 teacher on a shared CPU
+        says little about a small student's step, which is mostly overhead."""
         if stage.seconds_per_step is not None:
             return stage.seconds_per_step
-        overheads, slope = self._model()
-        return None if slope is None else overheads[stage.kind] + slope * stage.cost
+        fit = self._fits().get(stage.kind)
+        if fit is not None:
+            return fit[0] + fit[1] * stage.cost
+        measured = self._measured()
+        if not measured:
+            return None
+
+        def prior(s):
+            return STEP_OVERHEAD_S[s.kind] + SECONDS_PER_MAC * s.cost
+
+        nearest = min(measured, key=lambda s: abs(np.log(s.cost) - np.log(max(stage.cost, 1.0))))
+        return prior(stage) * nearest.seconds_per_step / prior(nearest)
 
     def remaining_seconds(self, running=None, steps_done=0):
         """Seconds left: the stages not finished (`running` has done
