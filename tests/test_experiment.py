@@ -334,6 +334,7 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
         (dict(learning_rate=-1.0), "learning_rate=-1.0"),
         (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0. Received: learning_rate=inf"),
         (dict(mse_weight=float("nan")), "mse_weight=nan"),
+        (dict(mse_weight_end=-1.0), "mse_weight_end must be a finite number >= 0 or None. Received: mse_weight_end=-1.0"),
         (dict(export=("onnx",)), "export=\\('onnx',\\)"),
         (dict(quantization="int8"), "quantization='int8'"),
     ],
@@ -540,6 +541,25 @@ def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_pat
     text = (tmp_path / "run" / "report.md").read_text()
     assert "no scratch baselines" in text and "d=1 (" in text
     assert "Trained in float32; students saw fresh z every step." in text
+
+
+def test_a_decaying_pixel_weight_reaches_the_adversarial_student_over_its_steps(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan.experiment import runner
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(runner_distiller(*args, **kwargs))
+        return built[-1]
+
+    runner_distiller = runner.Distiller
+    monkeypatch.setattr(runner, "Distiller", recording)
+    config = tiny_config(tiny_mnist, tmp_path / "run", loss="adversarial", scratch=False, mse_weight=8.0, mse_weight_end=2.0)
+    experiment.run(config)
+    weight = built[-1].mse_weight  # 1 epoch of 3 steps: 8 -> 2 over 3 steps.
+    assert [float(weight(step)) for step in (0, 3)] == pytest.approx([8.0, 2.0])
+    assert int(built[-1].student_optimizer.iterations) == 3
+    assert "weight 8.0, decaying linearly to 2.0 over each student's steps" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_bfloat16_inception_is_refused_for_mnist_and_accepted_for_colour_data(tiny_mnist, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from kd_gan import experiment
 from kd_gan.errors import InputError
 from kd_gan.experiment.plan import StageSpec, of_role, plan_stages
+from kd_gan.experiment.recipes import kind_losses, pixel_weight
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "kd_gan"
 
@@ -143,3 +144,17 @@ def test_bad_student_architectures_are_refused_before_anything_runs(changes, mes
 def test_widths_alone_need_no_student_depths():
     stages = plan_stages(config(student_depths=(), student_widths=((4, 6, 6),), qat_epochs=0, export=(), quantization=("none",)))
     assert [stage.architecture for stage in stages if stage.role != "teacher"] == ["w4-6-6"] * 5
+
+
+def test_the_pixel_weight_beside_an_adversarial_term_decays_to_its_end_over_the_students_steps():
+    adversarial, pixel = StageSpec("student", 1, 5, "adversarial_z"), StageSpec("student", 1, 5, "mse")
+    constant = config(mse_weight=100.0)
+    assert pixel_weight(constant, adversarial, 500) == 100.0 and pixel_weight(constant, pixel, 500) == 1.0
+    decaying = config(mse_weight=100.0, mse_weight_end=10.0)
+    assert pixel_weight(decaying, pixel, 500) == 1.0  # No adversarial term: the MSE alone, unweighted.
+    schedule = pixel_weight(decaying, adversarial, 500)
+    assert [float(schedule(step)) for step in (0, 250, 500, 900)] == pytest.approx([100.0, 55.0, 10.0, 10.0])
+    # A student kind with more terms weights its pixel MSE the same way.
+    with_features = StageSpec("student", 1, 5, "adversarial_z", kind="features")
+    _, weights = kind_losses(decaying, with_features, steps=500)
+    assert float(weights[0](250)) == pytest.approx(55.0) and weights[1] == decaying.feature_weight

@@ -12,9 +12,43 @@ LOSSES = (MSE, JOINT, ADVERSARIAL)
 DISCRIMINATED = (JOINT, ADVERSARIAL)  # The losses that train a discriminator beside the student.
 
 
+Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def loss_weight(name, value):
+    """`value` as a loss weight: a float >= 0, or a `keras.optimizers.schedules`
+    schedule (of the student's step; e.g. `PolynomialDecay(100.0, steps, 10.0)`:
+    a pixel weight that decays, as TinyGAN's does), or its serialized config."""
+    if isinstance(value, dict):
+        value = keras.optimizers.schedules.deserialize(value)
+    if isinstance(value, Schedule):
+        return value
+    return _number(name, value, " or a keras.optimizers.schedules schedule")
+
+
+def _number(name, value, or_else=""):
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = None
+    if weight is None or not weight >= 0:
+        raise InputError(f"{name} must be a number >= 0{or_else}. Received: {name}={value!r}")
+    return weight
+
+
+def weight_at(weight, step):
+    """The weight's value at the student's `step` (a schedule's, else the float)."""
+    return weight(step) if isinstance(weight, Schedule) else weight
+
+
+def serialize_weight(weight):
+    return keras.optimizers.schedules.serialize(weight) if isinstance(weight, Schedule) else weight
+
+
 def check(teacher, student, loss, discriminator, mse_weight, adversarial_weight, distillation_losses,
           distillation_loss_weights):
-    """Refuses arguments that cannot work together; returns the two weights as floats."""
+    """Refuses arguments that cannot work together; returns the two weights
+    (`mse_weight` a float or a schedule, `adversarial_weight` a float)."""
     if loss not in LOSSES:
         raise InputError(f"loss must be one of {LOSSES}. Received: loss={loss!r}")
     if not isinstance(student, keras.layers.Layer):
@@ -24,10 +58,8 @@ def check(teacher, student, loss, discriminator, mse_weight, adversarial_weight,
             f"teacher must be a Keras model or a callable mapping z to images. "
             f"Received: teacher of type {type(teacher).__name__}"
         )
-    mse_weight, adversarial_weight = float(mse_weight), float(adversarial_weight)
-    for name, value in (("mse_weight", mse_weight), ("adversarial_weight", adversarial_weight)):
-        if not value >= 0:
-            raise InputError(f"{name} must be >= 0. Received: {name}={value}")
+    mse_weight = loss_weight("mse_weight", mse_weight)
+    adversarial_weight = _number("adversarial_weight", adversarial_weight)
     if loss in DISCRIMINATED and discriminator is None:
         against = "real images" if loss == JOINT else "the teacher's images"
         raise InputError(
@@ -67,12 +99,13 @@ def resolve_losses(distillation_losses, weights, default_weight):
     if distillation_losses is None:
         return [losses_lib.PixelMSE()], [default_weight]
     distillation_losses = [losses_lib.as_distillation_loss(loss) for loss in distillation_losses]
-    weights = [1.0] * len(distillation_losses) if weights is None else [float(w) for w in weights]
-    if not distillation_losses or len(weights) != len(distillation_losses) or not all(w >= 0 for w in weights):
+    weights = [1.0] * len(distillation_losses) if weights is None else list(weights)
+    if not distillation_losses or len(weights) != len(distillation_losses):
         raise InputError(
-            f"distillation_losses needs at least one loss and one weight >= 0 per loss; got "
+            f"distillation_losses needs at least one loss and one weight per loss; got "
             f"{len(distillation_losses)} losses and weights {weights}."
         )
+    weights = [loss_weight(f"distillation_loss_weights[{i}]", w) for i, w in enumerate(weights)]
     names = [loss.name for loss in distillation_losses]
     if len(set(names)) != len(names) or {"student_loss", "g_loss", "d_loss"} & set(names):
         raise InputError(f"Distillation losses need distinct names apart from student_loss, g_loss, d_loss; got {names}.")

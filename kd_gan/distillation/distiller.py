@@ -66,7 +66,9 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             (`kd_gan.Discriminator(image_shape, depth, latent_dim=...)`): it
             then sees each image with the z it was drawn for.
         mse_weight: weight of the pixel MSE in the joint and adversarial
-            presets (with the default `distillation_losses`).
+            presets (with the default `distillation_losses`): a number, or a
+            `keras.optimizers.schedules` schedule of the student's step
+            (TinyGAN decays its pixel term: `PolynomialDecay(100.0, steps, 10.0)`).
         seed: integer seed of the latent draws.
         objective: adversarial objective of the joint and adversarial
             losses: "ns" (the paper's), "hinge" or "wgan-gp"
@@ -76,8 +78,9 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         distillation_losses: what the student matches, a list of
             `kd_gan.distillation.losses.DistillationLoss` (or `keras.distillation`
             losses); None: `[PixelMSE()]`, the paper's.
-        distillation_loss_weights: one weight per loss; None: 1 each
-            (`mse_weight` for the joint preset's MSE).
+        distillation_loss_weights: one weight per loss (a number or a
+            schedule, as `mse_weight`); None: 1 each (`mse_weight` for the
+            joint preset's MSE).
         adversarial_weight: weight of the adversarial term ("joint",
             "adversarial").
         check_teacher_range: refuse a teacher whose probe images are not in
@@ -265,7 +268,11 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             loss.name: loss.compute_loss(*self._taps.compared(loss, teacher_outputs, student_outputs))
             for loss in self.distillation_losses
         }
-        weighted = [weight * terms[loss.name] for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights)]
+        step = self.student_optimizer.iterations
+        weighted = [
+            tf.cast(arguments.weight_at(weight, step), terms[loss.name].dtype) * terms[loss.name]
+            for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights)
+        ]
         return student_outputs[IMAGES], terms, tf.add_n(weighted)
 
     def train_step(self, data):
@@ -365,11 +372,11 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             adversarial_weight=self.adversarial_weight,
         )
         if self._default_losses:
-            config.update(mse_weight=self.mse_weight)
+            config.update(mse_weight=arguments.serialize_weight(self.mse_weight))
         else:
             config.update(
                 distillation_losses=[serialize(loss) for loss in self.distillation_losses],
-                distillation_loss_weights=list(self.distillation_loss_weights),
+                distillation_loss_weights=[arguments.serialize_weight(w) for w in self.distillation_loss_weights],
             )
         return config
 

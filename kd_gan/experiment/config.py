@@ -88,6 +88,9 @@ class ExperimentConfig:
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
         mse_weight: weight of the MSE term in the joint and adversarial losses.
+        mse_weight_end: with a joint or adversarial loss, the MSE weight
+            decays linearly from `mse_weight` to this over each student's
+            steps (TinyGAN decays its pixel term); None: constant.
         distillation: the student kinds to train for every loss and size:
             "pixel" (the paper's MSE alone), "features" (plus intermediate
             feature maps through learned adapters), "perceptual" (plus a
@@ -172,6 +175,7 @@ class ExperimentConfig:
     ema_decay: float = 0.0
     student_learning_rate: float = 1e-3
     mse_weight: float = 1.0
+    mse_weight_end: Optional[float] = None
     distillation: Tuple[str, ...] = (PIXEL,)
     feature_weight: float = 0.1
     perceptual_weight: float = 0.1
@@ -265,6 +269,8 @@ class ExperimentConfig:
         for name in ("mse_weight", "feature_weight", "perceptual_weight"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise InputError(f"{name} must be a finite number >= 0. Received: {name}={getattr(self, name)}")
+        if self.mse_weight_end is not None and not 0 <= self.mse_weight_end < math.inf:
+            raise InputError(f"mse_weight_end must be a finite number >= 0 or None. Received: mse_weight_end={self.mse_weight_end}")
         object.__setattr__(self, "distillation", _check_distillation(self.distillation))
         for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
             values = getattr(self, name)

@@ -1,21 +1,35 @@
 """What each student distils: the losses and weights of its kind."""
 
+import keras
+
 from kd_gan.distillation import losses
 
 
-def kind_losses(config, spec, teacher_discriminator=None):
+def pixel_weight(config, spec, steps):
+    """The pixel MSE's weight of a student (`plan.StageSpec`) of `steps`
+    steps: 1 alone; beside an adversarial term `config.mse_weight`, decaying
+    linearly to `config.mse_weight_end` over the steps when that is given."""
+    if not spec.discriminated:
+        return 1.0
+    if config.mse_weight_end is None:
+        return config.mse_weight
+    return keras.optimizers.schedules.PolynomialDecay(config.mse_weight, max(int(steps), 1), config.mse_weight_end)
+
+
+def kind_losses(config, spec, teacher_discriminator=None, steps=1):
     """`(distillation_losses, weights)` of a student (`plan.StageSpec`);
     `(None, None)` for the paper's pixel MSE.
 
     Each kind adds its terms to the pixel MSE (weighted as in the paper's
     presets). The perceptual term reads `teacher_discriminator`, frozen; with
     none (a given teacher), the student's own discriminator, which trains
-    beside it (joint and adversarial losses only).
+    beside it (joint and adversarial losses only). `steps`: the student's
+    (the pixel weight's schedule, `pixel_weight`).
     """
     if not spec.terms:
         return None, None
     distillation_losses = [losses.PixelMSE()]
-    weights = [config.mse_weight if spec.discriminated else 1.0]
+    weights = [pixel_weight(config, spec, steps)]
     if spec.distils_features:
         distillation_losses.append(losses.FeatureLoss())
         weights.append(config.feature_weight)

@@ -235,6 +235,14 @@ def headline(results):
     return text + " (lower is better)."
 
 
+def _mse_weight_words(config):
+    """The MSE weight beside an adversarial term, constant or decaying (`mse_weight_end`)."""
+    end = config.get("mse_weight_end")
+    if end is None:
+        return f"{config['mse_weight']}"
+    return f"{config['mse_weight']}, decaying linearly to {end} over each student's steps"
+
+
 def _objective_sentence(config):
     """How the GANs trained: objective, critic steps, learning rates, weight average."""
     objective = config.get("objective", "ns")
@@ -290,7 +298,7 @@ def markdown(results):
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
         "generator trained to minimise the pixel MSE between its images and the teacher's for the same random z "
         "(no real data); a *student (joint)* adds that MSE (weight "
-        f"{config['mse_weight']}) to its own GAN loss against a student-sized discriminator on real images; "
+        f"{_mse_weight_words(config)}) to its own GAN loss against a student-sized discriminator on real images; "
         + (
             "a *student (adversarial)* adds that MSE to its GAN loss against a student-sized discriminator "
             "that learns to tell the teacher's images from the student's for the same z (no real data; "

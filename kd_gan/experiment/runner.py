@@ -41,7 +41,7 @@ from kd_gan.errors import InputError
 from kd_gan.experiment import evaluator as evaluator_lib
 from kd_gan.experiment import progress, report
 from kd_gan.experiment.distribute import make_strategy, worker_output_dir
-from kd_gan.experiment.recipes import kind_losses
+from kd_gan.experiment.recipes import kind_losses, pixel_weight
 from kd_gan.experiment.results import ModelResult, log_evaluation
 from kd_gan.experiment.run_folder import check_data, prepare_output_dir, writer_lock
 from kd_gan.experiment import plan as plan_lib
@@ -136,13 +136,14 @@ class Experiment:
                 self.image_shape, spec.discriminator_depth, latent_dim=config.latent_dim if spec.conditioned else None,
                 dtype=policy,
             ) if discriminated else None
-            distillation_losses, weights = self.distillation_losses(spec, policy)
+            steps = spec.epochs * self.streams.steps_per_epoch()
+            distillation_losses, weights = self.distillation_losses(spec, policy, steps)
             trainer = Distiller(
                 precision.with_policy(teacher, policy),  # The frozen teacher computes in the stage's precision too.
                 student,
                 loss=spec.distiller_loss,
                 discriminator=discriminator,
-                mse_weight=config.mse_weight if discriminated and distillation_losses is None else 1.0,
+                mse_weight=pixel_weight(config, spec, steps) if distillation_losses is None else 1.0,
                 seed=config.seed,
                 objective=config.objective,
                 critic_steps=config.critic_steps,
@@ -166,12 +167,12 @@ class Experiment:
             trainer, student, stream, spec.epochs, self.streams.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
         ))
 
-    def distillation_losses(self, spec, policy="float32"):
+    def distillation_losses(self, spec, policy="float32", steps=1):
         """`(losses, weights)` of a student (`recipes.kind_losses`), the
         teacher's discriminator loaded afresh in the strategy's scope."""
         path = self.teacher_discriminator_path if spec.perceptual else None
         network = precision.with_policy(keras.saving.load_model(path, safe_mode=True), policy) if path else None
-        return kind_losses(self.config, spec, network)
+        return kind_losses(self.config, spec, network, steps)
 
     def data_identity(self):
         """What identifies the training data (source files' digest, version, size), not their path."""
