@@ -335,6 +335,7 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
         (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0. Received: learning_rate=inf"),
         (dict(mse_weight=float("nan")), "mse_weight=nan"),
         (dict(mse_weight_end=-1.0), "mse_weight_end must be a finite number >= 0 or None. Received: mse_weight_end=-1.0"),
+        (dict(loss="mse", mse_weight_end=10.0), "mse_weight_end=10.0 decays the MSE weight beside an adversarial term; loss='mse' has none"),
         (dict(export=("onnx",)), "export=\\('onnx',\\)"),
         (dict(quantization="int8"), "quantization='int8'"),
     ],

@@ -158,3 +158,8 @@ def test_the_pixel_weight_beside_an_adversarial_term_decays_to_its_end_over_the_
     with_features = StageSpec("student", 1, 5, "adversarial_z", kind="features")
     _, weights = kind_losses(decaying, with_features, steps=500)
     assert float(weights[0](250)) == pytest.approx(55.0) and weights[1] == decaying.feature_weight
+    # Whole numbers from Python decay in floats (PolynomialDecay takes the start's dtype).
+    whole = pixel_weight(config(mse_weight=1, mse_weight_end=0.5), adversarial, 10)
+    assert float(whole(10)) == pytest.approx(0.5)
+    with pytest.raises(InputError, match="pass steps="):
+        kind_losses(decaying, with_features)

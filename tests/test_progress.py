@@ -61,14 +61,29 @@ def test_a_slow_large_teacher_does_not_slow_the_prediction_of_small_students():
     assert clock.seconds_per_step(scratch) == pytest.approx(overhead["adversarial"] + per_mac * 1.2e7)
 
 
-def test_after_a_fit_a_kind_not_measured_keeps_the_machines_speed():
-    stages = [PlannedStage("big", 10, cost=1e10), PlannedStage("small", 10, cost=1e8), PlannedStage("qat", 10, 1e9, "distillation")]
+def test_after_a_fit_a_kind_not_measured_keeps_the_speed_of_the_stage_nearest_it():
+    stages = [PlannedStage("big", 10, cost=1e10), PlannedStage("small", 10, cost=1e8), PlannedStage("qat", 10, 2e8, "distillation")]
     clock = RunClock(stages)
     overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
-    clock.measured("big", 3 * (overhead["adversarial"] + per_mac * 1e10), 0)  # Three times slower than the priors.
-    clock.measured("small", 3 * (overhead["adversarial"] + per_mac * 1e8), 0)
-    assert clock._fits()["adversarial"] == pytest.approx((3 * overhead["adversarial"], 3 * per_mac))
-    assert clock.seconds_per_step(clock.stages["qat"]) == pytest.approx(3 * (overhead["distillation"] + per_mac * 1e9))
+    clock.measured("big", 5 * (overhead["adversarial"] + per_mac * 1e10), 0)  # Five times slower than the priors.
+    clock.measured("small", 3 * (overhead["adversarial"] + per_mac * 1e8), 0)  # Three times.
+    assert clock._fits()["adversarial"][2] == 1e8
+    assert clock.seconds_per_step(clock.stages["qat"]) == pytest.approx(3 * (overhead["distillation"] + per_mac * 2e8))
+
+
+def test_a_fit_on_two_slow_teachers_is_not_carried_down_to_small_students():
+    # Two float32 teachers at five times the priors, a small MSE student at its
+    # prior: the small joint student and scratch GAN follow the student.
+    overhead, per_mac = progress.STEP_OVERHEAD_S, progress.SECONDS_PER_MAC
+    stages = [PlannedStage("t16", 10, cost=4e10), PlannedStage("t32", 10, cost=1.6e11), PlannedStage("mse", 10, 3e7, "distillation"),
+              PlannedStage("joint", 10, cost=1e8), PlannedStage("t64", 10, cost=6.4e11)]
+    clock = RunClock(stages)
+    for name in ("t16", "t32"):
+        clock.measured(name, 5 * (overhead["adversarial"] + per_mac * clock.stages[name].cost), 0)
+    clock.measured("mse", overhead["distillation"] + per_mac * 3e7, 0)
+    assert clock.seconds_per_step(clock.stages["joint"]) == pytest.approx(overhead["adversarial"] + per_mac * 1e8)
+    # Above its lowest point the fit serves: a larger teacher at the teachers' speed.
+    assert clock.seconds_per_step(clock.stages["t64"]) == pytest.approx(5 * (overhead["adversarial"] + per_mac * 6.4e11))
 
 
 def test_two_measured_costs_fit_overhead_and_slope_and_evaluations_add_their_images():

@@ -17,8 +17,8 @@ Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 def loss_weight(name, value):
     """`value` as a loss weight: a float >= 0, or a `keras.optimizers.schedules`
-    schedule (of the student's step; e.g. `PolynomialDecay(100.0, steps, 10.0)`:
-    a pixel weight that decays, as TinyGAN's does), or its serialized config."""
+    schedule of the student's step (e.g. `PolynomialDecay(100.0, steps, 10.0)`),
+    or its serialized config."""
     if isinstance(value, dict):
         value = keras.optimizers.schedules.deserialize(value)
     if isinstance(value, Schedule):
@@ -39,6 +39,11 @@ def _number(name, value, or_else=""):
 def weight_at(weight, step):
     """The weight's value at the student's `step` (a schedule's, else the float)."""
     return weight(step) if isinstance(weight, Schedule) else weight
+
+
+def describe_weight(weight):
+    """A weight in words: the number, or the schedule's class and config."""
+    return f"{type(weight).__name__}({weight.get_config()})" if isinstance(weight, Schedule) else repr(weight)
 
 
 def serialize_weight(weight):
@@ -85,7 +90,7 @@ def check(teacher, student, loss, discriminator, mse_weight, adversarial_weight,
             raise InputError(f"loss='mse' has no adversarial term and weights its losses by distillation_loss_weights: {unused} would be unused.")
     if distillation_losses is not None and mse_weight != 1.0:
         raise InputError(
-            f"mse_weight={mse_weight} weights the default pixel MSE; with distillation_losses pass "
+            f"mse_weight={describe_weight(mse_weight)} weights the default pixel MSE; with distillation_losses pass "
             "distillation_loss_weights instead."
         )
     if distillation_losses is None and distillation_loss_weights is not None:
@@ -103,7 +108,7 @@ def resolve_losses(distillation_losses, weights, default_weight):
     if not distillation_losses or len(weights) != len(distillation_losses):
         raise InputError(
             f"distillation_losses needs at least one loss and one weight per loss; got "
-            f"{len(distillation_losses)} losses and weights {weights}."
+            f"{len(distillation_losses)} losses and weights [{', '.join(describe_weight(w) for w in weights)}]."
         )
     weights = [loss_weight(f"distillation_loss_weights[{i}]", w) for i, w in enumerate(weights)]
     names = [loss.name for loss in distillation_losses]

@@ -68,7 +68,8 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
         mse_weight: weight of the pixel MSE in the joint and adversarial
             presets (with the default `distillation_losses`): a number, or a
             `keras.optimizers.schedules` schedule of the student's step
-            (TinyGAN decays its pixel term: `PolynomialDecay(100.0, steps, 10.0)`).
+            (a pixel weight that decays, as TinyGAN's does:
+            `keras.optimizers.schedules.PolynomialDecay(100.0, steps, 10.0)`).
         seed: integer seed of the latent draws.
         objective: adversarial objective of the joint and adversarial
             losses: "ns" (the paper's), "hinge" or "wgan-gp"
@@ -268,7 +269,8 @@ class Distiller(ExactStepsMixin, optimizers.NamedOptimizers, keras.Model):
             loss.name: loss.compute_loss(*self._taps.compared(loss, teacher_outputs, student_outputs))
             for loss in self.distillation_losses
         }
-        step = self.student_optimizer.iterations
+        scheduled = any(isinstance(w, arguments.Schedule) for w in self.distillation_loss_weights)
+        step = self.student_optimizer.iterations if scheduled else None
         weighted = [
             tf.cast(arguments.weight_at(weight, step), terms[loss.name].dtype) * terms[loss.name]
             for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights)

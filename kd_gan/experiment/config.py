@@ -271,6 +271,11 @@ class ExperimentConfig:
                 raise InputError(f"{name} must be a finite number >= 0. Received: {name}={getattr(self, name)}")
         if self.mse_weight_end is not None and not 0 <= self.mse_weight_end < math.inf:
             raise InputError(f"mse_weight_end must be a finite number >= 0 or None. Received: mse_weight_end={self.mse_weight_end}")
+        if self.mse_weight_end is not None and plan.MSE in self.losses and len(self.losses) == 1:
+            raise InputError(
+                f"mse_weight_end={self.mse_weight_end} decays the MSE weight beside an adversarial term; "
+                f"loss={self.loss!r} has none (add joint, adversarial or adversarial_z)."
+            )
         object.__setattr__(self, "distillation", _check_distillation(self.distillation))
         for name, allowed in (("export", export_lib.FORMATS), ("quantization", export_lib.QUANTIZATIONS)):
             values = getattr(self, name)

@@ -105,30 +105,31 @@ class RunClock:
         return lines
 
     def _fits(self):
-        """`{kind: (overhead, seconds per multiply-accumulate)}` of the kinds
-        measured at two or more costs, fitted on their stages (a fit with a
-        negative slope or overhead is not kept)."""
+        """`{kind: (overhead, seconds per multiply-accumulate, lowest cost)}`
+        of the kinds measured at two or more costs, fitted on their stages (a
+        fit with a negative slope or overhead is not kept)."""
         fits = {}
         for kind in STEP_OVERHEAD_S:
             points = [(s.cost, s.seconds_per_step) for s in self._measured() if s.kind == kind]
             if len({cost for cost, _ in points}) >= 2:
                 slope, overhead = (float(v) for v in np.polyfit(*zip(*points), 1))
                 if slope > 0 and overhead >= 0:
-                    fits[kind] = (overhead, slope)
+                    fits[kind] = (overhead, slope, min(cost for cost, _ in points))
         return fits
 
     def _measured(self):
         return [s for s in self.stages.values() if s.seconds_per_step is not None and s.cost > 0]
 
     def seconds_per_step(self, stage):
-        """Measured, or predicted: from its kind's fit where it has one, else
-        its prior at the speed (against the priors) of the measured stage
-        nearest to it in cost, by ratio. A large float32 teacher on a shared CPU
-        says little about a small student's step, which is mostly overhead."""
+        """Measured, or predicted: from its kind's fit where one reaches down
+        to its cost, else its prior at the speed (against the priors) of the
+        measured stage nearest to it in cost, by ratio. Large teachers (another
+        precision, a shared CPU) say little about a small student's step,
+        which is mostly overhead: a fit on them is not carried below them."""
         if stage.seconds_per_step is not None:
             return stage.seconds_per_step
         fit = self._fits().get(stage.kind)
-        if fit is not None:
+        if fit is not None and stage.cost >= fit[2]:
             return fit[0] + fit[1] * stage.cost
         measured = self._measured()
         if not measured:

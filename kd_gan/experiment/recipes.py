@@ -3,6 +3,7 @@
 import keras
 
 from kd_gan.distillation import losses
+from kd_gan.errors import InputError
 
 
 def pixel_weight(config, spec, steps):
@@ -13,10 +14,14 @@ def pixel_weight(config, spec, steps):
         return 1.0
     if config.mse_weight_end is None:
         return config.mse_weight
-    return keras.optimizers.schedules.PolynomialDecay(config.mse_weight, max(int(steps), 1), config.mse_weight_end)
+    if steps is None:
+        raise InputError("mse_weight_end decays the pixel weight over the student's steps: pass steps=.")
+    return keras.optimizers.schedules.PolynomialDecay(
+        float(config.mse_weight), max(int(steps), 1), float(config.mse_weight_end)
+    )
 
 
-def kind_losses(config, spec, teacher_discriminator=None, steps=1):
+def kind_losses(config, spec, teacher_discriminator=None, steps=None):
     """`(distillation_losses, weights)` of a student (`plan.StageSpec`);
     `(None, None)` for the paper's pixel MSE.
 

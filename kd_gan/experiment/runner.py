@@ -167,7 +167,7 @@ class Experiment:
             trainer, student, stream, spec.epochs, self.streams.steps_per_epoch(), config, self.grid_z(), callbacks=callbacks,
         ))
 
-    def distillation_losses(self, spec, policy="float32", steps=1):
+    def distillation_losses(self, spec, policy="float32", steps=None):
         """`(losses, weights)` of a student (`recipes.kind_losses`), the
         teacher's discriminator loaded afresh in the strategy's scope."""
         path = self.teacher_discriminator_path if spec.perceptual else None
