@@ -188,7 +188,7 @@ def test_teacher_that_rejects_the_latent_size():
 
 
 def test_negative_mse_weight():
-    with pytest.raises(ValueError, match="mse_weight=-1.0"):
+    with pytest.raises(ValueError, match="mse_weight must be a number >= 0 or a keras.optimizers.schedules schedule. Received: mse_weight=-1$"):
         Distiller(fixed_teacher(2), Generator(LATENT, SHAPE, 1), mse_weight=-1)
 
 
