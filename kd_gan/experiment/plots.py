@@ -107,18 +107,23 @@ def labelled_samples(results, rows, path):
         rows: one uint8 array `(columns, height, width, channels)` per model.
         path: the PNG to write.
     """
-    row_inches, label_inches = 0.9, 1.8
+    labels = []
+    for entry in results["models"]:
+        ratio = entry.get("compression_ratio") or 1.0
+        name = entry["label"] + (f", {entry['size_label']}" if entry.get("size_label") else "")
+        labels.append(f"{name}\n{entry['parameters']:,} parameters\n{ratio:,.0f}:1")
+    # Room for the longest label line: about 0.07 inch a character at 8 points.
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    row_inches, label_inches = 0.9, max(1.8, 0.07 * longest + 0.2)
     aspect = len(rows[0]) * rows[0].shape[2] / rows[0].shape[1]  # A row's width over its height.
     width = label_inches + row_inches * aspect
     figure, axes = plt.subplots(len(rows), 1, figsize=(width, row_inches * len(rows) + 0.1), squeeze=False)
-    for axis, entry, row in zip(axes[:, 0], results["models"], rows):
+    for axis, label, row in zip(axes[:, 0], labels, rows):
         strip = np.concatenate(list(row), axis=1)  # The row's images side by side.
         axis.imshow(strip[..., 0] if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([])
-        ratio = entry.get("compression_ratio") or 1.0
-        name = entry["label"] + (f", {entry['size_label']}" if entry.get("size_label") else "")
-        axis.set_ylabel(f"{name}\n{entry['parameters']:,} parameters\n{ratio:,.0f}:1", rotation=0, ha="right", va="center", fontsize=8)
+        axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     figure.subplots_adjust(left=label_inches / width, right=0.995, top=0.99, bottom=0.01, hspace=0.08)
     figure.savefig(path, dpi=100)
     plt.close(figure)
