@@ -9,7 +9,8 @@ as `seconds per step = overhead of its kind + seconds per multiply-accumulate * 
 Small models are all overhead (the many small ops of a step), large ones all
 multiply-accumulates; both start from the priors below, measured on this
 CPU, scaled by the speed against them of the measured stage nearest in cost
-(by ratio), and are fitted once stages of one kind have run at two costs. Evaluations are predicted from
+(by ratio), and are fitted once stages of one kind have run at two costs (a
+fit serves at and above its cheapest stage). Evaluations are predicted from
 the classifier's measured images per second.
 """
 
@@ -108,9 +109,9 @@ class RunClock:
         """`{kind: (overhead, seconds per multiply-accumulate, lowest cost)}`
         of the kinds measured at two or more costs, fitted on their stages (a
         fit with a negative slope or overhead is not kept)."""
-        fits = {}
+        fits, measured = {}, self._measured()
         for kind in STEP_OVERHEAD_S:
-            points = [(s.cost, s.seconds_per_step) for s in self._measured() if s.kind == kind]
+            points = [(s.cost, s.seconds_per_step) for s in measured if s.kind == kind]
             if len({cost for cost, _ in points}) >= 2:
                 slope, overhead = (float(v) for v in np.polyfit(*zip(*points), 1))
                 if slope > 0 and overhead >= 0:
