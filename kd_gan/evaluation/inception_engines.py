@@ -26,8 +26,8 @@ from kd_gan.models import precision as precision_lib
 ENGINES = ("auto", "tensorflow", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16")
 # `auto` scores in bfloat16 on CPUs with bfloat16 units (`precision_lib.has_bfloat16_units`).
-# Measured fast with OpenVINO on AMX (5.8x float32); on AVX512-BF16 without AMX
-# TensorFlow's bfloat16 pass measured 1.66x (docs/RESULTS.md), OpenVINO's not yet.
+# Measured with OpenVINO: 5.8x TensorFlow's float32 pass on AMX, 2.1x on AVX512-BF16
+# without AMX, each with the FID 0.36% from float32's (docs/EVALUATION.md).
 # Without them bfloat16 is emulated (slower), so `auto` stays in float32 there.
 _OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 # What "auto" means where these are set: a machine's (or a test suite's) fixed pass.
