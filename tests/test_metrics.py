@@ -156,3 +156,20 @@ def test_precision_recall_matches_brute_force_and_reads_fidelity_and_diversity()
     assert precision < 0.05
     with pytest.raises(ValueError, match="more than k=3 rows"):
         metrics.precision_recall(real[:3], shifted)
+
+
+def test_manifold_radii_match_brute_force_and_given_radii_give_the_same_precision_recall():
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(130, 6)), rng.normal(0.5, 1.2, size=(130, 6))
+    distances = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    # Squared distance to the k-th neighbour; blocks of 40 rows (a last block of 10) give the same.
+    expected = np.sort(distances, axis=1)[:, 3] ** 2
+    np.testing.assert_allclose(metrics.manifold_radii(real, k=3, chunk=40), expected, rtol=1e-12)
+    radii = metrics.manifold_radii(real, k=3)
+    assert metrics.precision_recall(real, fake, reference_radii=radii) == metrics.precision_recall(real, fake)
+    # Radii too small for the reference: nothing generated lies inside its balls.
+    assert metrics.precision_recall(real, fake, reference_radii=np.zeros(130))[0] == 0.0
+    with pytest.raises(ValueError, match=r"one radius per reference row \(130\); got shape \(129,\)"):
+        metrics.precision_recall(real, fake, reference_radii=radii[:129])
+    with pytest.raises(ValueError, match="more than k=3 rows; got 3"):
+        metrics.manifold_radii(real[:3])

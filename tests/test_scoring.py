@@ -202,7 +202,7 @@ def test_a_truncated_cached_statistics_file_is_computed_again_with_a_warning(tin
         scoring.ImageStatistics.load(str(cached))
 
 
-def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan():
+def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan(monkeypatch):
     rows = np.repeat(np.arange(40, dtype=np.float32)[:, None], 4, axis=1)  # Sorted, as folders by class are.
     images = rows.reshape(40, 2, 2, 1) / 40.0
     fields = scoring.run_classifier(lambda batch: (batch.reshape(len(batch), -1), None), np.array_split(images, 4), 40, keep=30)
@@ -218,6 +218,14 @@ def test_kept_activations_are_in_random_order_and_tiny_sets_give_null_not_nan():
     near, far = rng.normal(size=(100, 4)), rng.normal(3.0, size=(100, 4))
     near, far = (scoring.ImageStatistics(x.mean(0), np.cov(x, rowvar=False), 100, x, "net", name) for x, name in ((near, "near"), (far, "far")))
     assert "caveats" not in scoring.quality(far, near)  # 100 images of 4 features, told apart.
+    # The reference's radii are computed once for every model scored against it, and reused as they are.
+    calls = []
+    original = scoring.formulas.manifold_radii
+    monkeypatch.setattr(scoring.formulas, "manifold_radii", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
+    reference = scoring.ImageStatistics(near.mean, near.covariance, 100, near.activations, "net", "reference")
+    first, _ = scoring.quality(far, reference), scoring.quality(near, reference)
+    assert calls == [100, 100, 100]  # The reference's once, then each generated set's.
+    assert (first["precision"], first["recall"]) == metrics.precision_recall(near.activations, far.activations)
     json.dumps(record, allow_nan=False)  # Valid JSON: no NaN anywhere.
 
 

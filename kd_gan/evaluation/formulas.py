@@ -122,32 +122,57 @@ def kernel_inception_distance(reference_activations, activations, max_block_size
 
 
 def _squared_distances(rows, columns):
-    """`[len(rows), len(columns)]` squared Euclidean distances, in float64."""
-    return np.maximum(
-        (rows**2).sum(1)[:, None] + (columns**2).sum(1)[None, :] - 2.0 * rows @ columns.T, 0.0
+    """`[len(rows), len(columns)]` squared Euclidean distances (float64 tensors in, float64 out)."""
+    return tf.maximum(
+        tf.reduce_sum(rows**2, 1)[:, None] + tf.reduce_sum(columns**2, 1)[None, :]
+        - 2.0 * tf.matmul(rows, columns, transpose_b=True),
+        0.0,
     )
 
 
-def _manifold_radii(points, k, chunk):
-    """Squared distance of each point to its k-th nearest neighbour in the set (itself excluded)."""
-    radii = np.empty(len(points))
-    for start in range(0, len(points), chunk):
-        distances = _squared_distances(points[start : start + chunk], points)
-        # Column 0 of the sorted row is the point itself (distance 0).
-        radii[start : start + chunk] = np.partition(distances, k, axis=1)[:, k]
-    return radii
+# Blocks of rows against a whole set, compiled once per shape: the k-th
+# neighbour by top-k over both cores rather than numpy's single-threaded
+# partition (benchmarks/bench_precision_recall.py, docs/EVALUATION.md).
+@tf.function(reduce_retracing=True)
+def _block_radii(rows, points, k):
+    # Column 0 of the nearest is the point itself (distance 0): the k-th neighbour is entry k.
+    return -tf.math.top_k(-_squared_distances(rows, points), k + 1, sorted=True).values[:, k]
 
 
-def _coverage(points, manifold, radii, chunk):
-    """Share of `points` inside some ball of the manifold (distance <= that point's radius)."""
-    inside = 0
-    for start in range(0, len(points), chunk):
-        distances = _squared_distances(points[start : start + chunk], manifold)
-        inside += int(np.any(distances <= radii[None, :], axis=1).sum())
-    return inside / len(points)
+@tf.function(reduce_retracing=True)
+def _block_coverage(rows, rows_radii, manifold, manifold_radii):
+    """One block of generated rows against the reference: how many rows lie in the
+    reference's balls, and which reference points lie in these rows' balls."""
+    distances = _squared_distances(rows, manifold)
+    rows_inside = tf.reduce_sum(tf.cast(tf.reduce_any(distances <= manifold_radii[None, :], axis=1), tf.int64))
+    return rows_inside, tf.reduce_any(distances <= rows_radii[:, None], axis=0)
 
 
-def precision_recall(reference_activations, activations, k=3, chunk=1000):
+def _blocks(points, chunk):
+    return (points[start : start + chunk] for start in range(0, int(points.shape[0]), chunk))
+
+
+def manifold_radii(points, k=3, chunk=1000):
+    """Squared distance of each point `[N, D]` to its k-th nearest neighbour in the set (itself excluded).
+
+    The radii of the balls whose union is the set's manifold in `precision_recall`;
+    compute them once for a reference that several sets are compared against.
+
+    Args:
+        points: activations `[N, D]`, N > k.
+        k: the neighbour (the paper's 3).
+        chunk: rows per block of the distance matrix (memory `chunk x N` doubles).
+
+    Returns:
+        float64 array `[N]`.
+    """
+    points = tf.convert_to_tensor(np.asarray(points, np.float64))
+    if points.shape[0] <= k:
+        raise ValueError(f"manifold_radii needs more than k={k} rows; got {points.shape[0]}.")
+    return np.concatenate([_block_radii(rows, points, k).numpy() for rows in _blocks(points, chunk)])
+
+
+def precision_recall(reference_activations, activations, k=3, chunk=1000, reference_radii=None):
     """Improved precision and recall (Kynkaanniemi et al. 2019) of `activations` against a reference.
 
     Args:
@@ -155,6 +180,8 @@ def precision_recall(reference_activations, activations, k=3, chunk=1000):
         activations: generated activations `[M, D]`; compare sets of equal size.
         k: the neighbour whose distance sets each ball's radius (the paper's 3).
         chunk: rows per block of the distance matrix (memory `chunk x N` doubles).
+        reference_radii: `manifold_radii(reference_activations, k)` when already
+            computed (the reference is the same for every model of a run).
 
     Returns:
         `(precision, recall)` in [0, 1].
@@ -164,9 +191,26 @@ def precision_recall(reference_activations, activations, k=3, chunk=1000):
     for name, points in (("reference_activations", reference), ("activations", generated)):
         if len(points) <= k:
             raise ValueError(f"precision_recall needs more than k={k} rows in {name}; got {len(points)}.")
-    precision = _coverage(generated, reference, _manifold_radii(reference, k, chunk), chunk)
-    recall = _coverage(reference, generated, _manifold_radii(generated, k, chunk), chunk)
-    return precision, recall
+    if reference_radii is None:
+        reference_radii = manifold_radii(reference, k, chunk)
+    elif np.shape(reference_radii) != (len(reference),):
+        raise ValueError(
+            f"reference_radii must hold one radius per reference row ({len(reference)}); got shape {np.shape(reference_radii)}."
+        )
+    # Both shares from one pass over the generated-to-reference distances:
+    # a generated row is precise when inside some reference ball, a reference
+    # point recalled when inside some generated ball.
+    generated_radii = tf.constant(manifold_radii(generated, k, chunk))
+    reference, generated = tf.constant(reference), tf.constant(generated)
+    reference_radii = tf.constant(np.asarray(reference_radii, np.float64))
+    precise, recalled = 0, tf.zeros(reference.shape[0], tf.bool)
+    for start in range(0, int(generated.shape[0]), chunk):
+        inside, covered = _block_coverage(
+            generated[start : start + chunk], generated_radii[start : start + chunk], reference, reference_radii
+        )
+        precise, recalled = precise + int(inside), tf.logical_or(recalled, covered)
+    recall = int(tf.reduce_sum(tf.cast(recalled, tf.int64))) / int(reference.shape[0])
+    return precise / int(generated.shape[0]), recall
 
 
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32).reshape(3, 3, 1, 1)

@@ -177,7 +177,8 @@ def quality(candidate, reference=None, score_name="inception_score"):
         record["precision"] = record["recall"] = None  # Undefined with k or fewer rows.
         if equal > PRECISION_RECALL_K:
             record["precision"], record["recall"] = formulas.precision_recall(
-                reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K
+                reference.activations[:equal], candidate.activations[:equal], k=PRECISION_RECALL_K,
+                reference_radii=reference.manifold_radii(equal, PRECISION_RECALL_K),
             )
         record.update(reference=reference.source, reference_count=reference.count)
         notes = caveats(candidate, reference, record["kid"])

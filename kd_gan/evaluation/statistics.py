@@ -47,6 +47,14 @@ class ImageStatistics:
         # How long the classifier pass that computed them took (saved with them;
         # None when unknown): what the run's time estimate reads the classifier's speed from.
         self.seconds = None
+        self._radii = {}  # (rows, k) -> `formulas.manifold_radii` of the first `rows` kept activations.
+
+    def manifold_radii(self, rows, k):
+        """Radii of the manifold of the first `rows` kept activations (k-th neighbour), computed once:
+        a run compares every model against the same reference rows."""
+        if (rows, k) not in self._radii:
+            self._radii[(rows, k)] = formulas.manifold_radii(self.activations[:rows], k)
+        return self._radii[(rows, k)]
 
     def save(self, path):
         """Writes the statistics to `path` (`.npz`) atomically."""
