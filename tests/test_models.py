@@ -7,6 +7,7 @@ import keras
 from kd_gan import Discriminator, Generator, compression_ratio, count_parameters, load_generator
 from kd_gan.data.loading import IMAGE_SHAPES
 from kd_gan.errors import InputError
+from kd_gan.models.any_generator import inference_function
 from kd_gan.models.counting import count_multiply_accumulates
 
 KERNEL_AREA = 25  # 5x5 kernels
@@ -110,6 +111,19 @@ def test_load_generator_savedmodel(tmp_path):
     generator.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
     layer = load_generator(str(tmp_path / "saved"), call_endpoint="serve")
     np.testing.assert_allclose(layer(z), generator(z, training=False), atol=1e-6)
+
+
+def test_inference_function_gives_generate_images_at_any_batch_and_sees_new_weights():
+    generator = Generator(8, (28, 28, 1), 1)
+    images = inference_function(generator)
+    for count in (3, 5):  # Another batch size, the same compiled call.
+        z = np.random.default_rng(count).normal(size=(count, 8)).astype("float32")
+        np.testing.assert_allclose(images(z), generator(z, training=False), atol=1e-6)
+    # Weights changed after tracing are the ones it uses (a cache filled after more training).
+    generator.set_weights([w * 1.5 for w in generator.get_weights()])
+    np.testing.assert_allclose(images(z), generator(z, training=False), atol=1e-6)
+    plain = lambda z: {"images": generator(z, training=False)}  # noqa: E731 (a signature-like callable)
+    np.testing.assert_allclose(inference_function(plain)(z), generator(z, training=False), atol=1e-6)
 
 
 def test_load_generator_missing_path(tmp_path):

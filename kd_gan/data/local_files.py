@@ -20,6 +20,7 @@ import time
 import zlib
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
@@ -75,11 +76,24 @@ def _read_idx(path):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * rank).reshape(dims)
 
 
+@tf.function(reduce_retracing=True)
+def _encode_pngs(images):
+    return tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.string)
+
+
+def _png_bytes(images, block=10_000):
+    """PNG files of uint8 images `[N, H, W, C]`, encoded in a graph a block at a time
+    (tfds encodes an array with one eager op per image: ~4x slower for MNIST's 70,000)."""
+    for start in range(0, len(images), block):
+        yield from _encode_pngs(images[start : start + block]).numpy()
+
+
 def _mnist_examples(data_dir, split):
     images_path, labels_path = (os.path.join(data_dir, p) for p in LOCAL_FILES["mnist"][split])
     images, labels = _read_idx(images_path), _read_idx(labels_path)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        yield index, {"image": image[..., None], "label": int(label)}
+    # The lossless PNG tfds' Image feature would write: the same pixels when read back.
+    for index, (png, label) in enumerate(zip(_png_bytes(images[..., None]), labels)):
+        yield index, {"image": png, "label": int(label)}
 
 
 def _tar_members(path, suffix):

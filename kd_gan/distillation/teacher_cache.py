@@ -238,11 +238,10 @@ class TeacherCache:
         )
         progress = keras.utils.Progbar(sum(self.shard_count(s) for _, s in missing), verbose=verbose, unit_name="pair")
         log = read_fill_log(self.directory) or {"shards": 0, "pairs": 0, "seconds": 0.0}
+        teacher = any_generator.inference_function(self.teacher)
         for pool, shard in missing:
             z = self.shard_latents(pool, shard)
-            images = np.concatenate(
-                [np.asarray(any_generator.generate(self.teacher, z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
-            )
+            images = np.concatenate([np.asarray(teacher(z[i : i + batch_size])) for i in range(0, len(z), batch_size)])
             path = self.shard_path(pool, shard)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")

@@ -28,7 +28,7 @@ from absl import logging
 from kd_gan.evaluation import classifiers
 from kd_gan.data import loading as data
 from kd_gan.evaluation import formulas
-from kd_gan.models.any_generator import generate, latent_size
+from kd_gan.models.any_generator import generate, inference_function, latent_size
 from kd_gan.data.image_folders import ImageSource
 from kd_gan.errors import InputError
 from kd_gan.evaluation.statistics import (  # noqa: F401 (STATISTICS_VERSION, ImageStatistics re-exported)
@@ -137,10 +137,11 @@ def generator_batches(generator, num_samples, batch_size=100, seed=0):
     """Batches of generated images for `num_samples` z drawn from (seed)."""
 
     latent_dim = latent_size(generator)
+    images = inference_function(generator)
     for start in range(0, num_samples, batch_size):
         count = min(batch_size, num_samples - start)
         z = tf.random.stateless_normal((count, latent_dim), seed=(seed, start))
-        yield np.asarray(generate(generator, z))
+        yield np.asarray(images(z))
 
 
 def generator_statistics(generator, classifier, num_samples, seed=0, description="samples"):

@@ -64,6 +64,21 @@ def generate(generator, z, training=False):
     return outputs
 
 
+def inference_function(generator):
+    """`images = function(z)`: `generator`'s images in inference mode, as `generate`
+    gives them, for loops that call it many times (a teacher cache, scoring).
+
+    A Keras generator's call is traced once into a graph (any batch size):
+    TensorFlow then fuses its layers instead of running them one by one from
+    Python, ~2x faster on small batches of a CPU (docs/EVALUATION.md). Other
+    callables (a SavedModel signature, a `.tflite` file) are called as they are.
+    """
+    if not isinstance(generator, keras.layers.Layer):
+        return lambda z: generate(generator, z)
+    compiled = tf.function(lambda z: generate(generator, z), reduce_retracing=True)
+    return lambda z: compiled(tf.convert_to_tensor(z, tf.float32))
+
+
 def load_generator(path, call_endpoint="serving_default"):
     """Loads a generator saved as `.keras` file, a SavedModel folder or a `.tflite` file.
 
