@@ -186,14 +186,15 @@ class _TfdsChatter(std_logging.Filter):
         return record.levelno >= std_logging.ERROR or "tensorflow_datasets" not in (record.pathname or "")
 
 
-def _store(**arguments):
+def _store(started, **arguments):
     """`tfds.dataset_builders.store_as_tfds_dataset` without tfds' progress bars
     (several per split, in the middle of a run's console), its "Downloading and
     preparing dataset" prints and its warnings about the folder it creates:
-    timed in the log instead (what tfds printed at debug verbosity)."""
+    timed in the log instead (what tfds printed at debug verbosity), from
+    `started` (`time.monotonic()` when reading the files began)."""
     from tensorflow_datasets.core.utils import tqdm_utils
 
-    shown, start = tqdm_utils._active, time.monotonic()
+    shown = tqdm_utils._active
     tfds.display_progress_bar(False)
     chatter, logger = _TfdsChatter(), logging.get_absl_logger()
     logger.addFilter(chatter)
@@ -204,7 +205,7 @@ def _store(**arguments):
         logger.removeFilter(chatter)
         tfds.display_progress_bar(shown)
     logging.debug("tfds printed: %s", printed.getvalue().strip())
-    logging.info("Converted %s in %.0f s.", arguments["name"], time.monotonic() - start)
+    logging.info("Converted %s in %.0f s.", arguments["name"], time.monotonic() - started)
 
 
 def convert_local(data_dir, name, cache_dir):
@@ -221,8 +222,10 @@ def convert_local(data_dir, name, cache_dir):
     if prepared:
         return prepared
     logging.info("Converting the local %s files in %s into a tfds data dir at %s (once).", name, data_dir, tfds_dir)
+    started = time.monotonic()
     split_datasets = {split: _shuffled_examples(name, data_dir, split) for split in LOCAL_FILES[name]}
     _store(
+        started,
         name=name,
         version=LOCAL_VERSION,
         features=_local_features(name),
@@ -259,9 +262,11 @@ def _prepare_images(path, image_size, cache_dir):
     if prepared:
         return prepared
     logging.info("Converting %d images of %s at %dx%d into a tfds data dir at %s (once).", len(source), path, image_size, image_size, tfds_dir)
+    started = time.monotonic()
     images = list(source.images(source.names, image_size))
     order = np.random.default_rng([CONVERSION_SEED, len(images)]).permutation(len(images))
     _store(
+        started,
         name=IMAGES,
         version=LOCAL_VERSION,
         features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(image_size, image_size, 3))}),

@@ -68,14 +68,21 @@ def inference_function(generator):
     """`images = function(z)`: `generator`'s images in inference mode, as `generate`
     gives them, for loops that call it many times (a teacher cache, scoring).
 
-    A Keras generator's call is traced once into a graph (any batch size):
-    TensorFlow then fuses its layers instead of running them one by one from
-    Python, ~2x faster on small batches of a CPU (docs/EVALUATION.md). Other
-    callables (a SavedModel signature, a `.tflite` file) are called as they are.
+    A Keras generator's call is traced once into a graph (any batch size)
+    instead of running layer by layer from Python: filling the main job's
+    teacher cache (the d=32 MNIST teacher, 60,000 images in batches of 256)
+    took 5.8 s instead of 8.2-8.6 s on a 2-core AMD EPYC, with the same bits.
+    Other callables (a SavedModel signature, a `.tflite` file) are called as
+    they are.
     """
     if not isinstance(generator, keras.layers.Layer):
         return lambda z: generate(generator, z)
-    compiled = tf.function(lambda z: generate(generator, z), reduce_retracing=True)
+
+    def images(z):
+        return generate(generator, z)
+
+    # No control flow to convert: AutoGraph left out (it cannot read a function made here, and says so).
+    compiled = tf.function(images, reduce_retracing=True, autograph=False)
     return lambda z: compiled(tf.convert_to_tensor(z, tf.float32))
 
 
