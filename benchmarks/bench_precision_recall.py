@@ -1,10 +1,12 @@
 """Precision/recall's k-nearest-neighbour passes: the package's against numpy's, side by side.
 
-Each model a run scores costs four passes over a `N x N` distance matrix
-(the reference's radii, the generated set's radii, two coverages). The
-package computes them in float64 TensorFlow blocks with top-k
-(`kd_gan.evaluation.formulas`); the baseline is the same maths in numpy with
-`np.partition`, what the package used before. Rows: per feature dimension
+Each model a run scored cost four passes over an `N x N` distance matrix
+(the reference's radii, the generated set's radii, two coverages) in numpy
+with `np.partition`: the baseline here. The package computes them in
+float64 TensorFlow blocks with top-k, both coverages from one pass over the
+generated-to-reference distances, and the reference's radii once per run
+(`kd_gan.evaluation.formulas`): three passes for a run's first model, two
+after. Rows: per feature dimension
 (128: the MNIST classifier's; 2048: the FID Inception's), the seconds of one
 model's precision/recall for each implementation (median of interleaved
 rounds), the package's with the reference's radii given (as a run reuses

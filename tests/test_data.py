@@ -162,6 +162,18 @@ def test_a_truncated_archive_is_one_clear_error(tmp_path):
         data.load_dataset("cifar10", "train", 4, data_dir=str(tmp_path))
 
 
+def test_mnist_files_of_another_shape_are_refused_before_anything_is_written(tiny_mnist, tmp_path):
+    import shutil
+
+    from conftest import write_idx
+
+    shutil.copytree(tiny_mnist[0], tmp_path / "odd")
+    write_idx(tmp_path / "odd" / "mnist" / "train-images-idx3-ubyte.gz", np.zeros((40, 32, 32), np.uint8))
+    with pytest.raises(data.InputError, match=r"images of shape \(40, 32, 32\).*MNIST's are \(N, 28, 28\)"):
+        data.load_dataset("mnist", "train", 4, data_dir=str(tmp_path / "odd"), cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache" / "tfds").exists() or not any((tmp_path / "cache" / "tfds").rglob("dataset_info.json"))
+
+
 def test_a_missing_file_is_named(tiny_mnist, tmp_path):
     import shutil
 

@@ -158,6 +158,17 @@ def test_precision_recall_matches_brute_force_and_reads_fidelity_and_diversity()
         metrics.precision_recall(real[:3], shifted)
 
 
+def test_precision_recall_counts_points_on_a_ball_edge_and_divides_by_each_sets_size():
+    # Integer points: distances are exact, so a point on a ball's edge is a tie (<= counts it).
+    real = np.arange(6.0)[:, None]
+    fake = np.array([[-3.0]] * 4 + [[0.0]])
+    expected = reference_precision_recall(real, fake, 3)
+    assert expected == pytest.approx((1.0, 4 / 6))  # With < instead: (0.2, 0.5).
+    assert metrics.precision_recall(real, fake, k=3, chunk=2) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="chunk .* must be an integer >= 1. Received: chunk=0"):
+        metrics.precision_recall(real, fake, chunk=0)
+
+
 def test_manifold_radii_match_brute_force_and_given_radii_give_the_same_precision_recall():
     rng = np.random.default_rng(9)
     real, fake = rng.normal(size=(130, 6)), rng.normal(0.5, 1.2, size=(130, 6))

@@ -91,6 +91,12 @@ def _png_bytes(images, block=10_000):
 def _mnist_examples(data_dir, split):
     images_path, labels_path = (os.path.join(data_dir, p) for p in LOCAL_FILES["mnist"][split])
     images, labels = _read_idx(images_path), _read_idx(labels_path)
+    # tfds stores PNG bytes as given, unchecked: the shapes are checked here.
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{images_path} holds images of shape {images.shape} and {labels_path} labels of shape "
+            f"{labels.shape}; MNIST's are (N, 28, 28) and (N,)"
+        )
     # The lossless PNG tfds' Image feature would write: the same pixels when read back.
     for index, (png, label) in enumerate(zip(_png_bytes(images[..., None]), labels)):
         yield index, {"image": png, "label": int(label)}

@@ -124,7 +124,7 @@ def kernel_inception_distance(reference_activations, activations, max_block_size
 def _squared_distances(rows, columns):
     """`[len(rows), len(columns)]` squared Euclidean distances (float64 tensors in, float64 out)."""
     return tf.maximum(
-        tf.reduce_sum(rows**2, 1)[:, None] + tf.reduce_sum(columns**2, 1)[None, :]
+        tf.reduce_sum(tf.square(rows), 1)[:, None] + tf.reduce_sum(tf.square(columns), 1)[None, :]
         - 2.0 * tf.matmul(rows, columns, transpose_b=True),
         0.0,
     )
@@ -148,6 +148,11 @@ def _block_coverage(rows, rows_radii, manifold, manifold_radii):
     return rows_inside, tf.reduce_any(distances <= rows_radii[:, None], axis=0)
 
 
+def _check_chunk(chunk):
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk (rows per block of the distance matrix) must be an integer >= 1. Received: chunk={chunk!r}")
+
+
 def _blocks(points, chunk):
     return (points[start : start + chunk] for start in range(0, int(points.shape[0]), chunk))
 
@@ -166,6 +171,7 @@ def manifold_radii(points, k=3, chunk=1000):
     Returns:
         float64 array `[N]`.
     """
+    _check_chunk(chunk)
     points = tf.convert_to_tensor(np.asarray(points, np.float64))
     if points.shape[0] <= k:
         raise ValueError(f"manifold_radii needs more than k={k} rows; got {points.shape[0]}.")
@@ -186,6 +192,7 @@ def precision_recall(reference_activations, activations, k=3, chunk=1000, refere
     Returns:
         `(precision, recall)` in [0, 1].
     """
+    _check_chunk(chunk)
     reference = np.asarray(reference_activations, np.float64)
     generated = np.asarray(activations, np.float64)
     for name, points in (("reference_activations", reference), ("activations", generated)):

@@ -51,7 +51,8 @@ class ImageStatistics:
 
     def manifold_radii(self, rows, k):
         """Radii of the manifold of the first `rows` kept activations (k-th neighbour), computed once:
-        a run compares every model against the same reference rows."""
+        a run compares every model against the same reference rows. Kept per
+        `(rows, k)`: statistics are not changed once made (a new set is a new object)."""
         if (rows, k) not in self._radii:
             self._radii[(rows, k)] = formulas.manifold_radii(self.activations[:rows], k)
         return self._radii[(rows, k)]
