@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kd_gan import _compat
+from kd_gan.errors import check_integer
 from kd_gan.evaluation import _tfgan as tfgan
 
 
@@ -148,11 +149,6 @@ def _block_coverage(rows, rows_radii, manifold, manifold_radii):
     return rows_inside, tf.reduce_any(distances <= rows_radii[:, None], axis=0)
 
 
-def _check_chunk(chunk):
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk (rows per block of the distance matrix) must be an integer >= 1. Received: chunk={chunk!r}")
-
-
 def _blocks(points, chunk):
     return (points[start : start + chunk] for start in range(0, int(points.shape[0]), chunk))
 
@@ -171,8 +167,8 @@ def manifold_radii(points, k=3, chunk=1000):
     Returns:
         float64 array `[N]`.
     """
-    _check_chunk(chunk)
-    points = tf.convert_to_tensor(np.asarray(points, np.float64))
+    check_integer("chunk", chunk, 1, "chunk (rows per block of the distance matrix)")
+    points = tf.cast(tf.convert_to_tensor(points), tf.float64)  # No copy for a float64 tensor.
     if points.shape[0] <= k:
         raise ValueError(f"manifold_radii needs more than k={k} rows; got {points.shape[0]}.")
     return np.concatenate([_block_radii(rows, points, k).numpy() for rows in _blocks(points, chunk)])
@@ -192,7 +188,7 @@ def precision_recall(reference_activations, activations, k=3, chunk=1000, refere
     Returns:
         `(precision, recall)` in [0, 1].
     """
-    _check_chunk(chunk)
+    check_integer("chunk", chunk, 1, "chunk (rows per block of the distance matrix)")
     reference = np.asarray(reference_activations, np.float64)
     generated = np.asarray(activations, np.float64)
     for name, points in (("reference_activations", reference), ("activations", generated)):
@@ -207,14 +203,12 @@ def precision_recall(reference_activations, activations, k=3, chunk=1000, refere
     # Both shares from one pass over the generated-to-reference distances:
     # a generated row is precise when inside some reference ball, a reference
     # point recalled when inside some generated ball.
-    generated_radii = tf.constant(manifold_radii(generated, k, chunk))
     reference, generated = tf.constant(reference), tf.constant(generated)
+    generated_radii = tf.constant(manifold_radii(generated, k, chunk))
     reference_radii = tf.constant(np.asarray(reference_radii, np.float64))
     precise, recalled = 0, tf.zeros(reference.shape[0], tf.bool)
-    for start in range(0, int(generated.shape[0]), chunk):
-        inside, covered = _block_coverage(
-            generated[start : start + chunk], generated_radii[start : start + chunk], reference, reference_radii
-        )
+    for rows, rows_radii in zip(_blocks(generated, chunk), _blocks(generated_radii, chunk)):
+        inside, covered = _block_coverage(rows, rows_radii, reference, reference_radii)
         precise, recalled = precise + int(inside), tf.logical_or(recalled, covered)
     recall = int(tf.reduce_sum(tf.cast(recalled, tf.int64))) / int(reference.shape[0])
     return precise / int(generated.shape[0]), recall
