@@ -39,7 +39,7 @@ flags.DEFINE_string("teacher_path", None, "Distil this generator (.keras file or
 flags.DEFINE_list("teacher_depths", [str(d) for d in _DEFAULTS.teacher_depths], "Depth scale factors d of the teacher candidates; the best by FID is kept.")
 flags.DEFINE_list("student_depths", [str(d) for d in _DEFAULTS.student_depths], "Depth scale factors d of the students and scratch GANs.")
 flags.DEFINE_list("student_widths", [], "Width profiles of further students and their scratch GANs, each the channels of the feature maps from the 4x4 projection on joined by '-', e.g. 4-12-12-12 (64x64) or 4-8-8 (28x28, 32x32).")
-flags.DEFINE_list("student_init", list(_DEFAULTS.student_inits), "How students start, each a student of its own: random (the paper's) and/or pruned (the teacher pruned to the student's widths).")
+flags.DEFINE_list("student_init", list(_DEFAULTS.student_inits), "How students start, each a student of its own: random (the paper's), pruned (the teacher pruned to the student's widths) and/or refit (pruned, then each layer refit by least squares to the teacher's feature maps).")
 flags.DEFINE_integer("discriminator_depth", None, "d of the discriminators of scratch GANs and joint students (default: the student's d, or the last width of its profile).", lower_bound=1)
 flags.DEFINE_integer("teacher_discriminator_depth", _DEFAULTS.teacher_discriminator_depth, "d of the teacher candidates' discriminators (default: each teacher's own d).", lower_bound=1)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the latent vector z.", lower_bound=1)

@@ -86,13 +86,13 @@ def test_width_profiles_and_pruned_starts_train_their_own_students(tiny_mnist, t
 
     output_dir = tmp_path / "architectures"
     config = tiny_config(
-        tiny_mnist, output_dir, student_widths=((4, 4, 2),), student_inits=("random", "pruned"), student_epochs=0,
+        tiny_mnist, output_dir, student_widths=((4, 4, 2),), student_inits=("random", "pruned", "refit"), student_epochs=0,
     )
     results = experiment.run(config)
     names = [entry["name"] for entry in results["models"]]
     assert names == [
-        "teacher_d2", "student_mse_d1", "student_mse_d1_pruned", "scratch_d1",
-        "student_mse_w4-4-2", "student_mse_w4-4-2_pruned", "scratch_w4-4-2",
+        "teacher_d2", "student_mse_d1", "student_mse_d1_pruned", "student_mse_d1_refit", "scratch_d1",
+        "student_mse_w4-4-2", "student_mse_w4-4-2_pruned", "student_mse_w4-4-2_refit", "scratch_w4-4-2",
     ]
     by_name = {entry["name"]: entry for entry in results["models"]}
     assert by_name["scratch_w4-4-2"]["architecture"] == "w4-4-2" and by_name["scratch_w4-4-2"]["depth"] is None
@@ -105,6 +105,9 @@ def test_width_profiles_and_pruned_starts_train_their_own_students(tiny_mnist, t
         expected = prune_generator(teacher, widths)(z, training=False).numpy()
         np.testing.assert_allclose(pruned(z, training=False).numpy(), expected, atol=1e-6)
         assert not np.allclose(random_start(z, training=False).numpy(), expected, atol=1e-3)
+        refit = load_generator(str(output_dir / "students" / f"{name}_refit" / "generator.keras"))
+        expected = prune_generator(teacher, widths, refit_samples=1024, seed=config.seed)(z, training=False).numpy()
+        np.testing.assert_allclose(refit(z, training=False).numpy(), expected, atol=1e-5)
     markdown = (output_dir / "report.md").read_text()
     assert "| student (MSE, pruned start) | 4-4-2 |" in markdown and "| scratch GAN | 4-4-2 |" in markdown
 

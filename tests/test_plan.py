@@ -108,20 +108,21 @@ def test_no_module_reads_a_stage_identity_back_out_of_a_string():
 
 def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
     stages = plan_stages(config(
-        student_depths=(1,), student_widths=((4, 6, 4),), student_inits=("random", "pruned"), loss="mse",
+        student_depths=(1,), student_widths=((4, 6, 4),), student_inits=("random", "pruned", "refit"), loss="mse",
         distillation=("pixel",), qat_epochs=0, export=(), quantization=("none",),
     ))
     assert [stage.folder for stage in stages] == [
         "teachers/d4", "teachers/d8",
-        "students/mse_d1", "students/mse_d1_pruned", "scratch/d1",
-        "students/mse_w4-6-4", "students/mse_w4-6-4_pruned", "scratch/w4-6-4",
+        "students/mse_d1", "students/mse_d1_pruned", "students/mse_d1_refit", "scratch/d1",
+        "students/mse_w4-6-4", "students/mse_w4-6-4_pruned", "students/mse_w4-6-4_refit", "scratch/w4-6-4",
     ]
-    profile = stages[6]
+    profile = stages[7]
     assert profile.widths == (4, 6, 4) and profile.depth is None and profile.pruned
     assert profile.generator_arguments == {"widths": (4, 6, 4)} and profile.size_label == "widths 4-6-4"
     assert profile.label == "student (MSE, pruned start)"
+    assert stages[8].pruned and stages[8].label == "student (MSE, pruned and refit start)" and not stages[6].pruned
     # A profile's discriminator is the DCGAN one whose last map is as wide; a given depth overrides every one.
-    assert stages[7].discriminator_depth == 4 and stages[4].discriminator_depth == 1
+    assert stages[9].discriminator_depth == 4 and stages[5].discriminator_depth == 1
     override = plan_stages(config(student_widths=((4, 6, 4),), discriminator_depth=3, qat_epochs=0, export=(), quantization=("none",)))
     assert {stage.discriminator_depth for stage in override if stage.role != "teacher"} == {3}
 
@@ -133,6 +134,7 @@ def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
         (dict(student_widths=((4, 6, 6), (4, 6, 6))), "lists a profile twice"),
         (dict(student_inits=("random", "grown")), r"student_inits must be a non-empty tuple of distinct values"),
         (dict(student_inits=("pruned",), student_widths=((16, 6, 6),)), r"a student of widths \(16, 6, 6\) is wider"),
+        (dict(student_inits=("random", "refit"), student_widths=((16, 6, 6),)), r"'refit' prunes the teacher, and a student"),
         (dict(discriminator_depth=0), "discriminator_depth must be integers >= 1"),
     ],
 )

@@ -145,3 +145,44 @@ def test_pruning_refuses_what_it_cannot_do():
 
 def test_the_package_exports_pruning_at_its_top():
     assert kd_gan.prune_generator is prune_generator
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_refitting_at_the_teacher_widths_recovers_its_weights(shape):
+    """Nothing removed, and the teacher's batch norms holding the statistics of
+    its maps over the refit's latent vectors (which the refit gives the
+    student's): least squares finds the teacher's kernels and image bias again."""
+    teacher = randomised(Generator(LATENT, shape, 1))
+    refit_z = tf.random.stateless_normal((32, LATENT), seed=(5, 0))  # prune_generator's, for seed=5.
+    for position, layer in enumerate(teacher.network):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            maps = refit_z
+            for earlier in teacher.network[:position]:
+                maps = earlier(maps, training=False)
+            maps = np.reshape(maps.numpy(), (-1, maps.shape[-1])).astype("float64")
+            layer.moving_mean.assign(maps.mean(axis=0).astype("float32"))
+            layer.moving_variance.assign(maps.var(axis=0).astype("float32"))
+    student = prune_generator(teacher, teacher.widths, refit_samples=32, seed=5)
+    for mine, theirs in zip(student.network, teacher.network):
+        if isinstance(mine, keras.layers.Conv2DTranspose):
+            np.testing.assert_allclose(mine.kernel.numpy(), theirs.kernel.numpy(), atol=2e-3)
+            if mine.use_bias:
+                np.testing.assert_allclose(mine.bias.numpy(), theirs.bias.numpy(), atol=2e-3)
+    np.testing.assert_allclose(student(z(), training=False).numpy(), teacher(z(), training=False).numpy(), atol=1e-3)
+
+
+def test_refitting_brings_a_pruned_student_closer_to_the_teacher():
+    keras.utils.set_random_seed(1)
+    teacher = randomised(Generator(LATENT, (28, 28, 1), 4))
+    target = teacher(z(128), training=False).numpy()
+
+    def error(student):
+        return float(np.mean((student(z(128), training=False).numpy() - target) ** 2))
+
+    pruned = prune_generator(teacher, (8, 4, 2))
+    refit = prune_generator(teacher, (8, 4, 2), refit_samples=256, seed=3)
+    assert error(refit) < 0.8 * error(pruned)
+    # The projection (from z, nothing pruned before it) is the teacher's, refit or not.
+    np.testing.assert_array_equal(refit.network[0].kernel.numpy(), pruned.network[0].kernel.numpy())
+    with pytest.raises(InputError, match="refit_samples"):
+        prune_generator(teacher, (8, 4, 2), refit_samples=-1)

@@ -21,7 +21,7 @@ from kd_gan.distillation import teacher_cache as teacher_cache_lib
 from kd_gan.evaluation.classifiers import INCEPTION_ENGINES, INCEPTION_PRECISIONS
 from kd_gan.experiment.distribute import STRATEGIES
 from kd_gan.errors import InputError, check_integer
-from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, PRUNED, RANDOM, STUDENT_INITS
+from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, RANDOM, STUDENT_INITS
 from kd_gan.models.dcgan import check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
@@ -53,9 +53,11 @@ class ExperimentConfig:
         student_depths: d of the students and of their scratch baselines.
         student_widths: width profiles of further students and their scratch
             baselines (`Generator(widths=...)`), e.g. `((4, 12, 12, 12),)`.
-        student_inits: how each student starts: "random" (the paper's) and/or
-            "pruned" (`kd_gan.prune_generator` of the teacher); each is a
-            student of its own.
+        student_inits: how each student starts: "random" (the paper's),
+            "pruned" (`kd_gan.prune_generator` of the teacher) and/or "refit"
+            (pruned, then each layer refit by least squares to the teacher's
+            maps: `prune_generator(refit_samples=1024)`); each is a student of
+            its own.
         discriminator_depth: depth d of the discriminators of scratch GANs and
             joint students; None: the student's d, or the last width of its
             profile (the discriminator of the DCGAN whose last map is as wide).
@@ -304,13 +306,14 @@ class ExperimentConfig:
         for name in ("discriminator_depth", "teacher_discriminator_depth"):
             if getattr(self, name) is not None:
                 _check_at_least(name, getattr(self, name), 1)
-        if PRUNED in inits and not self.teacher_path:
+        pruning = [init for init in inits if init != RANDOM]
+        if pruning and not self.teacher_path:
             # A trained teacher's widths are known now; a given one's are checked when it is loaded.
             narrowest = min(self.teacher_depths)
             for profile in [dcgan_widths(d, size) for d in self.student_depths] + list(widths):
                 if any(w > t for w, t in zip(profile, dcgan_widths(narrowest, size))):
                     raise InputError(
-                        f"student_inits 'pruned' prunes the teacher, and a student of widths {profile} is wider "
+                        f"student_inits {pruning[0]!r} prunes the teacher, and a student of widths {profile} is wider "
                         f"than the d={narrowest} teacher's {dcgan_widths(narrowest, size)} somewhere."
                     )
 

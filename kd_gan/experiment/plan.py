@@ -20,8 +20,12 @@ MSE, JOINT, ADVERSARIAL = "mse", "joint", "adversarial"
 # Adversarial distillation with a discriminator conditioned on z (`Discriminator(latent_dim=...)`).
 ADVERSARIAL_Z = "adversarial_z"
 STUDENT_LOSSES = (MSE, JOINT, ADVERSARIAL, ADVERSARIAL_Z)
-RANDOM, PRUNED = "random", "pruned"
-STUDENT_INITS = (RANDOM, PRUNED)  # How a student starts: random weights, or the pruned teacher.
+RANDOM, PRUNED, REFIT = "random", "pruned", "refit"
+# How a student starts: random weights, the pruned teacher, or the pruned teacher refit layer by layer.
+STUDENT_INITS = (RANDOM, PRUNED, REFIT)
+REFIT_SAMPLES = 1024  # Latent vectors whose teacher maps the refit reproduces (`prune_generator`).
+_INIT_SUFFIXES = {RANDOM: "", PRUNED: "_pruned", REFIT: "_refit"}
+_INIT_LABELS = {RANDOM: "", PRUNED: ", pruned start", REFIT: ", pruned and refit start"}
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
 _LOSS_LABELS = {MSE: "MSE", JOINT: "joint", ADVERSARIAL: "adversarial", ADVERSARIAL_Z: "adversarial, z-conditioned"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
@@ -42,8 +46,9 @@ class StageSpec:
         fine_tune_epochs: for a further stage of a student (quantization-aware
             fine-tuning under int8 rounding), its epochs; 0 for a stage of its own.
         widths: instead of `depth`, the generator's width profile.
-        init: how a student starts: "random" or "pruned" (the teacher pruned
-            to its widths).
+        init: how a student starts: "random", "pruned" (the teacher pruned
+            to its widths) or "refit" (pruned, then each layer refit by least
+            squares to the teacher's maps).
         discriminator_depth: d of the discriminator beside it (adversarial
             stages); None: its own d, or the last width of its profile.
     """
@@ -65,8 +70,8 @@ class StageSpec:
             raise ValueError(f"A loss is given to students only; got role {self.role!r} with loss {self.loss!r}.")
         if (self.depth is None) == (self.widths is None):
             raise ValueError(f"A stage has a depth or widths; got depth={self.depth!r}, widths={self.widths!r}.")
-        if self.init not in STUDENT_INITS or (self.init == PRUNED and self.role != STUDENT):
-            raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, 'pruned' for students only.")
+        if self.init not in STUDENT_INITS or (self.init != RANDOM and self.role != STUDENT):
+            raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, other than 'random' for students only.")
         if self.discriminator_depth is None:
             object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 
@@ -135,7 +140,8 @@ class StageSpec:
 
     @property
     def pruned(self):
-        return self.init == PRUNED
+        """Starts from the pruned teacher (refit or not)."""
+        return self.init != RANDOM
 
     # Names and labels ---------------------------------------------------
 
@@ -161,7 +167,7 @@ class StageSpec:
     @property
     def leaf(self):
         leaf = f"{self._recipe}_{self.architecture}" if self.role == STUDENT else self.architecture
-        return leaf + ("_pruned" if self.pruned else "") + (f"_qat{self.fine_tune_epochs}" if self.fine_tuning else "")
+        return leaf + _INIT_SUFFIXES[self.init] + (f"_qat{self.fine_tune_epochs}" if self.fine_tuning else "")
 
     @property
     def folder(self):
@@ -178,7 +184,7 @@ class StageSpec:
         """A student's recipe in words ("MSE + features"); None for other roles."""
         if self.role != STUDENT:
             return None
-        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms) + (", pruned start" if self.pruned else "")
+        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms) + _INIT_LABELS[self.init]
 
     @property
     def label(self):

@@ -120,7 +120,10 @@ class Experiment:
         name = f"{stage.name.replace('+', '-')}_generator"
         if stage.spec.pruned:
             widths = stage.spec.widths or dcgan_widths(stage.spec.depth, self.image_shape[0])
-            return prune_generator(precision.float32_copy(teacher), widths, name=name, dtype=policy)
+            refit = plan_lib.REFIT_SAMPLES if stage.spec.init == plan_lib.REFIT else 0
+            return prune_generator(
+                precision.float32_copy(teacher), widths, name=name, dtype=policy, refit_samples=refit, seed=self.config.seed
+            )
         return Generator(self.config.latent_dim, self.image_shape, name=name, dtype=policy, **stage.spec.generator_arguments)
 
     def distil(self, stage, teacher):

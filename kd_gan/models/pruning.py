@@ -7,9 +7,10 @@ begins close to the teacher instead of from noise.
 """
 
 import numpy as np
+import tensorflow as tf
 from keras import layers
 
-from kd_gan.errors import InputError
+from kd_gan.errors import InputError, check_integer
 from kd_gan.models.dcgan import Generator, check_widths, generator_layout
 
 CRITERIA = ("batch_norm", "filter_norm")
@@ -40,7 +41,7 @@ def _kept(scores, count):
     return np.sort(np.argsort(-scores, kind="stable")[:count])
 
 
-def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs):
+def prune_generator(teacher, widths, criterion="batch_norm", name=None, refit_samples=0, seed=0, **kwargs):
     """A `Generator` of width profile `widths` holding the teacher's most
     important channels of every feature map, with their weights.
 
@@ -52,6 +53,16 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs
             norm after the map, the network-slimming criterion) or
             "filter_norm" (L2 norm of the weights that write the channel).
         name: the student's name (default: the teacher's with "_pruned").
+        refit_samples: with a positive count, each transposed convolution
+            after the first map is then refit by least squares, layer by layer,
+            so that from the student's own (pruned) inputs it best reproduces
+            the teacher's pre-normalisation outputs on the kept channels (the
+            image's logits for the last layer), over the teacher's maps for
+            this many latent vectors (channel-pruning reconstruction, He et al.
+            2017); each batch norm's moving statistics become those of the
+            student's own outputs, as its training normalises them. 0: the
+            teacher's weights as they are.
+        seed: seed of the refit's latent vectors.
         **kwargs: passed to the student `Generator`, e.g. `dtype` (a Keras policy).
 
     Returns:
@@ -60,7 +71,8 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs
 
     Raises:
         InputError: the teacher is not a kd_gan Generator, `criterion` is
-            unknown, or `widths` does not fit the teacher's layers.
+            unknown, `refit_samples` is negative, or `widths` does not fit
+            the teacher's layers.
 
     Example:
 
@@ -76,6 +88,7 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs
         )
     if criterion not in CRITERIA:
         raise InputError(f"Unknown pruning criterion {criterion!r}; choose one of {CRITERIA}.")
+    refit_samples = check_integer("refit_samples", refit_samples, 0)
     size = teacher.image_shape[0]
     widths = check_widths(widths, size)
     wider = [(i, w, t) for i, (w, t) in enumerate(zip(widths, teacher.widths)) if w > t]
@@ -88,6 +101,7 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs
     teacher_maps, teacher_output = _maps(teacher)
     student_maps, student_output = _maps(student)
     base = generator_layout(size)[0]
+    kept = []  # Per map, the teacher's channels the student keeps.
     previous = None  # Kept channels of the map before (None: the latent vector, all kept).
     for index, ((producer, norm), (target, target_norm)) in enumerate(zip(teacher_maps, student_maps)):
         width = teacher.widths[index]
@@ -101,9 +115,88 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, **kwargs
             units = keep
             target.kernel.assign(kernel[:, :, keep][:, :, :, previous])
         target_norm.set_weights([weight[units] for weight in norm.get_weights()])
+        kept.append(keep)
         previous = keep
     kernel = teacher_output.kernel.numpy()
     student_output.kernel.assign(kernel[:, :, :, previous])
     if teacher_output.use_bias:
         student_output.bias.assign(teacher_output.bias.numpy())
+    if refit_samples:
+        _refit(teacher, student, kept, refit_samples, seed)
     return student
+
+
+_REFIT_BATCH = 16
+_RIDGE = 1e-4  # Relative to each weight's diagonal entry of the normal equations.
+
+
+def _design(layer, inputs):
+    """The transposed convolution's output for each of its weights alone:
+    `(positions, k * k * channels_in)`, the least-squares design matrix (one
+    row per output position and sample), plus a ones column with a bias."""
+    k = layer.kernel_size[0]
+    channels = int(inputs.shape[-1])
+    count = k * k * channels
+    # kernel[kh, kw, p, c] = 1 where p = (kh * k + kw) * channels + c: output p is weight p's contribution.
+    identity = tf.reshape(tf.eye(count), (k, k, channels, count))
+    identity = tf.transpose(identity, (0, 1, 3, 2))
+    shape = tf.shape(inputs)
+    stride = layer.strides[0]
+    columns = tf.nn.conv2d_transpose(
+        inputs, identity, output_shape=(shape[0], shape[1] * stride, shape[2] * stride, count), strides=stride, padding="SAME"
+    )
+    columns = tf.reshape(columns, (-1, count))
+    if layer.use_bias:
+        columns = tf.concat([columns, tf.ones_like(columns[:, :1])], axis=1)
+    return columns
+
+
+def _run(stack, inputs, start, stop):
+    """Layers `start:stop` of a generator's network, in inference mode."""
+    for layer in stack.network[start:stop]:
+        inputs = layer(inputs, training=False)
+    return inputs
+
+
+def _refit(teacher, student, kept, samples, seed):
+    """Refits the student's transposed convolutions after the first, in order,
+    by ridge least squares from its own inputs to the teacher's outputs on the
+    kept channels (the image's logits for the last); sets each batch norm's
+    moving statistics to the student's outputs."""
+    z = tf.random.stateless_normal((samples, teacher.latent_dim), seed=(seed, 0))
+    batches = [z[i:i + _REFIT_BATCH] for i in range(0, samples, _REFIT_BATCH)]
+    convolutions = [i for i, layer in enumerate(student.network) if isinstance(layer, layers.Conv2DTranspose)]
+    first = convolutions[0]
+    teacher_inputs = [_run(teacher, batch, 0, first) for batch in batches]
+    student_inputs = [_run(student, batch, 0, first) for batch in batches]
+    for number, index in enumerate(convolutions):
+        layer, source = student.network[index], teacher.network[index]
+        # Convolution `number` writes map `number + 1` (the last: the image, every channel).
+        channels = kept[number + 1] if number + 1 < len(kept) else np.arange(layer.filters)
+        normal, moment = 0.0, 0.0
+        for t, s in zip(teacher_inputs, student_inputs):
+            target = tf.gather(tf.cast(source(t), tf.float64), channels, axis=-1)
+            columns = _design(layer, tf.cast(s, tf.float32))
+            # Products in float32 per batch, summed in float64.
+            normal += tf.cast(tf.matmul(columns, columns, transpose_a=True), tf.float64)
+            moment += tf.cast(tf.matmul(columns, tf.cast(tf.reshape(target, (-1, len(channels))), tf.float32), transpose_a=True), tf.float64)
+        normal = normal.numpy()
+        # Ridge scaled per weight (its own column's energy), so that small inputs are not
+        # shrunk beside the bias's column; a floor for inputs that are always zero.
+        ridge = _RIDGE * np.diag(normal) + 1e-9 * np.trace(normal) / len(normal)
+        solution = np.linalg.solve(normal + np.diag(ridge), moment.numpy())
+        k = layer.kernel_size[0]
+        weights = solution[: k * k * int(s.shape[-1])].reshape(k, k, int(s.shape[-1]), len(channels))
+        layer.kernel.assign(weights.transpose(0, 1, 3, 2).astype(np.float32))
+        if layer.use_bias:
+            layer.bias.assign(solution[-1].astype(np.float32))
+        stop = convolutions[number + 1] if number + 1 < len(convolutions) else len(student.network)
+        position = next((i for i in range(index, stop) if isinstance(student.network[i], layers.BatchNormalization)), None)
+        if position is not None:  # Statistics over the maps the refit layer writes (cropped where the layer crops).
+            norm = student.network[position]
+            outputs = [tf.cast(_run(student, s, index, position), tf.float64) for s in student_inputs]
+            outputs = tf.concat([tf.reshape(o, (-1, o.shape[-1])) for o in outputs], axis=0)
+            norm.moving_mean.assign(tf.cast(tf.reduce_mean(outputs, axis=0), norm.moving_mean.dtype))
+            norm.moving_variance.assign(tf.cast(tf.math.reduce_variance(outputs, axis=0), norm.moving_variance.dtype))
+        teacher_inputs = [_run(teacher, t, index, stop) for t in teacher_inputs]
+        student_inputs = [_run(student, s, index, stop) for s in student_inputs]
