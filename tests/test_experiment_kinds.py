@@ -108,6 +108,7 @@ def test_width_profiles_and_pruned_starts_train_their_own_students(tiny_mnist, t
         refit = load_generator(str(output_dir / "students" / f"{name}_refit" / "generator.keras"))
         expected = prune_generator(teacher, widths, refit_samples=1024, seed=config.seed)(z, training=False).numpy()
         np.testing.assert_allclose(refit(z, training=False).numpy(), expected, atol=1e-5)
+        assert not np.allclose(expected, pruned(z, training=False).numpy(), atol=1e-3)
     markdown = (output_dir / "report.md").read_text()
     assert "| student (MSE, pruned start) | 4-4-2 |" in markdown and "| scratch GAN | 4-4-2 |" in markdown
 

@@ -53,8 +53,8 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, refit_sa
             norm after the map, the network-slimming criterion) or
             "filter_norm" (L2 norm of the weights that write the channel).
         name: the student's name (default: the teacher's with "_pruned").
-        refit_samples: with a positive count, each transposed convolution
-            after the first map is then refit by least squares, layer by layer,
+        refit_samples: with a positive count, every transposed convolution
+            (each reads a pruned map) is then refit by least squares, in order,
             so that from the student's own (pruned) inputs it best reproduces
             the teacher's pre-normalisation outputs on the kept channels (the
             image's logits for the last layer), over the teacher's maps for
@@ -89,6 +89,7 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, refit_sa
     if criterion not in CRITERIA:
         raise InputError(f"Unknown pruning criterion {criterion!r}; choose one of {CRITERIA}.")
     refit_samples = check_integer("refit_samples", refit_samples, 0)
+    seed = check_integer("seed", seed, 0)
     size = teacher.image_shape[0]
     widths = check_widths(widths, size)
     wider = [(i, w, t) for i, (w, t) in enumerate(zip(widths, teacher.widths)) if w > t]
@@ -130,10 +131,11 @@ _REFIT_BATCH = 16
 _RIDGE = 1e-4  # Relative to each weight's diagonal entry of the normal equations.
 
 
-def _design(layer, inputs):
-    """The transposed convolution's output for each of its weights alone:
-    `(positions, k * k * channels_in)`, the least-squares design matrix (one
-    row per output position and sample), plus a ones column with a bias."""
+def _design(layer, inputs, crop=None):
+    """The transposed convolution's output for each of its weights alone,
+    cropped like the layer's output (`crop`: the `Cropping2D` after it, or
+    None): `(positions, k * k * channels_in)`, the least-squares design matrix
+    (one row per output position and sample), plus a ones column with a bias."""
     k = layer.kernel_size[0]
     channels = int(inputs.shape[-1])
     count = k * k * channels
@@ -145,6 +147,8 @@ def _design(layer, inputs):
     columns = tf.nn.conv2d_transpose(
         inputs, identity, output_shape=(shape[0], shape[1] * stride, shape[2] * stride, count), strides=stride, padding="SAME"
     )
+    if crop is not None:
+        columns = crop(columns)
     columns = tf.reshape(columns, (-1, count))
     if layer.use_bias:
         columns = tf.concat([columns, tf.ones_like(columns[:, :1])], axis=1)
@@ -159,8 +163,8 @@ def _run(stack, inputs, start, stop):
 
 
 def _refit(teacher, student, kept, samples, seed):
-    """Refits the student's transposed convolutions after the first, in order,
-    by ridge least squares from its own inputs to the teacher's outputs on the
+    """Refits every transposed convolution of the student, in order (each
+    reads a pruned map), by ridge least squares from its own inputs to the teacher's outputs on the
     kept channels (the image's logits for the last); sets each batch norm's
     moving statistics to the student's outputs."""
     z = tf.random.stateless_normal((samples, teacher.latent_dim), seed=(seed, 0))
@@ -173,18 +177,27 @@ def _refit(teacher, student, kept, samples, seed):
         layer, source = student.network[index], teacher.network[index]
         # Convolution `number` writes map `number + 1` (the last: the image, every channel).
         channels = kept[number + 1] if number + 1 < len(kept) else np.arange(layer.filters)
-        normal, moment = 0.0, 0.0
+        # The fit covers the positions the network keeps (28x28 images crop the 8x8 map to 7x7).
+        crop = student.network[index + 1] if isinstance(student.network[index + 1], layers.Cropping2D) else None
+        normal, moment, rows = 0.0, 0.0, 0
         for t, s in zip(teacher_inputs, student_inputs):
-            target = tf.gather(tf.cast(source(t), tf.float64), channels, axis=-1)
-            columns = _design(layer, tf.cast(s, tf.float32))
+            target = source(t) if crop is None else crop(source(t))
+            target = tf.gather(tf.cast(target, tf.float64), channels, axis=-1)
+            columns = _design(layer, tf.cast(s, tf.float32), crop)
+            rows += int(columns.shape[0])
             # Products in float32 per batch, summed in float64.
             normal += tf.cast(tf.matmul(columns, columns, transpose_a=True), tf.float64)
             moment += tf.cast(tf.matmul(columns, tf.cast(tf.reshape(target, (-1, len(channels))), tf.float32), transpose_a=True), tf.float64)
         normal = normal.numpy()
+        if rows < len(normal):
+            raise InputError(
+                f"refit_samples={samples} gives {layer.name!r} {rows} output positions for its {len(normal)} weights per "
+                f"channel: give at least {-(-len(normal) * samples // rows)} samples (1024 is the experiment's)."
+            )
         # Ridge scaled per weight (its own column's energy), so that small inputs are not
         # shrunk beside the bias's column; a floor for inputs that are always zero.
-        ridge = _RIDGE * np.diag(normal) + 1e-9 * np.trace(normal) / len(normal)
-        solution = np.linalg.solve(normal + np.diag(ridge), moment.numpy())
+        normal[np.diag_indices_from(normal)] += _RIDGE * np.diag(normal) + 1e-9 * np.trace(normal) / len(normal)
+        solution = np.linalg.solve(normal, moment.numpy())
         k = layer.kernel_size[0]
         weights = solution[: k * k * int(s.shape[-1])].reshape(k, k, int(s.shape[-1]), len(channels))
         layer.kernel.assign(weights.transpose(0, 1, 3, 2).astype(np.float32))
