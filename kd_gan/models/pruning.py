@@ -131,17 +131,21 @@ _REFIT_BATCH = 16
 _RIDGE = 1e-4  # Relative to each weight's diagonal entry of the normal equations.
 
 
-def _design(layer, inputs, crop=None):
-    """The transposed convolution's output for each of its weights alone,
-    cropped like the layer's output (`crop`: the `Cropping2D` after it, or
-    None): `(positions, k * k * channels_in)`, the least-squares design matrix
-    (one row per output position and sample), plus a ones column with a bias."""
+def _identity_kernel(layer, channels):
+    """A transposed-convolution kernel `(k, k, count, channels)` whose output p
+    is the contribution of the layer's weight p alone, p = (kh * k + kw) * channels + c."""
     k = layer.kernel_size[0]
-    channels = int(inputs.shape[-1])
     count = k * k * channels
-    # kernel[kh, kw, p, c] = 1 where p = (kh * k + kw) * channels + c: output p is weight p's contribution.
-    identity = tf.reshape(tf.eye(count), (k, k, channels, count))
-    identity = tf.transpose(identity, (0, 1, 3, 2))
+    return tf.transpose(tf.reshape(tf.eye(count), (k, k, channels, count)), (0, 1, 3, 2))
+
+
+def _design(layer, identity, inputs, crop=None):
+    """The transposed convolution's output for each of its weights alone
+    (`identity`: `_identity_kernel`), cropped like the layer's output (`crop`:
+    the `Cropping2D` after it, or None): `(positions, k * k * channels_in)`,
+    the least-squares design matrix (one row per output position and sample),
+    plus a ones column with a bias."""
+    count = identity.shape[2]
     shape = tf.shape(inputs)
     stride = layer.strides[0]
     columns = tf.nn.conv2d_transpose(
@@ -179,15 +183,17 @@ def _refit(teacher, student, kept, samples, seed):
         channels = kept[number + 1] if number + 1 < len(kept) else np.arange(layer.filters)
         # The fit covers the positions the network keeps (28x28 images crop the 8x8 map to 7x7).
         crop = student.network[index + 1] if isinstance(student.network[index + 1], layers.Cropping2D) else None
+        inputs = int(student_inputs[0].shape[-1])  # The kept channels of the map it reads.
+        identity = _identity_kernel(layer, inputs)
         normal, moment, rows = 0.0, 0.0, 0
         for t, s in zip(teacher_inputs, student_inputs):
             target = source(t) if crop is None else crop(source(t))
-            target = tf.gather(tf.cast(target, tf.float64), channels, axis=-1)
-            columns = _design(layer, tf.cast(s, tf.float32), crop)
+            target = tf.reshape(tf.gather(tf.cast(target, tf.float32), channels, axis=-1), (-1, len(channels)))
+            columns = _design(layer, identity, tf.cast(s, tf.float32), crop)
             rows += int(columns.shape[0])
             # Products in float32 per batch, summed in float64.
             normal += tf.cast(tf.matmul(columns, columns, transpose_a=True), tf.float64)
-            moment += tf.cast(tf.matmul(columns, tf.cast(tf.reshape(target, (-1, len(channels))), tf.float32), transpose_a=True), tf.float64)
+            moment += tf.cast(tf.matmul(columns, target, transpose_a=True), tf.float64)
         normal = normal.numpy()
         if rows < len(normal):
             raise InputError(
@@ -199,17 +205,20 @@ def _refit(teacher, student, kept, samples, seed):
         normal[np.diag_indices_from(normal)] += _RIDGE * np.diag(normal) + 1e-9 * np.trace(normal) / len(normal)
         solution = np.linalg.solve(normal, moment.numpy())
         k = layer.kernel_size[0]
-        weights = solution[: k * k * int(s.shape[-1])].reshape(k, k, int(s.shape[-1]), len(channels))
+        weights = solution[: k * k * inputs].reshape(k, k, inputs, len(channels))
         layer.kernel.assign(weights.transpose(0, 1, 3, 2).astype(np.float32))
         if layer.use_bias:
             layer.bias.assign(solution[-1].astype(np.float32))
         stop = convolutions[number + 1] if number + 1 < len(convolutions) else len(student.network)
         position = next((i for i in range(index, stop) if isinstance(student.network[i], layers.BatchNormalization)), None)
-        if position is not None:  # Statistics over the maps the refit layer writes (cropped where the layer crops).
-            norm = student.network[position]
-            outputs = [tf.cast(_run(student, s, index, position), tf.float64) for s in student_inputs]
-            outputs = tf.concat([tf.reshape(o, (-1, o.shape[-1])) for o in outputs], axis=0)
-            norm.moving_mean.assign(tf.cast(tf.reduce_mean(outputs, axis=0), norm.moving_mean.dtype))
-            norm.moving_variance.assign(tf.cast(tf.math.reduce_variance(outputs, axis=0), norm.moving_variance.dtype))
+        if position is None:  # The image layer: nothing reads its output.
+            continue
         teacher_inputs = [_run(teacher, t, index, stop) for t in teacher_inputs]
-        student_inputs = [_run(student, s, index, stop) for s in student_inputs]
+        # The maps the refit layer writes (cropped where the layer crops), once: their statistics
+        # become the batch norm's, then the rest of the stage runs on from them.
+        written = [_run(student, s, index, position) for s in student_inputs]
+        outputs = tf.concat([tf.reshape(tf.cast(o, tf.float64), (-1, o.shape[-1])) for o in written], axis=0)
+        norm = student.network[position]
+        norm.moving_mean.assign(tf.cast(tf.reduce_mean(outputs, axis=0), norm.moving_mean.dtype))
+        norm.moving_variance.assign(tf.cast(tf.math.reduce_variance(outputs, axis=0), norm.moving_variance.dtype))
+        student_inputs = [_run(student, o, position, stop) for o in written]
