@@ -39,11 +39,35 @@ def model(name, role, parameters, fid, num_samples=100, reference="mnist test", 
                          "mnist_score": 10 - fid / 100})
 
 
-def write_run(folder, models, dataset="mnist"):
+def write_run(folder, models, dataset="mnist", config=None):
     os.makedirs(folder)
     with open(os.path.join(folder, "results.json"), "w") as file:
-        json.dump({"dataset": dataset, "models": models}, file)
+        json.dump({"dataset": dataset, "models": models, **({"config": config} if config else {})}, file)
     return str(folder)
+
+
+def test_rows_name_the_settings_in_which_their_runs_differ_where_those_reach_the_model(tmp_path):
+    shared = dict(output_dir="ignored", student_epochs=20, mse_weight=1.0, mse_weight_end=None, discriminator_depth=None, seed=0)
+    models = lambda: [model("teacher", "teacher", 1000, 10.0), model("student_w2", "student", 10, 90.0),
+                      model("scratch_w2", "scratch", 10, 95.0)]
+    first = write_run(tmp_path / "a", models(), config=dict(shared))
+    second = write_run(tmp_path / "b", models(), config=dict(shared, output_dir="other", student_epochs=100, mse_weight_end=0.0))
+    third = write_run(tmp_path / "c", models(), config=dict(shared, output_dir="third", discriminator_depth=22))
+    old = write_run(tmp_path / "d", models())  # No configuration recorded: nothing to name.
+    collected, _ = pareto.collect([first, second, third, old])
+    settings = {(m["run"], m["name"]): m["settings"] for m in collected}
+    assert settings[(first, "teacher")] == ""  # Teachers: one teacher, checked apart.
+    assert settings[(first, "student_w2")] == "student_epochs=20, discriminator_depth=default, mse_weight_end=default"
+    assert settings[(second, "student_w2")] == "student_epochs=100, discriminator_depth=default, mse_weight_end=0.0"
+    # The pixel weight does not reach a scratch GAN; the epochs and the discriminator do.
+    assert settings[(second, "scratch_w2")] == "student_epochs=100, discriminator_depth=default"
+    assert settings[(third, "scratch_w2")] == "student_epochs=20, discriminator_depth=22"
+    assert settings[(old, "student_w2")] == ""
+    # Settings the runs share (mse_weight, seed) and the output folder are not named.
+    assert not any("mse_weight=" in s or "seed" in s or "output_dir" in s for s in settings.values())
+    table = pareto.write_front([first, second], str(tmp_path / "out"))
+    assert "| settings that differ |" in table.splitlines()[0]
+    assert f"| {second} | student_epochs=100, mse_weight_end=0.0 |" in table
 
 
 def test_runs_are_merged_with_one_teacher_and_the_front_written(tmp_path):

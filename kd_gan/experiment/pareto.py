@@ -8,7 +8,9 @@ Runs are compared only where their numbers mean the same: one data set, one
 teacher size, and, per metric, one sample count, reference set and feature
 network (FID depends on all three); anything else is refused with the run that
 differs. Seeds of one configuration are separate points: the front shows the
-best seed, so compare configurations at equal seed counts.
+best seed, so compare configurations at equal seed counts. The table names, for
+each model, the training settings in which its run differs from the others
+(epochs, pixel weight and its schedule, discriminator, ...).
 """
 
 import json
@@ -23,6 +25,17 @@ from kd_gan.evaluation.classifiers import score_name
 LOWER_IS_BETTER = ("fid", "kid")
 ROLE_STYLES = (("student", "students", "tab:blue", "o"), ("scratch", "scratch GANs", "tab:red", "^"),
                ("teacher", "teacher", "black", "*"))
+# Run settings that change how a student or scratch GAN trains, with the roles they reach: the
+# table names those that differ between the runs given, so that rows of one label from two runs
+# (e.g. 20 and 100 epochs, or another discriminator) say what made them differ.
+_BOTH, _STUDENT = ("student", "scratch"), ("student",)
+TRAINING_SETTINGS = {
+    "student_epochs": _BOTH, "steps_per_epoch": _BOTH, "batch_size": _BOTH, "objective": _BOTH,
+    "critic_steps": _BOTH, "learning_rate": _BOTH, "d_learning_rate": _BOTH, "discriminator_depth": _BOTH,
+    "ema_decay": _BOTH, "seed": _BOTH, "precision": _BOTH, "student_learning_rate": _STUDENT,
+    "mse_weight": _STUDENT, "mse_weight_end": _STUDENT, "feature_weight": _STUDENT, "perceptual_weight": _STUDENT,
+    "teacher_cache": _STUDENT, "cache_refresh_epochs": _STUDENT, "cache_storage": _STUDENT,
+}
 
 
 def pareto_front(points, lower_is_better=True):
@@ -71,10 +84,28 @@ def _same_teacher(entry, kept):
     )
 
 
+def differing_settings(runs):
+    """The `TRAINING_SETTINGS` whose values differ between the runs (`{run: results}`)
+    that record their configuration, by run: `{run: {setting: value}}`."""
+    configs = {run: results["config"] for run, results in runs.items() if isinstance(results.get("config"), dict)}
+    differing = [key for key in TRAINING_SETTINGS if len({json.dumps(c.get(key)) for c in configs.values()}) > 1]
+    return {run: {key: configs[run].get(key) for key in differing} if run in configs else {} for run in runs}
+
+
+def settings_label(settings, role):
+    """`settings` (from `differing_settings`) that reach a model of `role`, in words
+    (an unset setting, None in the configuration, as "default")."""
+    return ", ".join(
+        f"{key}={'default' if value is None else value}" for key, value in settings.items() if role in TRAINING_SETTINGS[key]
+    )
+
+
 def collect(run_dirs, metric="fid"):
     """The scored models of `run_dirs` (teachers, students and scratch GANs of every
     run, a teacher that several runs share once) as dicts `run, name, label, role,
-    parameters, compression_ratio, value`, and the data set.
+    settings, parameters, compression_ratio, value`, and the data set. `settings`
+    names the run's training settings that differ between the runs and reach the
+    model (`settings_label`): empty for teachers and where the runs agree.
 
     Compression is against the runs' teacher size. Models without a score for
     `metric` (e.g. a diverged GAN, whose FID is not finite) are left out and logged.
@@ -95,6 +126,7 @@ def collect(run_dirs, metric="fid"):
     if metric not in known:
         raise InputError(f"Unknown metric {metric!r} for {dataset}; choose one of {list(known)}.")
     models, teachers, scoring = [], [], []
+    settings = differing_settings(runs)
     for run, results in runs.items():
         for entry in results["models"]:
             quality = entry.get("quality") or {}
@@ -108,7 +140,7 @@ def collect(run_dirs, metric="fid"):
             scoring.append((run, (quality.get("num_samples"), quality.get("reference"), quality.get("classifier"))))
             models.append(dict(
                 run=run, name=entry["name"], label=entry["label"], size_label=entry.get("size_label") or "",
-                role=entry["role"], parameters=entry["parameters"],
+                role=entry["role"], settings=settings_label(settings[run], entry["role"]), parameters=entry["parameters"],
                 compression_ratio=teacher_parameters / entry["parameters"], value=quality[metric],
             ))
     if not models:
@@ -128,12 +160,13 @@ def front_table(models, metric, front):
     lower = metric in LOWER_IS_BETTER
     on_front = set(front)
     order = sorted(range(len(models)), key=lambda i: (-models[i]["parameters"], models[i]["value"] * (1 if lower else -1)))
-    lines = [f"| model | run | parameters | compression | {metric} | on the front |", "|---|---|---|---|---|---|"]
+    lines = [f"| model | run | settings that differ | parameters | compression | {metric} | on the front |",
+             "|---|---|---|---|---|---|---|"]
     for index in order:
         model = models[index]
         name = model["label"] + (f", {model['size_label']}" if model["size_label"] else "") + f" (`{model['name']}`)"
         lines.append(
-            f"| {name} | {model['run']} | {model['parameters']:,} | {model['compression_ratio']:,.1f}:1 | "
+            f"| {name} | {model['run']} | {model.get('settings', '')} | {model['parameters']:,} | {model['compression_ratio']:,.1f}:1 | "
             f"{model['value']:.4g} | {'yes' if index in on_front else ''} |"
         )
     return "\n".join(lines)
