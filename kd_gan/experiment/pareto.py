@@ -20,6 +20,7 @@ from absl import logging
 
 from kd_gan.errors import InputError
 from kd_gan.evaluation.classifiers import score_name
+from kd_gan.experiment.run_folder import recorded_config
 
 # Lower is better for these; higher for the data set's score (Inception or MNIST).
 LOWER_IS_BETTER = ("fid", "kid")
@@ -86,8 +87,12 @@ def _same_teacher(entry, kept):
 
 def differing_settings(runs):
     """The `TRAINING_SETTINGS` whose values differ between the runs (`{run: results}`)
-    that record their configuration, by run: `{run: {setting: value}}`."""
-    configs = {run: results["config"] for run, results in runs.items() if isinstance(results.get("config"), dict)}
+    that record their configuration, by run: `{run: {setting: value}}`. A field
+    newer than a run, or one that defaults to another's value, is compared at
+    the value it had there (`run_folder.recorded_config`)."""
+    configs = {
+        run: recorded_config(results["config"]) for run, results in runs.items() if isinstance(results.get("config"), dict)
+    }
     differing = [key for key in TRAINING_SETTINGS if len({json.dumps(c.get(key)) for c in configs.values()}) > 1]
     return {run: {key: configs[run].get(key) for key in differing} if run in configs else {} for run in runs}
 

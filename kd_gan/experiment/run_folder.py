@@ -33,6 +33,19 @@ OUTPUTS = (
 
 
 
+def recorded_config(recorded):
+    """A run's recorded configuration (its config.json, as JSON values) with
+    every field: one newer than the run at its default value, and the settings
+    that default to another's value derived from the run's own."""
+    defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
+    objective = recorded.get("objective", objectives.NON_SATURATING)
+    derived = {
+        "critic_steps": objectives.OBJECTIVE_DEFAULTS.get(objective, {}).get("critic_steps"),
+        "d_learning_rate": recorded.get("learning_rate"),
+    }
+    return {**defaults, **derived, **recorded}
+
+
 def check_output_dir(config, overwrite=False, keep=()):
     """Refuses a folder holding a run with another configuration; `overwrite`
     clears it (what a run writes, except the outputs named in `keep`)."""
@@ -48,17 +61,8 @@ def check_output_dir(config, overwrite=False, keep=()):
     if not os.path.isfile(path):
         return
     with open(path) as file:
-        previous = json.load(file)
+        previous = recorded_config(json.load(file))
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples as lists, like the file.
-    # A field newer than the folder's run had its default value there.
-    defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
-    # Settings that default to another's value: derived from the folder's own.
-    objective = previous.get("objective", objectives.NON_SATURATING)
-    derived = {
-        "critic_steps": objectives.OBJECTIVE_DEFAULTS.get(objective, {}).get("critic_steps"),
-        "d_learning_rate": previous.get("learning_rate"),
-    }
-    previous = {**defaults, **derived, **previous}
     changed = {
         key: (previous.get(key), value)
         for key, value in current.items()
