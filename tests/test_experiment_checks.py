@@ -136,6 +136,20 @@ def test_a_folder_from_before_the_objective_settings_resumes(tiny_mnist, tmp_pat
         experiment.check_output_dir(tiny_config(tiny_mnist, tmp_path, objective="hinge"))
 
 
+def test_a_finished_run_gains_its_scratch_gans_in_place_without_training_its_students_again(tiny_mnist, tmp_path):
+    first = experiment.run(tiny_config(tiny_mnist, tmp_path, scratch=False))
+    assert [entry["method"] for entry in first["models"]].count("scratch") == 0
+    students = {entry["name"]: entry["path"] for entry in first["models"] if entry["method"] != "scratch"}
+    before = {name: weights_of(load_generator(str(tmp_path / path))) for name, path in students.items()}
+    second = experiment.run(tiny_config(tiny_mnist, tmp_path, scratch=True))
+    assert [entry["method"] for entry in second["models"]].count("scratch") == 1
+    for name, path in students.items():
+        after = weights_of(load_generator(str(tmp_path / path)))
+        assert all(np.array_equal(a, b) for a, b in zip(before[name], after)), name
+    with pytest.raises(ValueError, match="seed: 0 -> 1"):  # Settings of the trained stages still may not change.
+        experiment.check_output_dir(tiny_config(tiny_mnist, tmp_path, scratch=False, seed=1))
+
+
 def test_every_generator_is_saved_with_its_averaged_weights(tiny_mnist, tmp_path):
     # The average does not change the steps a GAN takes: both runs go through the same
     # raw weights (equal losses), and every saved weight differs. (Students differ anyway:

@@ -20,6 +20,8 @@ RERUNNABLE_FIELDS = frozenset(
         "grid_columns", "verbose", "distillation", "qat_epochs",
         # The scoring pass: its statistics and evaluations are named by it, so a change re-scores.
         "inception_precision", "inception_engine",
+        # The scratch GANs are stages of their own: a finished run gains its baselines in place.
+        "scratch",
     }
 )
 LOCK_FILE = _io.LOCK_FILE  # Held (flock) by the process writing the folder.
