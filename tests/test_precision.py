@@ -268,3 +268,20 @@ def test_a_bfloat16_run_on_a_cpu_without_bfloat16_units_trains_every_stage_in_fl
     results = experiment.run(config)
     policies = {entry["training"]["dtype_policy"] for entry in results["teacher_candidates"] + results["models"]}
     assert policies == {"float32"}
+
+
+def test_the_report_names_stages_an_earlier_invocation_trained_in_another_precision():
+    from kd_gan.experiment import report
+
+    def results(run_precision, **policies):
+        models = [{"name": name, "training": {"dtype_policy": policy}} for name, policy in policies.items()]
+        return {"precision": run_precision, "models": [{"name": "teacher", "training": None}] + models}
+
+    auto = {"precision": "auto"}
+    # Students trained in bfloat16 on one machine, their scratch GAN added on another where auto chose float32.
+    assert report._precision_sentence(auto, results("float32", student_a="mixed_bfloat16", scratch_a="float32")) == (
+        "float32 (precision auto on this machine) (student_a in bfloat16, trained by an earlier invocation)")
+    assert report._precision_sentence(auto, results("bfloat16", student_a="mixed_bfloat16")) == (
+        "bfloat16 (precision auto on this machine)")
+    sentence = report._precision_sentence({"precision": "bfloat16"}, results("bfloat16", student_a="mixed_bfloat16", scratch_a="float32"))
+    assert sentence.startswith("bfloat16 (scratch_a in float32: bfloat16 would slow them down")

@@ -120,17 +120,24 @@ def results_table(results):
 
 
 def _precision_sentence(config, results):
-    """The run's precision, naming the stages that trained in float32 instead (`Experiment.stage_policy`)."""
-    requested = results.get("precision") or config.get("precision", "float32")
-    if config.get("precision") == "auto":
-        requested = f"{requested} (precision auto on this machine)"
+    """The run's precision, naming the stages that trained in float32 instead
+    (`Experiment.stage_policy`) and those an earlier invocation trained in
+    another precision (`precision=auto` resolved on another machine)."""
+    chosen = results.get("precision") or config.get("precision", "float32")
+    requested = f"{chosen} (precision auto on this machine)" if config.get("precision") == "auto" else chosen
     entries = {entry["name"]: entry for entry in results.get("teacher_candidates", []) + results.get("models", [])}
-    in_float32 = [name for name, entry in entries.items()
-                  if (entry.get("training") or {}).get("dtype_policy") == "float32" and not requested.startswith("float32")]
-    if not in_float32:
-        return requested
-    return (f"{requested} ({', '.join(in_float32)} in float32: {requested} would slow them down on this CPU, "
-            "their steps being too small to gain from it or the CPU emulating it)")
+    trained = {name: (entry.get("training") or {}).get("dtype_policy") for name, entry in entries.items()}
+    trained = {name: policy.removeprefix("mixed_") for name, policy in trained.items() if policy}
+    in_float32 = [name for name, dtype in trained.items() if dtype == "float32" and chosen != "float32"]
+    elsewhere = {}
+    for name, dtype in trained.items():
+        if dtype not in ("float32", chosen):
+            elsewhere.setdefault(dtype, []).append(name)
+    notes = [f"{', '.join(names)} in {dtype}, trained by an earlier invocation" for dtype, names in elsewhere.items()]
+    if in_float32:
+        notes.append(f"{', '.join(in_float32)} in float32: {chosen} would slow them down on this CPU, "
+                     "their steps being too small to gain from it or the CPU emulating it")
+    return f"{requested} ({'; '.join(notes)})" if notes else requested
 
 
 def shipped_table(results):
