@@ -4,6 +4,7 @@ grids and plots (the scores come from `kd_gan.evaluation`)."""
 import csv
 import os
 
+import keras
 import numpy as np
 
 from kd_gan.evaluation import classifiers
@@ -126,14 +127,14 @@ def _precision_sentence(config, results):
     chosen = results.get("precision") or config.get("precision", "float32")
     requested = f"{chosen} (precision auto on this machine)" if config.get("precision") == "auto" else chosen
     entries = {entry["name"]: entry for entry in results.get("teacher_candidates", []) + results.get("models", [])}
-    trained = {name: (entry.get("training") or {}).get("dtype_policy") for name, entry in entries.items()}
-    trained = {name: policy.removeprefix("mixed_") for name, policy in trained.items() if policy}
-    in_float32 = [name for name, dtype in trained.items() if dtype == "float32" and chosen != "float32"]
-    elsewhere = {}
-    for name, dtype in trained.items():
-        if dtype not in ("float32", chosen):
-            elsewhere.setdefault(dtype, []).append(name)
-    notes = [f"{', '.join(names)} in {dtype}, trained by an earlier invocation" for dtype, names in elsewhere.items()]
+    differing = {}  # Compute dtype -> the stages that trained in it instead of the run's.
+    for name, entry in entries.items():
+        policy = (entry.get("training") or {}).get("dtype_policy")
+        dtype = keras.dtype_policies.get(policy).compute_dtype if policy else chosen
+        if dtype != chosen:
+            differing.setdefault(dtype, []).append(name)
+    in_float32 = differing.pop("float32", [])
+    notes = [f"{', '.join(names)} in {dtype}, trained by an earlier invocation" for dtype, names in differing.items()]
     if in_float32:
         notes.append(f"{', '.join(in_float32)} in float32: {chosen} would slow them down on this CPU, "
                      "their steps being too small to gain from it or the CPU emulating it")
