@@ -40,6 +40,7 @@ flags.DEFINE_list("teacher_depths", [str(d) for d in _DEFAULTS.teacher_depths], 
 flags.DEFINE_list("student_depths", [str(d) for d in _DEFAULTS.student_depths], "Depth scale factors d of the students and scratch GANs.")
 flags.DEFINE_list("student_widths", [], "Width profiles of further students and their scratch GANs, each the channels of the feature maps from the 4x4 projection on joined by '-', e.g. 4-12-12-12 (64x64) or 4-8-8 (28x28, 32x32).")
 flags.DEFINE_list("student_init", list(_DEFAULTS.student_inits), "How students start, each a student of its own: random (the paper's), pruned (the teacher pruned to the student's widths) and/or refit (pruned, then each layer refit by least squares to the teacher's feature maps).")
+flags.DEFINE_list("student_block", list(_DEFAULTS.student_blocks), "How the hidden stages of students and scratch GANs upsample, each an architecture of its own: transposed (the paper's stride-2 transposed convolution) and/or separable (nearest upsampling, then a depthwise-separable convolution: about four times the channels at a budget; random start only).")
 flags.DEFINE_integer("discriminator_depth", None, "d of the discriminators of scratch GANs and joint students (default: the student's d, or the last width of its profile).", lower_bound=1)
 flags.DEFINE_integer("teacher_discriminator_depth", _DEFAULTS.teacher_discriminator_depth, "d of the teacher candidates' discriminators (default: each teacher's own d).", lower_bound=1)
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the latent vector z.", lower_bound=1)
@@ -116,6 +117,8 @@ def config_from_flags():
     }
     if FLAGS["student_init"].present:
         values["student_inits"] = tuple(FLAGS.student_init)
+    if FLAGS["student_block"].present:
+        values["student_blocks"] = tuple(FLAGS.student_block)
     values.update(dataset=FLAGS.dataset, loss=",".join(FLAGS.loss), strategy=FLAGS.strategy)
     if "output_dir" not in values:
         suffix = f"_{FLAGS.preset}" if FLAGS.preset and FLAGS.preset != NO_PRESET else ""

@@ -11,6 +11,13 @@ with `python -m kd_gan.evaluate --dataset=celeb_a --generator=<that file>
 --num_samples=10000 --inception_precision=bfloat16 --seed=1`.
 
     python benchmarks/probe_student_layout.py runs/celeb_a_t150 4,12,12,12
+
+`--separable` replaces each transposed conv before the image's by nearest
+upsampling and a depthwise-separable 5x5 conv (25 + w_out parameters per input
+channel instead of 25 w_out); `--zmap` makes z itself the 4x4 map (no projection: widths
+8,... for latent 128); `--precision=float32` trains in float32 (TF's
+depthwise kernels are slower in bfloat16 on CPU); `--teacher=PATH` reads the
+teacher from PATH instead of the run.
 """
 
 import json
@@ -28,27 +35,43 @@ from kd_gan.models.any_generator import load_generator
 from kd_gan.distillation.teacher_cache import TeacherCache
 
 
-def probe_student(widths, latent_dim=128):
-    """z -> 4x4xwidths[0] -> one stride-2 5x5 transposed conv per width -> 64x64x3 (tanh)."""
+def _upsample(width, separable, use_bias=False):
+    """A stride-2 5x5 transposed conv, or nearest upsampling and a depthwise-separable 5x5 conv."""
     layers = keras.layers
-    network = [keras.Input((latent_dim,)), layers.Dense(16 * widths[0], use_bias=False), layers.BatchNormalization(),
-               layers.ReLU(), layers.Reshape((4, 4, widths[0]))]
+    if separable:
+        return [layers.UpSampling2D(2), layers.SeparableConv2D(width, 5, padding="same", use_bias=use_bias)]
+    return [layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=use_bias)]
+
+
+def probe_student(widths, latent_dim=128, separable=False, zmap=False):
+    """z -> 4x4xwidths[0] -> one 2x upsampling 5x5 conv per width -> 64x64x3 (tanh).
+
+    With `zmap`, z itself is the 4x4 map (widths[0] = latent_dim / 16): no
+    projection, so the first map keeps all of z rather than a projection of it.
+    """
+    layers = keras.layers
+    if zmap:
+        if widths[0] * 16 != latent_dim:
+            raise ValueError(f"zmap needs widths[0] = latent_dim / 16 = {latent_dim / 16}; got widths={widths}")
+        network = [keras.Input((latent_dim,)), layers.Reshape((4, 4, widths[0]))]
+    else:
+        network = [keras.Input((latent_dim,)), layers.Dense(16 * widths[0], use_bias=False),
+                   layers.BatchNormalization(), layers.ReLU(), layers.Reshape((4, 4, widths[0]))]
     for width in widths[1:]:
-        network += [layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=False),
-                    layers.BatchNormalization(), layers.ReLU()]
-    network += [layers.Conv2DTranspose(3, 5, strides=2, padding="same"), layers.Activation("tanh", dtype="float32")]
+        network += _upsample(width, separable) + [layers.BatchNormalization(), layers.ReLU()]
+    network += _upsample(3, False, use_bias=True) + [layers.Activation("tanh", dtype="float32")]
     return keras.Sequential(network, name="probe_student")
 
 
-def main(run, widths):
-    teacher = load_generator(os.path.join(run, "teachers", "d32", "generator.keras"))
+def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False):
+    teacher = load_generator(teacher_path or os.path.join(run, "teachers", "d32", "generator.keras"))
     keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    student = probe_student(widths)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if compute == "bfloat16" else "float32")
+    student = probe_student(widths, separable=separable, zmap=zmap)
     keras.mixed_precision.set_global_policy("float32")
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
-    distiller = Distiller(precision.with_policy(teacher, precision.policy("bfloat16")), student, loss="mse", seed=0)
+    distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0)
     distiller.compile(student_optimizer=optimizers.objective_optimizer(objectives.NON_SATURATING, 1e-3, 0.999))
     cache = TeacherCache(os.path.join(run, "teacher_cache"), teacher, size=10000)
     cache.fill()
@@ -56,13 +79,19 @@ def main(run, widths):
     distiller.fit(cache.dataset(batch_size=64), epochs=100, steps_per_epoch=150, verbose=2)
     folder = os.path.join(run, "probe_layout")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "w" + "-".join(map(str, widths)) + ".keras")
+    path = os.path.join(folder, ("z" if zmap else "") + ("sep" if separable else "w") + "-".join(map(str, widths)) + f"_{compute}.keras")
     precision.float32_copy(student).save(path)
-    record = {"widths": widths, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
+    record = {"widths": widths, "separable": separable, "zmap": zmap, "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
     with open(path + ".json", "w") as file:
         json.dump(record, file, indent=2)
     print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")])
+    options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
+                   for argument in sys.argv[3:])
+    unknown = set(options) - {"separable", "zmap", "teacher", "precision"}
+    if unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32"):
+        sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --teacher=PATH, --precision=bfloat16|float32")
+    main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")), zmap=bool(options.get("zmap")),
+         teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"))

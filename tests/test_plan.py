@@ -136,11 +136,35 @@ def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
         (dict(student_inits=("pruned",), student_widths=((16, 6, 6),)), r"a student of widths \(16, 6, 6\) is wider"),
         (dict(student_inits=("random", "refit"), student_widths=((16, 6, 6),)), r"'refit' prunes the teacher, and a student"),
         (dict(discriminator_depth=0), "discriminator_depth must be integers >= 1"),
+        (dict(student_blocks=("transposed", "dense")), r"student_blocks must be a non-empty tuple of distinct values from"),
+        (dict(student_blocks=()), r"student_blocks must be a non-empty tuple"),
+        (dict(student_blocks=("separable",), student_inits=("random", "pruned")),
+         r"separable students start from random weights .* student_inits 'pruned' needs transposed blocks"),
     ],
 )
 def test_bad_student_architectures_are_refused_before_anything_runs(changes, message):
     with pytest.raises(InputError, match=message):
         config(qat_epochs=0, export=(), quantization=("none",), **changes)
+
+
+def test_separable_blocks_are_architectures_of_their_own_with_their_scratch_gans():
+    stages = plan_stages(config(
+        student_depths=(1,), student_widths=((4, 6, 6),), student_blocks=("transposed", "separable"), loss="mse",
+        distillation=("pixel",), qat_epochs=0, export=(), quantization=("none",),
+    ))
+    assert [stage.folder for stage in stages if stage.role != "teacher"] == [
+        "students/mse_d1", "scratch/d1", "students/mse_d1_separable", "scratch/d1_separable",
+        "students/mse_w4-6-6", "scratch/w4-6-6", "students/mse_w4-6-6_separable", "scratch/w4-6-6_separable",
+    ]
+    separable = stages[-1]
+    assert separable.generator_arguments == {"widths": (4, 6, 6), "block": "separable"}
+    assert separable.size_label == "widths 4-6-6, separable" and separable.discriminator_depth == 6
+    # The paper's stages keep their arguments and names.
+    assert stages[-3].generator_arguments == {"widths": (4, 6, 6)} and stages[-3].leaf == "w4-6-6"
+    with pytest.raises(InputError, match="qat_epochs=2 needs transposed blocks"):
+        config(student_blocks=("separable",))
+    with pytest.raises(ValueError, match="only 'transposed' is pruned or fine-tuned"):
+        StageSpec("student", depth=1, epochs=1, loss="mse", init="pruned", block="separable")
 
 
 def test_widths_alone_need_no_student_depths():

@@ -22,7 +22,7 @@ from kd_gan.evaluation.classifiers import INCEPTION_ENGINES, INCEPTION_PRECISION
 from kd_gan.experiment.distribute import STRATEGIES
 from kd_gan.errors import InputError, check_integer
 from kd_gan.experiment.plan import DISTILLATION_TERMS, PIXEL, RANDOM, STUDENT_INITS
-from kd_gan.models.dcgan import check_widths, dcgan_widths
+from kd_gan.models.dcgan import BLOCKS, TRANSPOSED, check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
 BOTH = "both"  # The paper's two students: mse and joint.
@@ -58,6 +58,10 @@ class ExperimentConfig:
             (pruned, then each layer refit by least squares to the teacher's
             maps: `prune_generator(refit_samples=1024)`); each is a student of
             its own.
+        student_blocks: how the hidden stages of students and their scratch
+            GANs upsample (`Generator(block=...)`): "transposed" (the
+            paper's) and/or "separable" (about four times the channels at a
+            budget; started from random weights), each an architecture of its own.
         discriminator_depth: depth d of the discriminators of scratch GANs and
             joint students; None: the student's d, or the last width of its
             profile (the discriminator of the DCGAN whose last map is as wide).
@@ -162,6 +166,7 @@ class ExperimentConfig:
     student_depths: Tuple[int, ...] = (2,)
     student_widths: Tuple[Tuple[int, ...], ...] = ()
     student_inits: Tuple[str, ...] = (RANDOM,)
+    student_blocks: Tuple[str, ...] = (TRANSPOSED,)
     discriminator_depth: Optional[int] = None
     teacher_discriminator_depth: Optional[int] = None
     latent_dim: int = 128
@@ -307,6 +312,15 @@ class ExperimentConfig:
             if getattr(self, name) is not None:
                 _check_at_least(name, getattr(self, name), 1)
         pruning = [init for init in inits if init != RANDOM]
+        blocks = self.student_blocks
+        if isinstance(blocks, str) or not blocks or len(set(blocks)) != len(blocks) or not set(blocks) <= set(BLOCKS):
+            raise InputError(f"student_blocks must be a non-empty tuple of distinct values from {BLOCKS}. Received: {blocks!r}")
+        if set(blocks) - {TRANSPOSED} and (pruning or self.qat_epochs):
+            setting = f"student_inits {pruning[0]!r}" if pruning else f"qat_epochs={self.qat_epochs}"
+            raise InputError(
+                f"student_blocks {blocks!r}: separable students start from random weights and have no "
+                f"quantization-aware fine-tuning; {setting} needs transposed blocks. Run them separately."
+            )
         if pruning and not self.teacher_path:
             # A trained teacher's widths are known now; a given one's are checked when it is loaded.
             narrowest = min(self.teacher_depths)

@@ -11,6 +11,8 @@ folders are found and resumed).
 import dataclasses
 from typing import Optional, Tuple
 
+from kd_gan.models.dcgan import BLOCKS, TRANSPOSED
+
 TEACHER, STUDENT, SCRATCH = "teacher", "student", "scratch"
 ROLES = (TEACHER, STUDENT, SCRATCH)
 PIXEL = "pixel"  # The paper's student: pixel MSE to the teacher, nothing else distilled.
@@ -51,6 +53,9 @@ class StageSpec:
             squares to the teacher's maps).
         discriminator_depth: d of the discriminator beside it (adversarial
             stages); None: its own d, or the last width of its profile.
+        block: how its generator's hidden stages upsample (`Generator(block=...)`):
+            "transposed" (the paper's) or "separable" (students from random
+            weights, without quantization-aware fine-tuning).
     """
 
     role: str
@@ -62,6 +67,7 @@ class StageSpec:
     widths: Optional[Tuple[int, ...]] = None
     init: str = RANDOM
     discriminator_depth: Optional[int] = None
+    block: str = TRANSPOSED
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -72,6 +78,8 @@ class StageSpec:
             raise ValueError(f"A stage has a depth or widths; got depth={self.depth!r}, widths={self.widths!r}.")
         if self.init not in STUDENT_INITS or (self.init != RANDOM and self.role != STUDENT):
             raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, other than 'random' for students only.")
+        if self.block not in BLOCKS or (self.block != TRANSPOSED and (self.init != RANDOM or self.fine_tuning)):
+            raise ValueError(f"block {self.block!r}: one of {BLOCKS}; only 'transposed' is pruned or fine-tuned.")
         if self.discriminator_depth is None:
             object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 
@@ -135,8 +143,9 @@ class StageSpec:
 
     @property
     def generator_arguments(self):
-        """`Generator` keyword arguments of its architecture: `depth` or `widths`."""
-        return {"depth": self.depth} if self.widths is None else {"widths": self.widths}
+        """`Generator` keyword arguments of its architecture: `depth` or `widths`, and a `block` other than the paper's."""
+        size = {"depth": self.depth} if self.widths is None else {"widths": self.widths}
+        return size if self.block == TRANSPOSED else {**size, "block": self.block}
 
     @property
     def pruned(self):
@@ -147,13 +156,16 @@ class StageSpec:
 
     @property
     def architecture(self):
-        """"d2", or "w4-12-12-12" for a width profile: its part of names and folders."""
-        return f"d{self.depth}" if self.widths is None else "w" + "-".join(map(str, self.widths))
+        """"d2", or "w4-12-12-12" for a width profile ("w4-40-40-40_separable" for
+        separable stages): its part of names and folders."""
+        size = f"d{self.depth}" if self.widths is None else "w" + "-".join(map(str, self.widths))
+        return size if self.block == TRANSPOSED else f"{size}_{self.block}"
 
     @property
     def size_label(self):
-        """"d=2", or "widths 4-12-12-12"."""
-        return f"d={self.depth}" if self.widths is None else "widths " + "-".join(map(str, self.widths))
+        """"d=2", or "widths 4-12-12-12" (", separable" added for separable stages)."""
+        size = f"d={self.depth}" if self.widths is None else "widths " + "-".join(map(str, self.widths))
+        return size if self.block == TRANSPOSED else f"{size}, {self.block}"
 
     @property
     def method(self):
@@ -195,7 +207,8 @@ class StageSpec:
 def plan_stages(config):
     """Every training stage of a run, in the order the plan lists them: the
     teacher candidates (none with a given teacher), then for each student
-    architecture (`student_depths`, then `student_widths`) each loss x kind x
+    architecture (`student_depths`, then `student_widths`, each in every one
+    of `student_blocks`) each loss x kind x
     init student (each followed by its quantization-aware fine-tuning when
     `config.qat_epochs`) and the scratch GAN of that architecture.
 
@@ -211,8 +224,9 @@ def plan_stages(config):
             StageSpec(TEACHER, depth, config.teacher_epochs, discriminator_depth=config.teacher_discriminator_depth)
             for depth in config.teacher_depths
         ]
-    architectures = [dict(depth=depth) for depth in config.student_depths]
-    architectures += [dict(depth=None, widths=tuple(widths)) for widths in config.student_widths]
+    sizes = [dict(depth=depth) for depth in config.student_depths]
+    sizes += [dict(depth=None, widths=tuple(widths)) for widths in config.student_widths]
+    architectures = [dict(size, block=block) for size in sizes for block in config.student_blocks]
     for architecture in architectures:
         for loss in config.losses:
             for kind in config.distillation:

@@ -43,7 +43,7 @@ from keras import layers
 
 from kd_gan.export import converters, subpixel, tflite_graph
 from kd_gan.errors import InputError
-from kd_gan.models.dcgan import Generator
+from kd_gan.models.dcgan import TRANSPOSED, Generator
 
 TANH_RANGE = (-1.0, 127.0 / 128.0)  # LiteRT's int8 tanh output: scale 1/128, zero point 0.
 _WEIGHTED = (layers.Dense, layers.Conv2DTranspose)
@@ -86,6 +86,11 @@ class QuantizedView(keras.Model):
             raise InputError(
                 f"QuantizedView takes a kd_gan.Generator (its layers are what the int8 file holds). "
                 f"Received: {type(generator).__name__}"
+            )
+        if generator.block != TRANSPOSED:
+            raise InputError(
+                f"QuantizedView simulates transposed-conv generators only; got block={generator.block!r}. "
+                "Export a separable generator with post-training int8 quantization (export_tflite) instead."
             )
         if generator.dtype_policy.compute_dtype != "float32":
             raise InputError(

@@ -37,6 +37,8 @@ def count_multiply_accumulates(model, batch_size=1):
       padding trims) are counted too. With stride 2 and "same" padding this
       is the usual deconvolution count (the same number as the Conv2D whose
       gradient it is, with input and output swapped).
+    - `SeparableConv2D`: output positions x in_channels x depth_multiplier
+      x (kernel_h x kernel_w + filters): the depthwise taps, then the 1x1 mix.
 
     Biases, batch normalisation, activations, reshapes, flattening and crops
     are element-wise or move data only: they are not counted. A layer with
@@ -81,6 +83,11 @@ def count_multiply_accumulates(model, batch_size=1):
         elif isinstance(layer, layers.Conv2DTranspose):
             positions, channels = _spatial_and_channels(shape, layer.data_format)
             total += shape[0] * positions * math.prod(layer.kernel_size) * channels * layer.filters
+        elif isinstance(layer, layers.SeparableConv2D):  # Depthwise k x k per channel, then a 1x1 mix.
+            positions, _ = _spatial_and_channels(output_shape, layer.data_format)
+            _, channels = _spatial_and_channels(shape, layer.data_format)
+            depthwise = channels * layer.depth_multiplier
+            total += shape[0] * positions * depthwise * (math.prod(layer.kernel_size) + layer.filters)
         elif isinstance(layer, layers.Conv2D):
             positions, _ = _spatial_and_channels(output_shape, layer.data_format)
             _, channels = _spatial_and_channels(shape, layer.data_format)
@@ -88,7 +95,7 @@ def count_multiply_accumulates(model, batch_size=1):
         elif layer.weights and not isinstance(layer, layers.BatchNormalization):
             raise InputError(
                 f"count_multiply_accumulates does not know layer {layer.name!r} of type {type(layer).__name__}; "
-                f"it counts Dense, Conv2D and Conv2DTranspose and skips BatchNormalization and layers without weights."
+                f"it counts Dense, Conv2D, SeparableConv2D and Conv2DTranspose and skips BatchNormalization and layers without weights."
             )
         shape = output_shape
     return int(total)

@@ -31,6 +31,8 @@ from kd_gan.errors import InputError, check_integer
 
 KERNEL_SIZE = 5  # DCGAN / WGAN-GP convention for 5x5 (transposed) convolutions.
 BASE_SIZE = 4  # Spatial size of the first generator feature map.
+TRANSPOSED, SEPARABLE = "transposed", "separable"
+BLOCKS = (TRANSPOSED, SEPARABLE)  # How a generator's hidden stages double the map.
 
 
 def _validate_image_shape(image_shape):
@@ -171,6 +173,12 @@ class Generator(_LayerStack):
             4x4 projection to the last map before the image, e.g.
             `(4, 12, 12, 12)` for 64x64 images: a budget spent on the path to
             the image rather than on the projection. `depth` is then None.
+        block: how each hidden stage doubles its map: "transposed" (the
+            paper's stride-2 5x5 transposed convolution) or "separable"
+            (nearest 2x upsampling, then a depthwise-separable 5x5
+            convolution: 25 + w_out parameters per input channel instead of
+            25 w_out, so about four times the channels at a small budget). The
+            stage that draws the image stays a transposed convolution.
         **kwargs: passed to `keras.Model`, e.g. `name`, or `dtype`: a Keras
             policy such as "mixed_bfloat16" (`kd_gan.models.policy`), which
             every layer computes under (the tanh output stays float32).
@@ -181,11 +189,15 @@ class Generator(_LayerStack):
     generator = Generator(latent_dim=128, image_shape=(28, 28, 1), depth=4)
     images = generator(keras.random.normal((16, 128)), training=False)
     small = Generator(latent_dim=128, image_shape=(64, 64, 3), widths=(4, 12, 12, 12))
+    separable = Generator(latent_dim=128, image_shape=(64, 64, 3), widths=(4, 40, 40, 40), block="separable")
     ```
     """
 
-    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=None, widths=None, **kwargs):
+    def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=None, widths=None, block=TRANSPOSED, **kwargs):
         super().__init__(**kwargs)
+        if block not in BLOCKS:
+            raise InputError(f"block must be one of {BLOCKS}. Received: block={block!r}")
+        self.block = block
         latent_dim = check_integer("latent_dim", latent_dim, 1)
         self.latent_dim = latent_dim
         self.image_shape = _validate_image_shape(image_shape)
@@ -208,20 +220,17 @@ class Generator(_LayerStack):
             layers.ReLU(name="project_relu", dtype=dtype),
             layers.Reshape((sizes[0], sizes[0], widths[0]), name="to_feature_map", dtype=dtype),
         ]
-        # One stride-2 transposed conv per size step; the last one emits the image.
+        # One 2x upsampling conv per size step; the last one (transposed) emits the image.
         for stage, (size, previous) in enumerate(zip(sizes[1:], sizes[:-1]), start=1):
             is_output = stage == len(sizes) - 1
-            self.network.append(
-                layers.Conv2DTranspose(
-                    self.image_shape[2] if is_output else widths[stage],
-                    KERNEL_SIZE,
-                    strides=2,
-                    padding="same",
-                    use_bias=is_output,
-                    name="to_image" if is_output else f"upsample_{stage}",
-                    dtype=dtype,
-                )
-            )
+            if block == SEPARABLE and not is_output:
+                self.network += [
+                    layers.UpSampling2D(2, name=f"resize_{stage}", dtype=dtype),
+                    layers.SeparableConv2D(widths[stage], KERNEL_SIZE, padding="same", use_bias=False,
+                                           name=f"upsample_{stage}", dtype=dtype),
+                ]
+            else:
+                self.network.append(self._transposed(stage, is_output, dtype))
             if 2 * previous > size:
                 self.network.append(
                     layers.Cropping2D(((0, 2 * previous - size), (0, 2 * previous - size)),
@@ -241,12 +250,24 @@ class Generator(_LayerStack):
         # counts, weight copies and saving work before the first call.
         self.build((None, self.latent_dim))
 
+    def _transposed(self, stage, is_output, dtype):
+        """The stride-2 5x5 transposed conv of `stage`: the image's, or a hidden map's (no bias: a norm follows)."""
+        return layers.Conv2DTranspose(
+            self.image_shape[2] if is_output else self.widths[stage],
+            KERNEL_SIZE,
+            strides=2,
+            padding="same",
+            use_bias=is_output,
+            name="to_image" if is_output else f"upsample_{stage}",
+            dtype=dtype,
+        )
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self.image_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, image_shape=list(self.image_shape), depth=self.depth)
+        config.update(latent_dim=self.latent_dim, image_shape=list(self.image_shape), depth=self.depth, block=self.block)
         if self.depth is None:
             config["widths"] = list(self.widths)
         return config

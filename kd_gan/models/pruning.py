@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras import layers
 
 from kd_gan.errors import InputError, check_integer
-from kd_gan.models.dcgan import Generator, check_widths, generator_layout
+from kd_gan.models.dcgan import SEPARABLE, TRANSPOSED, Generator, check_widths, generator_layout
 
 CRITERIA = ("batch_norm", "filter_norm")
 
@@ -85,6 +85,12 @@ def prune_generator(teacher, widths, criterion="batch_norm", name=None, refit_sa
         raise InputError(
             f"prune_generator takes a kd_gan Generator (its layers are known); got {type(teacher).__name__}. "
             "Distil another generator into a kd_gan.Generator first, or start the student from random weights."
+        )
+    block = kwargs.pop("block", TRANSPOSED)
+    if TRANSPOSED != teacher.block or TRANSPOSED != block:
+        raise InputError(
+            f"prune_generator copies transposed-conv stages into transposed-conv stages; got a teacher of block "
+            f"{teacher.block!r} and a student of block {block!r}. Start a {SEPARABLE!r} student from random weights."
         )
     if criterion not in CRITERIA:
         raise InputError(f"Unknown pruning criterion {criterion!r}; choose one of {CRITERIA}.")
