@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 from kd_gan import Distiller, Generator, count_multiply_accumulates, count_parameters, latent_dataset, load_generator
+import kd_gan
 from kd_gan import prune_generator
+from kd_gan.distillation.teacher_cache import teacher_identity
 from kd_gan.errors import InputError
 from kd_gan.export import QuantizedView, export_tflite
 
@@ -84,10 +86,15 @@ def test_a_separable_generator_round_trips_through_keras_files(tmp_path):
     loaded = load_generator(str(tmp_path / "g.keras"))
     assert loaded.block == "separable" and loaded.widths == (4, 16, 16)
     np.testing.assert_array_equal(loaded(z(), training=False).numpy(), generator(z(), training=False).numpy())
-    # Configs written before blocks existed carry none: they are the transposed generator.
+    # The paper's generators write no block: their configs, files and teacher fingerprints stay as before.
     config = Generator(LATENT, (28, 28, 1), 2).get_config()
-    config.pop("block")
-    assert Generator.from_config(config).block == "transposed"
+    assert "block" not in config and Generator.from_config(config).block == "transposed"
+
+
+def test_the_kept_teachers_keep_the_fingerprint_their_caches_were_written_under():
+    # Teacher caches are found by this fingerprint (class, config, weights): a config key added
+    # for every generator would orphan each cache of the kept teacher.
+    assert teacher_identity(kd_gan.pretrained("celeb_a_d32")) == "weights-96728febb41c9c0f"
 
 
 def test_a_separable_generator_exports_a_verified_int8_file(tmp_path):

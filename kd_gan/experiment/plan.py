@@ -79,7 +79,10 @@ class StageSpec:
         if self.init not in STUDENT_INITS or (self.init != RANDOM and self.role != STUDENT):
             raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, other than 'random' for students only.")
         if self.block not in BLOCKS or (self.block != TRANSPOSED and (self.init != RANDOM or self.fine_tuning)):
-            raise ValueError(f"block {self.block!r}: one of {BLOCKS}; only 'transposed' is pruned or fine-tuned.")
+            raise ValueError(
+                f"block {self.block!r} with init={self.init!r}, fine_tune_epochs={self.fine_tune_epochs}: "
+                f"one of {BLOCKS}; only 'transposed' is pruned or fine-tuned."
+            )
         if self.discriminator_depth is None:
             object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 

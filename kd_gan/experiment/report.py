@@ -111,13 +111,20 @@ def results_table(results):
         if row["kid_std"] is not None:
             kid += f" ± {1000 * row['kid_std']:.1f}"
         lines.append(
-            f"| {row['label']} | {row['depth'] or (row['size_label'] or '').replace('widths ', '')} | {row['parameters']:,} | "
+            f"| {row['label']} | {_size_cell(row)} | {row['parameters']:,} | "
             f"{ratio(row['compression_ratio'])} | {_number(row['score'], 2)} | {_number(row['fid'], 1)} | {kid} | "
             f"{_number(row['precision'], 3)} | {_number(row['recall'], 3)} | "
             f"{_number(row['vol'], 0)} | {_number(row['mse_to_teacher'], 4)} | {_number(row['psnr_db'], 1)} | "
             f"{_number(row['generator_steps'], 0)} | {_number(row['train_wall_time_s'], 0)} |"
         )
     return "\n".join(lines)
+
+
+def _size_cell(row):
+    """The "d" column: "2", "4-12-12-12", "4-40-40-40, separable" (the depth alone for older results)."""
+    if row["size_label"]:
+        return row["size_label"].replace("widths ", "").replace("d=", "")
+    return row["depth"] or ""
 
 
 def _precision_sentence(config, results):

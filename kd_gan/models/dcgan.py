@@ -267,7 +267,9 @@ class Generator(_LayerStack):
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, image_shape=list(self.image_shape), depth=self.depth, block=self.block)
+        config.update(latent_dim=self.latent_dim, image_shape=list(self.image_shape), depth=self.depth)
+        if self.block != TRANSPOSED:  # The paper's generators keep the config (and teacher fingerprint) they always had.
+            config["block"] = self.block
         if self.depth is None:
             config["widths"] = list(self.widths)
         return config
