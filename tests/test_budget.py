@@ -41,3 +41,33 @@ def test_impossible_budgets_and_bad_ratios_are_refused_naming_the_value():
         propose_widths(teacher, ratio=0.5)
     with pytest.raises(InputError, match="Give a teacher and a ratio"):
         propose_widths(parameters=1000)
+
+
+@pytest.mark.parametrize(
+    "shape, latent_dim, widths",
+    [((28, 28, 1), 32, (2, 18, 18)), ((32, 32, 3), 128, (2, 30, 30)), ((64, 64, 3), 128, (4, 40, 40, 40)),
+     ((64, 64, 3), 100, (7, 1, 5, 2))],
+)
+def test_separable_counts_without_building_match_the_built_generator(shape, latent_dim, widths):
+    built = count_parameters(Generator(latent_dim, shape, widths=widths, block="separable"))
+    assert generator_parameters(widths, shape, latent_dim, block="separable") == built
+
+
+def test_a_separable_proposal_keeps_the_projection_and_widens_the_path_to_the_image():
+    teacher = Generator(128, (64, 64, 3), depth=32)
+    widths = propose_widths(teacher, ratio=87, block="separable")
+    assert widths == (4, 43, 43, 43)  # The transposed proposal's projection (4), the rest widened from 12.
+    budget = count_parameters(teacher) / 87
+    assert count_parameters(Generator(128, (64, 64, 3), widths=widths, block="separable")) <= budget
+    assert generator_parameters((4, 44, 44, 44), (64, 64, 3), 128, block="separable") > budget
+    # A budget the projection nearly fills: the hidden stages are never narrower than the transposed proposal's.
+    tight = propose_widths(parameters=2_300, image_shape=(64, 64, 3), latent_dim=128, block="separable")
+    assert tight[0] == 1 and min(tight[1:]) >= 1
+    assert generator_parameters(tight, (64, 64, 3), 128, block="separable") <= 2_300
+
+
+def test_an_unknown_block_is_refused_naming_the_value():
+    with pytest.raises(InputError, match="block='depthwise'"):
+        propose_widths(parameters=10_000, image_shape=(28, 28, 1), latent_dim=32, block="depthwise")
+    with pytest.raises(InputError, match="block='depthwise'"):
+        generator_parameters((2, 6, 6), (28, 28, 1), 32, block="depthwise")

@@ -2,6 +2,7 @@
 
 from kd_gan.data.loading import IMAGE_SHAPES
 from kd_gan.errors import InputError
+from kd_gan.models.dcgan import BLOCKS
 from kd_gan.models import PAPER_RATIOS, Discriminator, Generator, count_parameters, propose_widths
 
 
@@ -38,22 +39,26 @@ def paper_ratio_pairs(image_shapes, student_depths=(1, 2, 4), depths=DEPTHS + (1
 
 
 def proposed_profiles(image_shapes, teacher_depths=(32, 128), latent_dims=None):
-    """Markdown: per data set and teacher d, `propose_widths` at the paper's ratio and its count."""
+    """Markdown: per data set and teacher d, `propose_widths` at the paper's ratio and its count,
+    for transposed and for separable hidden stages."""
     latent_dims = latent_dims or {}
-    lines = ["| data set | latent | teacher d | teacher parameters | paper ratio | proposed widths | parameters | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data set | latent | teacher d | teacher parameters | paper ratio | block | proposed widths | parameters "
+             "| ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, shape in image_shapes.items():
         latent_dim = latent_dims.get(name, 128)
         for depth in teacher_depths:
             teacher = Generator(latent_dim, shape, depth)
             row = f"| {name} | {latent_dim} | {depth} | {count_parameters(teacher):,} | {PAPER_RATIOS[name]}:1 | "
-            try:
-                widths = propose_widths(teacher, PAPER_RATIOS[name])
-            except InputError:  # The budget is below the smallest profile.
-                lines.append(row + "none fits | - | - |")
-                continue
-            student = count_parameters(Generator(latent_dim, shape, widths=widths))
-            lines.append(row + f"{'-'.join(map(str, widths))} | {student:,} | {count_parameters(teacher) / student:,.0f}:1 |")
+            for block in BLOCKS:
+                try:
+                    widths = propose_widths(teacher, PAPER_RATIOS[name], block=block)
+                except InputError:  # The budget is below the smallest profile.
+                    lines.append(row + f"{block} | none fits | - | - |")
+                    continue
+                student = count_parameters(Generator(latent_dim, shape, widths=widths, block=block))
+                lines.append(row + f"{block} | {'-'.join(map(str, widths))} | {student:,} | "
+                             f"{count_parameters(teacher) / student:,.0f}:1 |")
     return "\n".join(lines)
 
 
