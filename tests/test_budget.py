@@ -60,10 +60,30 @@ def test_a_separable_proposal_keeps_the_projection_and_widens_the_path_to_the_im
     budget = count_parameters(teacher) / 87
     assert count_parameters(Generator(128, (64, 64, 3), widths=widths, block="separable")) <= budget
     assert generator_parameters((4, 44, 44, 44), (64, 64, 3), 128, block="separable") > budget
-    # A budget the projection nearly fills: the hidden stages are never narrower than the transposed proposal's.
-    tight = propose_widths(parameters=2_300, image_shape=(64, 64, 3), latent_dim=128, block="separable")
-    assert tight[0] == 1 and min(tight[1:]) >= 1
-    assert generator_parameters(tight, (64, 64, 3), 128, block="separable") <= 2_300
+    assert propose_widths(Generator(128, (32, 32, 3), depth=32), ratio=58, block="separable") == (2, 33, 33)
+
+
+@pytest.mark.parametrize("shape, latent_dim", [((28, 28, 1), 32), ((32, 32, 3), 128), ((64, 64, 3), 128)])
+@pytest.mark.parametrize("parameters", [2_700, 9_000, 40_000, 250_000])
+def test_a_separable_proposal_is_the_widest_of_its_shape_and_never_narrower_than_the_transposed(
+        shape, latent_dim, parameters):
+    transposed = propose_widths(parameters=parameters, image_shape=shape, latent_dim=latent_dim)
+    separable = propose_widths(parameters=parameters, image_shape=shape, latent_dim=latent_dim, block="separable")
+    assert separable[0] == transposed[0]
+    assert all(wide >= narrow for wide, narrow in zip(separable[1:], transposed[1:]))
+    assert len(set(separable[1:])) == 1
+    assert generator_parameters(separable, shape, latent_dim, "separable") <= parameters
+    wider = (separable[0],) + tuple(width + 1 for width in separable[1:])
+    assert generator_parameters(wider, shape, latent_dim, "separable") > parameters
+
+
+def test_a_budget_only_the_transposed_block_fits_is_refused_for_separable_stages():
+    # At width 1 a separable stage costs 25 + 1 parameters against the transposed 25.
+    assert propose_widths(parameters=661, image_shape=(28, 28, 1), latent_dim=32) == (1, 1, 1)
+    with pytest.raises(InputError, match="No separable width profile fits 661 .* \\(1, 1, 1\\), has 662"):
+        propose_widths(parameters=661, image_shape=(28, 28, 1), latent_dim=32, block="separable")
+    with pytest.raises(InputError, match="No separable width profile .* \\(1, 1, 1, 1\\), has 2,280"):
+        propose_widths(parameters=2_200, image_shape=(64, 64, 3), latent_dim=128, block="separable")
 
 
 def test_an_unknown_block_is_refused_naming_the_value():

@@ -2,8 +2,8 @@
 
 from kd_gan.data.loading import IMAGE_SHAPES
 from kd_gan.errors import InputError
-from kd_gan.models.dcgan import BLOCKS
 from kd_gan.models import PAPER_RATIOS, Discriminator, Generator, count_parameters, propose_widths
+from kd_gan.models.dcgan import BLOCKS
 
 
 DEPTHS = (1, 2, 4, 8, 16, 32, 64, 128)

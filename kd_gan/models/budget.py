@@ -12,34 +12,31 @@ With `block="separable"` (depthwise-separable hidden stages) a channel pair
 costs 25 + w_out parameters per input channel instead of 25 w_out, so the same
 budget holds about four times the channels. The profile keeps the transposed
 proposal's projection `w0` and widens the rest: `(4, 43, 43, 43)` at 87:1 of
-the CelebA teacher. The profiles measured that way (CelebA `(4, 40, 40, 40)`
-at 93:1, CIFAR-10 `(2, 30, 30)` at 62:1) beat the transposed profiles of
-their budget by 36-43 FID (docs/RESULTS.md).
+the CelebA teacher. The separable profiles measured, CelebA `(4, 40, 40, 40)`
+(its proposal at 93:1) and CIFAR-10 `(2, 30, 30)` (at 62:1), beat transposed
+profiles of about their budget by 36-43 FID (docs/RESULTS.md).
 
 ```python
 teacher = kd_gan.pretrained("celeb_a_d32")
 widths = propose_widths(teacher, ratio=87)          # (4, 12, 12, 12)
 student = Generator(teacher.latent_dim, teacher.image_shape, widths=widths)
+wide = propose_widths(teacher, ratio=87, block="separable")  # (4, 43, 43, 43)
+student = Generator(teacher.latent_dim, teacher.image_shape, widths=wide, block="separable")
 ```
 """
 
 from kd_gan.errors import InputError, check_integer
 from kd_gan.models.counting import count_parameters
-from kd_gan.models.dcgan import BLOCKS, KERNEL_SIZE, SEPARABLE, TRANSPOSED, generator_layout
+from kd_gan.models.dcgan import KERNEL_SIZE, SEPARABLE, TRANSPOSED, check_block, generator_layout
 
 # Teacher:student parameter ratios the paper reports (Aguinaldo et al., 2019, Table 1).
 PAPER_RATIOS = {"mnist": 1669, "cifar10": 58, "celeb_a": 87}
 
 
-def _check_block(block):
-    if block not in BLOCKS:
-        raise InputError(f"block must be one of {BLOCKS}. Received: block={block!r}")
-
-
 def generator_parameters(widths, image_shape, latent_dim, block=TRANSPOSED):
     """Parameters of `Generator(latent_dim, image_shape, widths=widths, block=block)`, counted
     as `count_parameters` does (batch-norm moving statistics included), without building it."""
-    _check_block(block)
+    check_block(block)
     sizes = generator_layout(image_shape[0])
     channels = image_shape[2]
     taps = KERNEL_SIZE * KERNEL_SIZE
@@ -57,14 +54,29 @@ def generator_parameters(widths, image_shape, latent_dim, block=TRANSPOSED):
 def propose_widths(teacher=None, ratio=None, *, parameters=None, image_shape=None, latent_dim=None,
                    block=TRANSPOSED):
     """A width profile `(w0, w, ..., w)` for a student of at most `parameters`
-    (default: the teacher's count / `ratio`) drawing `image_shape` from `latent_dim`
-    with hidden stages of `block` ("transposed" or "separable").
+    (default: the teacher's count / `ratio`) drawing `image_shape` from `latent_dim`.
 
-    `teacher` (a kd_gan `Generator`, or any generator with `latent_dim` and
-    `image_shape` attributes) gives the count, shape and latent size unless they
-    are passed. Raises `InputError` when not even `(1, 1, ...)` fits.
+    Args:
+        teacher: a kd_gan `Generator`, or any generator with `latent_dim` and
+            `image_shape` attributes; gives the count, shape and latent size
+            unless they are passed.
+        ratio: teacher:student parameters (>= 1), with `teacher`.
+        parameters: the budget, instead of a teacher and a ratio.
+        image_shape, latent_dim: the student's, instead of the teacher's.
+        block: the student's hidden stages, "transposed" (`w0 = round(w / 3)`,
+            at least 1, at the widest `w`) or "separable" (the transposed
+            proposal's `w0`, then the widest `w`).
+
+    Raises `InputError` when no profile of that block fits, naming the smallest.
+
+    Example:
+
+    ```python
+    propose_widths(parameters=2_634, image_shape=(28, 28, 1), latent_dim=32)  # (2, 6, 6)
+    propose_widths(parameters=2_634, image_shape=(28, 28, 1), latent_dim=32, block="separable")  # (2, 18, 18)
+    ```
     """
-    _check_block(block)
+    check_block(block)
     if teacher is not None:
         image_shape = tuple(teacher.image_shape) if image_shape is None else image_shape
         latent_dim = teacher.latent_dim if latent_dim is None else latent_dim
@@ -77,22 +89,29 @@ def propose_widths(teacher=None, ratio=None, *, parameters=None, image_shape=Non
     check_integer("latent_dim", latent_dim, 1, "an integer >= 1")
     maps = len(generator_layout(image_shape[0])) - 1
 
-    def profile(first, width):
-        return (first,) + (width,) * (maps - 1)
+    def count(widths, kind):
+        return generator_parameters(widths, image_shape, latent_dim, kind)
 
-    def widest(fitting, block):
-        smallest = generator_parameters(fitting(1), image_shape, latent_dim, block)
-        if smallest > parameters:
+    def widest(first, kind, width=1):
+        """The widest `(first(w), w, ..., w)` of `kind` within the budget, searched up from `width`."""
+        def profile(w):
+            return (first(w),) + (w,) * (maps - 1)
+
+        if count(profile(width), kind) > parameters:
             raise InputError(
-                f"No width profile fits {parameters:,.0f} parameters for {tuple(image_shape)} images from a latent "
-                f"of {latent_dim}: the smallest, {fitting(1)}, has {smallest:,}."
+                f"No {kind} width profile fits {parameters:,.0f} parameters for {tuple(image_shape)} images from a "
+                f"latent of {latent_dim}: the smallest, {profile(width)}, has {count(profile(width), kind):,}."
             )
-        width = 1
-        while generator_parameters(fitting(width + 1), image_shape, latent_dim, block) <= parameters:
+        while count(profile(width + 1), kind) <= parameters:
             width += 1
-        return fitting(width)
+        return profile(width)
 
-    transposed = widest(lambda width: profile(max(1, round(width / 3)), width), TRANSPOSED)
+    if block == SEPARABLE and count((1,) * maps, SEPARABLE) > parameters:
+        widest(lambda w: 1, SEPARABLE)  # Raises, naming the smallest separable profile.
+    transposed = widest(lambda w: max(1, round(w / 3)), TRANSPOSED)
     if block == TRANSPOSED:
         return transposed
-    return widest(lambda width: profile(transposed[0], max(width, transposed[-1])), SEPARABLE)
+    # Keep the projection; a separable stage costs no more than a transposed one of the same
+    # widths (25 + w_out per input channel against 25 w_out, for w_out >= 2), so the search
+    # starts at the transposed proposal's width, which fits.
+    return widest(lambda w: transposed[0], SEPARABLE, width=transposed[-1])

@@ -89,6 +89,13 @@ def dcgan_widths(depth, image_size):
     return tuple(_widths(_validate_depth(depth), len(generator_layout(image_size)) - 1))
 
 
+def check_block(block):
+    """`block` if it is one of `BLOCKS`; else an `InputError` naming it."""
+    if block not in BLOCKS:
+        raise InputError(f"block must be one of {BLOCKS}. Received: block={block!r}")
+    return block
+
+
 def check_widths(widths, image_size):
     maps = len(generator_layout(image_size)) - 1
     allowed = f"{maps} integers >= 1, the channels of the {maps} feature maps from the 4x4 projection on"
@@ -195,9 +202,7 @@ class Generator(_LayerStack):
 
     def __init__(self, latent_dim=128, image_shape=(28, 28, 1), depth=None, widths=None, block=TRANSPOSED, **kwargs):
         super().__init__(**kwargs)
-        if block not in BLOCKS:
-            raise InputError(f"block must be one of {BLOCKS}. Received: block={block!r}")
-        self.block = block
+        self.block = check_block(block)
         latent_dim = check_integer("latent_dim", latent_dim, 1)
         self.latent_dim = latent_dim
         self.image_shape = _validate_image_shape(image_shape)
