@@ -15,7 +15,11 @@ with `python -m kd_gan.evaluate --dataset=celeb_a --generator=<that file>
 `--separable` replaces each transposed conv before the image's by nearest
 upsampling and a depthwise-separable 5x5 conv (25 + w_out parameters per input
 channel instead of 25 w_out); `--zmap` makes z itself the 4x4 map (no projection: widths
-8,... for latent 128); `--precision=float32` trains in float32 (TF's
+8,... for latent 128); `--mixer` reaches the 4x4x`w0` map from z reshaped to
+4x4x(latent / 16) by mixing positions (a 16x16 matrix per z channel) and then channels
+(a (latent / 16) x `w0` matrix shared by the positions): every unit of the map sees all of
+z, for 4,096 / 2,048 + 8 `w0` parameters instead of the dense projection's 2,048 `w0`
+(latent 128); `--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
 depthwise kernels are slower in bfloat16 on CPU); `--teacher=PATH` reads the
 teacher from PATH instead of the run.
 """
@@ -43,14 +47,28 @@ def _upsample(width, separable, use_bias=False):
     return [layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=use_bias)]
 
 
-def probe_student(widths, latent_dim=128, separable=False, zmap=False):
+def _mixer_projection(latent_dim, width):
+    """z -> 4x4x`width` through a position mix per z channel and a channel mix per position."""
+    layers = keras.layers
+    channels = latent_dim // 16
+    return [layers.Reshape((16, channels)),
+            layers.EinsumDense("bqc,qpc->bpc", output_shape=(16, channels)),  # Positions, per z channel.
+            layers.EinsumDense("bpc,cw->bpw", output_shape=(16, width)),  # Channels, shared by the positions.
+            layers.Reshape((4, 4, width)), layers.BatchNormalization(), layers.ReLU()]
+
+
+def probe_student(widths, latent_dim=128, separable=False, zmap=False, mixer=False):
     """z -> 4x4xwidths[0] -> one 2x upsampling 5x5 conv per width -> 64x64x3 (tanh).
 
     With `zmap`, z itself is the 4x4 map (widths[0] = latent_dim / 16): no
     projection, so the first map keeps all of z rather than a projection of it.
     """
     layers = keras.layers
-    if zmap:
+    if mixer:
+        if latent_dim % 16:
+            raise ValueError(f"mixer needs a latent size divisible by 16; got latent_dim={latent_dim}")
+        network = [keras.Input((latent_dim,))] + _mixer_projection(latent_dim, widths[0])
+    elif zmap:
         if widths[0] * 16 != latent_dim:
             raise ValueError(f"zmap needs widths[0] = latent_dim / 16 = {latent_dim / 16}; got widths={widths}")
         network = [keras.Input((latent_dim,)), layers.Reshape((4, 4, widths[0]))]
@@ -63,11 +81,11 @@ def probe_student(widths, latent_dim=128, separable=False, zmap=False):
     return keras.Sequential(network, name="probe_student")
 
 
-def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False):
+def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False, mixer=False, epochs=100):
     teacher = load_generator(teacher_path or os.path.join(run, "teachers", "d32", "generator.keras"))
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if compute == "bfloat16" else "float32")
-    student = probe_student(widths, separable=separable, zmap=zmap)
+    student = probe_student(widths, separable=separable, zmap=zmap, mixer=mixer)
     keras.mixed_precision.set_global_policy("float32")
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
@@ -76,12 +94,14 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     cache = TeacherCache(os.path.join(run, "teacher_cache"), teacher, size=10000)
     cache.fill()
     start = time.time()
-    distiller.fit(cache.dataset(batch_size=64), epochs=100, steps_per_epoch=150, verbose=2)
+    distiller.fit(cache.dataset(batch_size=64), epochs=epochs, steps_per_epoch=150, verbose=2)
     folder = os.path.join(run, "probe_layout")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ("z" if zmap else "") + ("sep" if separable else "w") + "-".join(map(str, widths)) + f"_{compute}.keras")
+    name = ("z" if zmap else "") + ("mix" if mixer else "") + ("sep" if separable else "w") + "-".join(map(str, widths))
+    path = os.path.join(folder, name + ("" if epochs == 100 else f"_e{epochs}") + f"_{compute}.keras")
     precision.float32_copy(student).save(path)
-    record = {"widths": widths, "separable": separable, "zmap": zmap, "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
+    record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "epochs": epochs,
+              "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
     with open(path + ".json", "w") as file:
         json.dump(record, file, indent=2)
     print(json.dumps(record), flush=True)
@@ -90,8 +110,11 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
 if __name__ == "__main__":
     options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
                    for argument in sys.argv[3:])
-    unknown = set(options) - {"separable", "zmap", "teacher", "precision"}
-    if unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32"):
-        sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --teacher=PATH, --precision=bfloat16|float32")
-    main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")), zmap=bool(options.get("zmap")),
+    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision"}
+    if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
+            or not str(options.get("epochs", 100)).isdigit() or int(options.get("epochs", 100)) < 1):
+        sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer, --epochs=N (>= 1), --teacher=PATH, "
+                 "--precision=bfloat16|float32")
+    main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),
+         zmap=bool(options.get("zmap")), mixer=bool(options.get("mixer")), epochs=int(options.get("epochs", 100)),
          teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"))
