@@ -19,7 +19,8 @@ channel instead of 25 w_out); `--zmap` makes z itself the 4x4 map (no projection
 4x4x(latent / 16) by mixing positions (a 16x16 matrix per z channel) and then channels
 (a (latent / 16) x `w0` matrix shared by the positions): every unit of the map sees all of
 z, for 4,096 / 2,048 + 8 `w0` parameters instead of the dense projection's 2,048 `w0`
-(latent 128); `--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
+(latent 128); `--loss=mse|l1|ssim_l1` picks the pixel term (`ssim_l1`: 0.84 of
+`PixelSSIM` and 0.16 of `PixelL1`, Zhao et al.'s mix; default the paper's MSE); `--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
 depthwise kernels are slower in bfloat16 on CPU); `--teacher=PATH` reads the
 teacher from PATH instead of the run.
 """
@@ -32,6 +33,7 @@ import time
 import keras
 
 from kd_gan import Distiller, count_parameters
+from kd_gan.distillation import PixelL1, PixelMSE, PixelSSIM
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.models import precision
@@ -81,7 +83,15 @@ def probe_student(widths, latent_dim=128, separable=False, zmap=False, mixer=Fal
     return keras.Sequential(network, name="probe_student")
 
 
-def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False, mixer=False, epochs=100):
+PIXEL_LOSSES = {
+    "mse": lambda: ([PixelMSE()], [1.0]),
+    "l1": lambda: ([PixelL1()], [1.0]),
+    "ssim_l1": lambda: ([PixelSSIM(), PixelL1()], [0.84, 0.16]),
+}
+
+
+def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False, mixer=False, epochs=100,
+         loss="mse"):
     teacher = load_generator(teacher_path or os.path.join(run, "teachers", "d32", "generator.keras"))
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if compute == "bfloat16" else "float32")
@@ -89,7 +99,9 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     keras.mixed_precision.set_global_policy("float32")
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
-    distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0)
+    losses, weights = PIXEL_LOSSES[loss]()
+    distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0,
+                          distillation_losses=losses, distillation_loss_weights=weights)
     distiller.compile(student_optimizer=optimizers.objective_optimizer(objectives.NON_SATURATING, 1e-3, 0.999))
     cache = TeacherCache(os.path.join(run, "teacher_cache"), teacher, size=10000)
     cache.fill()
@@ -98,9 +110,10 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     folder = os.path.join(run, "probe_layout")
     os.makedirs(folder, exist_ok=True)
     name = ("z" if zmap else "") + ("mix" if mixer else "") + ("sep" if separable else "w") + "-".join(map(str, widths))
-    path = os.path.join(folder, name + ("" if epochs == 100 else f"_e{epochs}") + f"_{compute}.keras")
+    path = os.path.join(folder, name + ("" if epochs == 100 else f"_e{epochs}") + ("" if loss == "mse" else f"_{loss}")
+                        + f"_{compute}.keras")
     precision.float32_copy(student).save(path)
-    record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "epochs": epochs,
+    record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "epochs": epochs, "loss": loss,
               "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
     with open(path + ".json", "w") as file:
         json.dump(record, file, indent=2)
@@ -110,11 +123,13 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
 if __name__ == "__main__":
     options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
                    for argument in sys.argv[3:])
-    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision"}
+    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision", "loss"}
     if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
-            or not str(options.get("epochs", 100)).isdigit() or int(options.get("epochs", 100)) < 1):
+            or options.get("loss", "mse") not in PIXEL_LOSSES or not str(options.get("epochs", 100)).isdigit() or int(options.get("epochs", 100)) < 1):
         sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer, --epochs=N (>= 1), --teacher=PATH, "
+                 f"--loss={'|'.join(PIXEL_LOSSES)}, "
                  "--precision=bfloat16|float32")
     main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),
          zmap=bool(options.get("zmap")), mixer=bool(options.get("mixer")), epochs=int(options.get("epochs", 100)),
-         teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"))
+         teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"),
+         loss=options.get("loss", "mse"))

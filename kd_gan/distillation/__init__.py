@@ -9,6 +9,7 @@ from kd_gan.distillation.losses import (
     PixelL1,
     PixelMSE,
 )
+from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.distillation.distiller import Distiller
 from kd_gan.distillation.teacher_cache import TeacherCache
 
@@ -20,5 +21,6 @@ __all__ = [
     "PerceptualLoss",
     "PixelL1",
     "PixelMSE",
+    "PixelSSIM",
     "TeacherCache",
 ]

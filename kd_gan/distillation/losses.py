@@ -10,6 +10,7 @@ once per step whatever the losses need.
 |---|---|---|---|
 | `PixelMSE` (the paper's) | images, squared error | - | - |
 | `PixelL1` | images, absolute error | - | - |
+| `PixelSSIM` (`structural.py`) | images, 1 - SSIM at several scales | - | - |
 | `FeatureLoss` | intermediate maps, through 1x1 adapters | adapters | the teacher's forward pass (the cache holds images only) |
 | `PerceptualLoss` | a frozen network's features of both images | - | that network, forward on both batches, backward on the student's |
 

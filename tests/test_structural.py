@@ -1,0 +1,79 @@
+"""PixelSSIM: SSIM against a numpy reference, its scales, its refusal of images
+too small for them, saving, and what it trains."""
+
+import numpy as np
+import pytest
+import scipy.signal
+
+import keras
+from conftest import changed, weights_of
+from kd_gan import Distiller, Generator, latent_dataset
+from kd_gan.distillation import PixelL1, PixelSSIM
+from kd_gan.errors import InputError
+from test_distill import LATENT, SHAPE, fixed_teacher
+
+
+def numpy_ssim(x, y):
+    """Wang et al.'s SSIM, 11x11 Gaussian window of sigma 1.5 (valid part), images in [0, 1]."""
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for channel in range(x.shape[-1]):
+        a, b = x[..., channel].astype("float64"), y[..., channel].astype("float64")
+        blur = lambda image: scipy.signal.correlate2d(image, window, mode="valid")
+        mu_a, mu_b = blur(a), blur(b)
+        var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        values.append(((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
+    return np.mean(values)
+
+
+def average_pool(image):
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    return image[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
+
+
+def test_ssim_loss_is_one_minus_ssim_averaged_over_scales():
+    rng = np.random.default_rng(0)
+    teacher = rng.uniform(-1, 1, (2, 48, 40, 3)).astype("float32")
+    student = np.clip(teacher + rng.normal(0, 0.3, teacher.shape), -1, 1).astype("float32")
+    loss = PixelSSIM(scales=2)
+    loss.build_for([teacher.shape], [student.shape], Distiller.__new__(Distiller))
+    expected = []
+    for t, s in zip((teacher + 1) / 2, (student + 1) / 2):
+        expected.append(np.mean([1 - numpy_ssim(s, t), 1 - numpy_ssim(average_pool(s), average_pool(t))]))
+    np.testing.assert_allclose(loss.compute_loss([teacher], [student]), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss.compute_loss([teacher], [teacher]), 0.0, atol=1e-5)
+
+
+def test_ssim_loss_sees_blur_that_a_pixel_error_prices_alike():
+    """A blurred copy and a copy with flat noise at the same pixel MSE: SSIM prices the blur higher."""
+    rng = np.random.default_rng(1)
+    teacher = np.clip(rng.normal(0, 0.5, (1, 32, 32, 1)), -1, 1).astype("float32")
+    blurred = (teacher + np.roll(teacher, 1, 1) + np.roll(teacher, 1, 2) + np.roll(teacher, (1, 1), (1, 2))) / 4
+    noise = rng.normal(0, 1, teacher.shape)
+    noisy = teacher + noise * np.sqrt(np.mean((blurred - teacher) ** 2) / np.mean(noise**2))
+    loss = PixelSSIM(scales=1)
+    assert abs(np.mean((noisy - teacher) ** 2) - np.mean((blurred - teacher) ** 2)) < 1e-6
+    assert float(loss.compute_loss([teacher], [blurred])[0]) > float(loss.compute_loss([teacher], [noisy.astype("float32")])[0])
+
+
+def test_ssim_trains_the_student_only_and_round_trips():
+    keras.utils.set_random_seed(0)
+    teacher = fixed_teacher(2)
+    losses = [PixelSSIM(scales=2), PixelL1()]
+    distiller = Distiller(teacher, Generator(LATENT, SHAPE, 1), distillation_losses=losses, distillation_loss_weights=[0.84, 0.16])
+    teacher_before, student_before = weights_of(teacher), weights_of(distiller.student)
+    distiller.compile(student_optimizer=keras.optimizers.Adam(1e-2))
+    history = distiller.fit(latent_dataset(4, LATENT), epochs=1, steps_per_epoch=2, verbose=0).history
+    assert np.isfinite(history["ssim"][-1]) and 0 < history["ssim"][-1] < 2
+    assert not changed(teacher_before, teacher) and changed(student_before, distiller.student)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(PixelSSIM(scales=2, name="s")))
+    assert isinstance(restored, PixelSSIM) and (restored.scales, restored.name) == (2, "s")
+
+
+def test_ssim_refuses_scales_its_window_cannot_reach():
+    with pytest.raises(InputError, match=r"scales=3\) needs images of at least 44 pixels.*28x28: these allow scales <= 2"):
+        Distiller(fixed_teacher(1), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelSSIM()])
+    with pytest.raises(InputError, match="scales must be an integer >= 1. Received: scales=0"):
+        PixelSSIM(scales=0)
