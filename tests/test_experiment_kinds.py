@@ -119,11 +119,15 @@ def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp
     output_dir = tmp_path / "cli"
     flags = [f"--{key}={value}" for key, value in {**TINY, "teacher_depths": 2, "student_depths": ""}.items()]
     flags += ["--student_widths=4-4-2", "--student_init=pruned", "--loss=joint", "--discriminator_depth=1",
-              f"--data_dir={tiny_mnist[0]}", f"--output_dir={output_dir}"]
+              "--pixel_loss=ssim_l1", f"--data_dir={tiny_mnist[0]}", f"--output_dir={output_dir}"]
     completed = run_cli(flags)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = __import__("json").loads((output_dir / "results.json").read_text())
     assert [entry["name"] for entry in results["models"]] == ["teacher_d2", "student_joint_w4-4-2_pruned", "scratch_w4-4-2"]
     assert results["config"]["student_widths"] == [[4, 4, 2]] and results["config"]["discriminator_depth"] == 1
+    # The pixel term is SSIM (two scales at 28x28) and L1 in place of the MSE, and the report says so.
+    assert results["config"]["pixel_loss"] == "ssim_l1"
+    assert {"ssim", "l1"} <= set(results["models"][1]["training"]["final_losses"]) and "mse" not in results["models"][1]["training"]["final_losses"]
+    assert "`--pixel_loss=ssim_l1`" in (output_dir / "report.md").read_text()
     bad = run_cli(flags[:-1] + [f"--output_dir={tmp_path / 'bad'}", "--student_widths=4-x-2"])
     assert bad.returncode != 0 and "--student_widths takes width profiles such as 4-12-12-12" in bad.stderr

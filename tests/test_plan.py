@@ -189,3 +189,16 @@ def test_the_pixel_weight_beside_an_adversarial_term_decays_to_its_end_over_the_
     assert float(whole(10)) == pytest.approx(0.5)
     with pytest.raises(InputError, match="pass steps="):
         kind_losses(decaying, with_features)
+
+
+def test_the_pixel_loss_choice_replaces_the_mse_and_shares_its_weight():
+    pixel, adversarial = StageSpec("student", 1, 5, "mse"), StageSpec("student", 1, 5, "adversarial_z", kind="features")
+    assert kind_losses(config(), pixel) == (None, None)  # The paper's MSE: the Distiller's preset.
+    l1_losses, l1_weights = kind_losses(config(pixel_loss="l1"), pixel)
+    assert [type(loss).__name__ for loss in l1_losses] == ["PixelL1"] and l1_weights == [1.0]
+    decaying = config(pixel_loss="ssim_l1", mse_weight=10.0, mse_weight_end=0.0)
+    mixed, weights = kind_losses(decaying, adversarial, steps=100)
+    assert [type(loss).__name__ for loss in mixed] == ["PixelSSIM", "PixelL1", "FeatureLoss"]
+    assert [float(weights[0](50)), float(weights[1](50)), weights[2]] == pytest.approx([4.2, 0.8, decaying.feature_weight])
+    with pytest.raises(InputError, match="Unknown pixel_loss 'l2'; choose one of \\('mse', 'l1', 'ssim_l1'\\)"):
+        config(pixel_loss="l2")

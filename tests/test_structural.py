@@ -75,5 +75,14 @@ def test_ssim_trains_the_student_only_and_round_trips():
 def test_ssim_refuses_scales_its_window_cannot_reach():
     with pytest.raises(InputError, match=r"scales=3\) needs images of at least 44 pixels.*28x28: these allow scales <= 2"):
         Distiller(fixed_teacher(1), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelSSIM()])
-    with pytest.raises(InputError, match="scales must be an integer >= 1. Received: scales=0"):
+    with pytest.raises(InputError, match="scales must be an integer >= 1 or None. Received: scales=0"):
         PixelSSIM(scales=0)
+
+
+def test_ssim_without_scales_compares_as_many_as_the_images_allow():
+    distiller = Distiller(fixed_teacher(1), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelSSIM(scales=None)])
+    loss = distiller.distillation_losses[0]
+    assert loss._compared == 2 and loss.get_config()["scales"] is None  # 28 -> 14 pixels; 7 is under the window.
+    images = np.random.default_rng(2).uniform(-1, 1, (2, *SHAPE)).astype("float32")
+    np.testing.assert_allclose(loss.compute_loss([images], [images[::-1]]),
+                               PixelSSIM(scales=2).compute_loss([images], [images[::-1]]), rtol=1e-6)

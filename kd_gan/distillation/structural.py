@@ -27,7 +27,8 @@ class PixelSSIM(DistillationLoss):
 
     Args:
         scales: how many sizes are compared (each halves the last); the
-            smallest must be at least 11 pixels (the window).
+            smallest must be at least 11 pixels (the window). None: as many
+            as the images allow, up to 3 (3 at 64x64, 2 at 32x32 and 28x28).
 
     Example:
 
@@ -38,15 +39,24 @@ class PixelSSIM(DistillationLoss):
     """
 
     WINDOW = 11
+    MOST_SCALES = 3  # What scales=None reaches at most.
 
     def __init__(self, scales=3, name="ssim", **kwargs):
         super().__init__(name=name, **kwargs)
-        if isinstance(scales, bool) or not isinstance(scales, int) or scales < 1:
-            raise InputError(f"scales must be an integer >= 1. Received: scales={scales!r}")
+        if scales is not None and (isinstance(scales, bool) or not isinstance(scales, int) or scales < 1):
+            raise InputError(f"scales must be an integer >= 1 or None. Received: scales={scales!r}")
         self.scales = scales
+        self._compared = scales  # What compute_loss uses: `scales`, or what fits the images.
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
         side = min(teacher_shapes[0][1:3])
+        if self.scales is None:
+            fitting = [n for n in range(1, self.MOST_SCALES + 1) if side // 2 ** (n - 1) >= self.WINDOW]
+            if not fitting:
+                raise InputError(f"PixelSSIM needs images of at least {self.WINDOW} pixels a side (its window); "
+                                 f"the teacher's are {teacher_shapes[0][1]}x{teacher_shapes[0][2]}.")
+            self._compared = fitting[-1]
+            return super().build_for(teacher_shapes, student_shapes, distiller)
         if side // 2 ** (self.scales - 1) < self.WINDOW:
             fitting = [n for n in range(1, self.scales) if side // 2 ** (n - 1) >= self.WINDOW]
             allowed = f"these allow scales <= {fitting[-1]}" if fitting else "no scale fits them"
@@ -61,11 +71,11 @@ class PixelSSIM(DistillationLoss):
         target = (tf.cast(teacher_outputs[0], tf.float32) + 1.0) / 2.0  # [-1, 1] -> [0, 1].
         images = (tf.cast(student_outputs[0], tf.float32) + 1.0) / 2.0
         terms = []
-        for scale in range(self.scales):
+        for scale in range(self._compared):
             if scale:
                 target, images = (tf.nn.avg_pool2d(x, 2, 2, "VALID") for x in (target, images))
             terms.append(1.0 - tf.image.ssim(images, target, max_val=1.0))
-        return tf.add_n(terms) / float(self.scales)
+        return tf.add_n(terms) / float(self._compared)
 
     def get_config(self):
         config = super().get_config()

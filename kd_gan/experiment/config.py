@@ -13,6 +13,7 @@ import numpy as np
 
 from kd_gan.data import loading as data
 from kd_gan.experiment import plan
+from kd_gan.experiment import recipes
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.export import converters as export_lib
@@ -93,7 +94,10 @@ class ExperimentConfig:
             the raw weights beside them). 0: no average.
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
-        mse_weight: weight of the MSE term in the joint and adversarial losses.
+        mse_weight: weight of the pixel term in the joint and adversarial losses.
+        pixel_loss: the students' pixel term: "mse" (the paper's), "l1"
+            (`PixelL1`) or "ssim_l1" (`PixelSSIM` 0.84 and `PixelL1` 0.16,
+            Zhao et al.'s mix), weighted as the MSE would be.
         mse_weight_end: with a joint or adversarial loss, the MSE weight
             decays linearly from `mse_weight` to this over each student's
             steps (TinyGAN decays its pixel term); None: constant.
@@ -183,6 +187,7 @@ class ExperimentConfig:
     student_learning_rate: float = 1e-3
     mse_weight: float = 1.0
     mse_weight_end: Optional[float] = None
+    pixel_loss: str = recipes.PIXEL_MSE
     distillation: Tuple[str, ...] = (PIXEL,)
     feature_weight: float = 0.1
     perceptual_weight: float = 0.1
@@ -236,6 +241,7 @@ class ExperimentConfig:
                     "teacher_cache to its size (pairs per pool)."
                 )
         _check_choice("cache_storage", self.cache_storage, teacher_cache_lib.STORAGES)
+        _check_choice("pixel_loss", self.pixel_loss, recipes.PIXEL_LOSSES)
         _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
         _check_choice("inception_engine", self.inception_engine, INCEPTION_ENGINES)
         if self.dataset == "mnist" and self.inception_precision not in ("auto", "float32"):

@@ -3,21 +3,36 @@
 import keras
 
 from kd_gan.distillation import losses
+from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.errors import InputError
 
+PIXEL_MSE = "mse"
+# The students' pixel term (`ExperimentConfig.pixel_loss`): its losses and their shares of the pixel weight.
+PIXEL_LOSSES = {
+    PIXEL_MSE: lambda: [(losses.PixelMSE(), 1.0)],  # The paper's.
+    "l1": lambda: [(losses.PixelL1(), 1.0)],
+    "ssim_l1": lambda: [(PixelSSIM(scales=None), 0.84), (losses.PixelL1(), 0.16)],  # Zhao et al., 2017.
+}
+PIXEL_LOSS_WORDS = {  # What the report says of a pixel term other than the paper's.
+    "l1": "In this run the students' pixel term is the mean absolute error, not the MSE (`--pixel_loss=l1`). ",
+    "ssim_l1": "In this run the students' pixel term is 0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean "
+    "absolute error, not the MSE (`--pixel_loss=ssim_l1`). ",
+}
 
-def pixel_weight(config, spec, steps):
-    """The pixel MSE's weight of a student (`plan.StageSpec`) of `steps`
-    steps: 1 alone; beside an adversarial term `config.mse_weight`, decaying
-    linearly to `config.mse_weight_end` over the steps when that is given."""
+
+def pixel_weight(config, spec, steps, share=1.0):
+    """The pixel term's weight of a student (`plan.StageSpec`) of `steps`
+    steps, times `share`: 1 alone; beside an adversarial term
+    `config.mse_weight`, decaying linearly to `config.mse_weight_end` over the
+    steps when that is given."""
     if not spec.discriminated:
-        return 1.0
+        return share
     if config.mse_weight_end is None:
-        return config.mse_weight
+        return share * config.mse_weight
     if steps is None:
         raise InputError("mse_weight_end decays the pixel weight over the student's steps: pass steps=.")
     return keras.optimizers.schedules.PolynomialDecay(
-        float(config.mse_weight), max(int(steps), 1), float(config.mse_weight_end)
+        share * float(config.mse_weight), max(int(steps), 1), share * float(config.mse_weight_end)
     )
 
 
@@ -25,16 +40,18 @@ def kind_losses(config, spec, teacher_discriminator=None, steps=None):
     """`(distillation_losses, weights)` of a student (`plan.StageSpec`);
     `(None, None)` for the paper's pixel MSE.
 
-    Each kind adds its terms to the pixel MSE (weighted as in the paper's
-    presets). The perceptual term reads `teacher_discriminator`, frozen; with
+    Each kind adds its terms to the pixel term (`config.pixel_loss`, the
+    paper's MSE by default, weighted as in the paper's presets). The perceptual term reads `teacher_discriminator`, frozen; with
     none (a given teacher), the student's own discriminator, which trains
     beside it (joint and adversarial losses only). `steps`: the student's
     (the pixel weight's schedule, `pixel_weight`).
     """
-    if not spec.terms:
+    pixel_loss = getattr(config, "pixel_loss", PIXEL_MSE)
+    if not spec.terms and pixel_loss == PIXEL_MSE:
         return None, None
-    distillation_losses = [losses.PixelMSE()]
-    weights = [pixel_weight(config, spec, steps)]
+    pixel_terms = PIXEL_LOSSES[pixel_loss]()
+    distillation_losses = [loss for loss, _ in pixel_terms]
+    weights = [pixel_weight(config, spec, steps, share) for _, share in pixel_terms]
     if spec.distils_features:
         distillation_losses.append(losses.FeatureLoss())
         weights.append(config.feature_weight)

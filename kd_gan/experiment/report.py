@@ -10,7 +10,7 @@ import numpy as np
 from kd_gan.evaluation import classifiers
 from kd_gan.experiment import evaluator
 from kd_gan.data import pixels
-from kd_gan.experiment import plots
+from kd_gan.experiment import plots, recipes
 from kd_gan.models import precision
 from kd_gan.models.any_generator import generate
 from kd_gan._io import write_json
@@ -321,7 +321,8 @@ def markdown(results):
             if {"adversarial", "adversarial_z"} & set(results["losses"]) else ""
         )
         + "a *scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
-        "Compression is the teacher's parameter count over the model's.",
+        + recipes.PIXEL_LOSS_WORDS.get(config.get("pixel_loss", recipes.PIXEL_MSE), "")
+        + "Compression is the teacher's parameter count over the model's.",
         "",
         "## Results",
         "",
