@@ -19,8 +19,12 @@ channel instead of 25 w_out); `--zmap` makes z itself the 4x4 map (no projection
 4x4x(latent / 16) by mixing positions (a 16x16 matrix per z channel) and then channels
 (a (latent / 16) x `w0` matrix shared by the positions): every unit of the map sees all of
 z, for 4,096 / 2,048 + 8 `w0` parameters instead of the dense projection's 2,048 `w0`
-(latent 128); `--loss=mse|l1|ssim_l1` picks the pixel term (`ssim_l1`: 0.84 of
-`PixelSSIM` and 0.16 of `PixelL1`, Zhao et al.'s mix; default the paper's MSE); `--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
+(latent 128); `--image_kernel=4` draws the image by a 4x4 transposed conv instead of
+the 5x5 (a kernel the stride divides overlaps evenly: no checkerboard; 1,920 parameters
+instead of 3,003 at 40 channels); `--cosine` decays the learning rate from 1e-3 to 0
+over the run (cosine); `--loss=mse|l1|ssim_l1` picks the pixel term (`ssim_l1`: 0.84 of
+`PixelSSIM` and 0.16 of `PixelL1`, the experiment's `--pixel_loss`; default the paper's MSE);
+`--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
 depthwise kernels are slower in bfloat16 on CPU); `--teacher=PATH` reads the
 teacher from PATH instead of the run.
 """
@@ -33,7 +37,7 @@ import time
 import keras
 
 from kd_gan import Distiller, count_parameters
-from kd_gan.distillation import PixelL1, PixelMSE, PixelSSIM
+from kd_gan.experiment.recipes import PIXEL_LOSSES
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.models import precision
@@ -41,12 +45,12 @@ from kd_gan.models.any_generator import load_generator
 from kd_gan.distillation.teacher_cache import TeacherCache
 
 
-def _upsample(width, separable, use_bias=False):
-    """A stride-2 5x5 transposed conv, or nearest upsampling and a depthwise-separable 5x5 conv."""
+def _upsample(width, separable, use_bias=False, kernel=5):
+    """A stride-2 transposed conv, or nearest upsampling and a depthwise-separable conv (`kernel` square)."""
     layers = keras.layers
     if separable:
-        return [layers.UpSampling2D(2), layers.SeparableConv2D(width, 5, padding="same", use_bias=use_bias)]
-    return [layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=use_bias)]
+        return [layers.UpSampling2D(2), layers.SeparableConv2D(width, kernel, padding="same", use_bias=use_bias)]
+    return [layers.Conv2DTranspose(width, kernel, strides=2, padding="same", use_bias=use_bias)]
 
 
 def _mixer_projection(latent_dim, width):
@@ -59,8 +63,9 @@ def _mixer_projection(latent_dim, width):
             layers.Reshape((4, 4, width)), layers.BatchNormalization(), layers.ReLU()]
 
 
-def probe_student(widths, latent_dim=128, separable=False, zmap=False, mixer=False):
-    """z -> 4x4xwidths[0] -> one 2x upsampling 5x5 conv per width -> 64x64x3 (tanh).
+def probe_student(widths, latent_dim=128, separable=False, zmap=False, mixer=False, image_kernel=5):
+    """z -> 4x4xwidths[0] -> one 2x upsampling 5x5 conv per width -> 64x64x3 (tanh; an
+    `image_kernel`-square transposed conv).
 
     With `zmap`, z itself is the 4x4 map (widths[0] = latent_dim / 16): no
     projection, so the first map keeps all of z rather than a projection of it.
@@ -79,41 +84,41 @@ def probe_student(widths, latent_dim=128, separable=False, zmap=False, mixer=Fal
                    layers.BatchNormalization(), layers.ReLU(), layers.Reshape((4, 4, widths[0]))]
     for width in widths[1:]:
         network += _upsample(width, separable) + [layers.BatchNormalization(), layers.ReLU()]
-    network += _upsample(3, False, use_bias=True) + [layers.Activation("tanh", dtype="float32")]
+    network += _upsample(3, False, use_bias=True, kernel=image_kernel) + [layers.Activation("tanh", dtype="float32")]
     return keras.Sequential(network, name="probe_student")
 
 
-PIXEL_LOSSES = {
-    "mse": lambda: ([PixelMSE()], [1.0]),
-    "l1": lambda: ([PixelL1()], [1.0]),
-    "ssim_l1": lambda: ([PixelSSIM(), PixelL1()], [0.84, 0.16]),
-}
+STEPS_PER_EPOCH = 150
 
 
 def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False, mixer=False, epochs=100,
-         loss="mse"):
+         loss="mse", image_kernel=5, cosine=False):
     teacher = load_generator(teacher_path or os.path.join(run, "teachers", "d32", "generator.keras"))
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if compute == "bfloat16" else "float32")
-    student = probe_student(widths, separable=separable, zmap=zmap, mixer=mixer)
+    student = probe_student(widths, separable=separable, zmap=zmap, mixer=mixer, image_kernel=image_kernel)
     keras.mixed_precision.set_global_policy("float32")
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
-    losses, weights = PIXEL_LOSSES[loss]()
+    terms = PIXEL_LOSSES[loss]()  # The experiment's --pixel_loss terms and their weights.
+    losses, weights = [term for term, _ in terms], [weight for _, weight in terms]
     distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0,
                           distillation_losses=losses, distillation_loss_weights=weights)
-    distiller.compile(student_optimizer=optimizers.objective_optimizer(objectives.NON_SATURATING, 1e-3, 0.999))
+    rate = keras.optimizers.schedules.CosineDecay(1e-3, epochs * STEPS_PER_EPOCH) if cosine else 1e-3
+    distiller.compile(student_optimizer=optimizers.objective_optimizer(objectives.NON_SATURATING, rate, 0.999))
     cache = TeacherCache(os.path.join(run, "teacher_cache"), teacher, size=10000)
     cache.fill()
     start = time.time()
-    distiller.fit(cache.dataset(batch_size=64), epochs=epochs, steps_per_epoch=150, verbose=2)
+    distiller.fit(cache.dataset(batch_size=64), epochs=epochs, steps_per_epoch=STEPS_PER_EPOCH, verbose=2)
     folder = os.path.join(run, "probe_layout")
     os.makedirs(folder, exist_ok=True)
-    name = ("z" if zmap else "") + ("mix" if mixer else "") + ("sep" if separable else "w") + "-".join(map(str, widths))
+    name = (("z" if zmap else "") + ("mix" if mixer else "") + ("sep" if separable else "w") + "-".join(map(str, widths))
+            + ("" if image_kernel == 5 else f"_k{image_kernel}") + ("_cosine" if cosine else ""))
     path = os.path.join(folder, name + ("" if epochs == 100 else f"_e{epochs}") + ("" if loss == "mse" else f"_{loss}")
                         + f"_{compute}.keras")
     precision.float32_copy(student).save(path)
-    record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "epochs": epochs, "loss": loss,
+    record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "image_kernel": image_kernel, "cosine": cosine,
+              "epochs": epochs, "loss": loss,
               "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
     with open(path + ".json", "w") as file:
         json.dump(record, file, indent=2)
@@ -123,13 +128,17 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
 if __name__ == "__main__":
     options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
                    for argument in sys.argv[3:])
-    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision", "loss"}
+    switches = ("separable", "zmap", "mixer", "cosine")
+    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision", "loss", "image_kernel", "cosine"}
     if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
-            or options.get("loss", "mse") not in PIXEL_LOSSES or not str(options.get("epochs", 100)).isdigit() or int(options.get("epochs", 100)) < 1):
-        sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer, --epochs=N (>= 1), --teacher=PATH, "
+            or options.get("loss", "mse") not in PIXEL_LOSSES or not str(options.get("epochs", 100)).isdigit()
+            or not str(options.get("image_kernel", 5)).isdigit() or int(options.get("image_kernel", 5)) < 1
+            or any(options.get(name, True) is not True for name in switches) or int(options.get("epochs", 100)) < 1):
+        sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer (switches: no =value), --epochs=N (>= 1), --image_kernel=K (>= 1), --cosine, --teacher=PATH, "
                  f"--loss={'|'.join(PIXEL_LOSSES)}, "
                  "--precision=bfloat16|float32")
     main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),
          zmap=bool(options.get("zmap")), mixer=bool(options.get("mixer")), epochs=int(options.get("epochs", 100)),
          teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"),
-         loss=options.get("loss", "mse"))
+         loss=options.get("loss", "mse"), image_kernel=int(options.get("image_kernel", 5)),
+         cosine=bool(options.get("cosine")))

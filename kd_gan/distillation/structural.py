@@ -6,6 +6,7 @@ compares local contrasts and structure as well, so the same blur costs it.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kd_gan.distillation.losses import DistillationLoss
@@ -43,39 +44,40 @@ class PixelSSIM(DistillationLoss):
 
     def __init__(self, scales=3, name="ssim", **kwargs):
         super().__init__(name=name, **kwargs)
-        if scales is not None and (isinstance(scales, bool) or not isinstance(scales, int) or scales < 1):
+        if scales is not None and (isinstance(scales, bool) or not isinstance(scales, (int, np.integer)) or scales < 1):
             raise InputError(f"scales must be an integer >= 1 or None. Received: scales={scales!r}")
-        self.scales = scales
-        self._compared = scales  # What compute_loss uses: `scales`, or what fits the images.
+        self.scales = None if scales is None else int(scales)
+
+    def scales_for(self, shape):
+        """How many scales images of `shape` (batch first) are compared at, or InputError."""
+        height, width = shape[1:3]
+        fitting = [n for n in range(1, max(self.scales or 0, self.MOST_SCALES) + 1)
+                   if min(height, width) // 2 ** (n - 1) >= self.WINDOW]
+        if self.scales is None and fitting:
+            return fitting[-1]
+        if self.scales is not None and self.scales in fitting:
+            return self.scales
+        wanted = self.scales or 1
+        allowed = f"these allow scales <= {fitting[-1]}" if fitting else "no scale fits them"
+        raise InputError(
+            f"PixelSSIM(scales={self.scales}) needs images of at least {self.WINDOW * 2 ** (wanted - 1)} pixels a "
+            f"side (its {self.WINDOW}-pixel window at the smallest scale); these are {height}x{width}: {allowed}."
+        )
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
-        side = min(teacher_shapes[0][1:3])
-        if self.scales is None:
-            fitting = [n for n in range(1, self.MOST_SCALES + 1) if side // 2 ** (n - 1) >= self.WINDOW]
-            if not fitting:
-                raise InputError(f"PixelSSIM needs images of at least {self.WINDOW} pixels a side (its window); "
-                                 f"the teacher's are {teacher_shapes[0][1]}x{teacher_shapes[0][2]}.")
-            self._compared = fitting[-1]
-            return super().build_for(teacher_shapes, student_shapes, distiller)
-        if side // 2 ** (self.scales - 1) < self.WINDOW:
-            fitting = [n for n in range(1, self.scales) if side // 2 ** (n - 1) >= self.WINDOW]
-            allowed = f"these allow scales <= {fitting[-1]}" if fitting else "no scale fits them"
-            raise InputError(
-                f"PixelSSIM(scales={self.scales}) needs images of at least {self.WINDOW * 2 ** (self.scales - 1)} "
-                f"pixels a side (its {self.WINDOW}-pixel window at the smallest scale); the teacher's are "
-                f"{teacher_shapes[0][1]}x{teacher_shapes[0][2]}: {allowed}."
-            )
+        self.scales_for(teacher_shapes[0])  # Refused before training, not at the first step.
         super().build_for(teacher_shapes, student_shapes, distiller)
 
     def compute_loss(self, teacher_outputs, student_outputs):
         target = (tf.cast(teacher_outputs[0], tf.float32) + 1.0) / 2.0  # [-1, 1] -> [0, 1].
         images = (tf.cast(student_outputs[0], tf.float32) + 1.0) / 2.0
+        scales = self.scales_for(target.shape)
         terms = []
-        for scale in range(self._compared):
+        for scale in range(scales):
             if scale:
                 target, images = (tf.nn.avg_pool2d(x, 2, 2, "VALID") for x in (target, images))
             terms.append(1.0 - tf.image.ssim(images, target, max_val=1.0))
-        return tf.add_n(terms) / float(self._compared)
+        return tf.add_n(terms) / float(scales)
 
     def get_config(self):
         config = super().get_config()

@@ -95,12 +95,13 @@ class ExperimentConfig:
         student_learning_rate: Adam learning rate of the distilled students
             (1e-3 reached a 2.7x lower MNIST MSE than 2e-4 in 3 epochs).
         mse_weight: weight of the pixel term in the joint and adversarial losses.
-        pixel_loss: the students' pixel term: "mse" (the paper's), "l1"
-            (`PixelL1`) or "ssim_l1" (`PixelSSIM` 0.84 and `PixelL1` 0.16,
-            Zhao et al.'s mix), weighted as the MSE would be.
         mse_weight_end: with a joint or adversarial loss, the MSE weight
             decays linearly from `mse_weight` to this over each student's
             steps (TinyGAN decays its pixel term); None: constant.
+        pixel_loss: the students' pixel term: "mse" (the paper's), "l1"
+            (`PixelL1`) or "ssim_l1" (`PixelSSIM` 0.84 and `PixelL1` 0.16,
+            Zhao et al.'s mix), weighted as the MSE would be (int8
+            quantization-aware fine-tuning keeps the MSE).
         distillation: the student kinds to train for every loss and size:
             "pixel" (the paper's MSE alone), "features" (plus intermediate
             feature maps through learned adapters), "perceptual" (plus a

@@ -66,12 +66,15 @@ def quality_vs_compression(results, path):
     return os.path.basename(path)
 
 
+_PIXEL_CURVES = ("mse", "l1", "ssim")  # The pixel terms a student may log (`--pixel_loss`).
+
+
 def training_curves(results, path):
     """Per-epoch losses of every trained stage: teachers, students, scratch GANs."""
     recipes = {entry["method"]: entry["recipe"] for entry in results["models"] if entry["role"] == "student"}
     panels = (
         [("teacher", ("g_loss", "d_loss"), "teacher GANs")]
-        + [(method, ("student_loss", "mse"), f"students: {recipe}") for method, recipe in recipes.items()]
+        + [(method, ("student_loss",) + _PIXEL_CURVES, f"students: {recipe}") for method, recipe in recipes.items()]
         + [("scratch", ("g_loss", "d_loss"), "scratch GANs")]
     )
     entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
@@ -81,7 +84,7 @@ def training_curves(results, path):
             history = (entry.get("training") or {}).get("history") or {}
             if entry["method"] != method or not history:
                 continue
-            for key, style in zip(keys, ("-", ":")):
+            for key, style in zip(keys, ("-", ":", "--", "-.")):
                 if key in history:
                     epochs = range(1, len(history[key]) + 1)
                     axis.plot(epochs, history[key], style, marker=".", label=f"{entry.get('size_label') or ''} {key}".strip())

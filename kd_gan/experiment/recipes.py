@@ -13,10 +13,10 @@ PIXEL_LOSSES = {
     "l1": lambda: [(losses.PixelL1(), 1.0)],
     "ssim_l1": lambda: [(PixelSSIM(scales=None), 0.84), (losses.PixelL1(), 0.16)],  # Zhao et al., 2017.
 }
-PIXEL_LOSS_WORDS = {  # What the report says of a pixel term other than the paper's.
-    "l1": "In this run the students' pixel term is the mean absolute error, not the MSE (`--pixel_loss=l1`). ",
-    "ssim_l1": "In this run the students' pixel term is 0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean "
-    "absolute error, not the MSE (`--pixel_loss=ssim_l1`). ",
+PIXEL_LOSS_WORDS = {  # What the report calls each pixel term.
+    PIXEL_MSE: "the pixel MSE",
+    "l1": "the mean absolute pixel error (`--pixel_loss=l1`)",
+    "ssim_l1": "0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean absolute pixel error (`--pixel_loss=ssim_l1`)",
 }
 
 
@@ -46,10 +46,11 @@ def kind_losses(config, spec, teacher_discriminator=None, steps=None):
     beside it (joint and adversarial losses only). `steps`: the student's
     (the pixel weight's schedule, `pixel_weight`).
     """
-    pixel_loss = getattr(config, "pixel_loss", PIXEL_MSE)
-    if not spec.terms and pixel_loss == PIXEL_MSE:
+    if config.pixel_loss not in PIXEL_LOSSES:
+        raise InputError(f"Unknown pixel_loss {config.pixel_loss!r}; choose one of {tuple(PIXEL_LOSSES)}.")
+    if not spec.terms and config.pixel_loss == PIXEL_MSE:
         return None, None
-    pixel_terms = PIXEL_LOSSES[pixel_loss]()
+    pixel_terms = PIXEL_LOSSES[config.pixel_loss]()
     distillation_losses = [loss for loss, _ in pixel_terms]
     weights = [pixel_weight(config, spec, steps, share) for _, share in pixel_terms]
     if spec.distils_features:

@@ -311,17 +311,17 @@ def markdown(results):
         f"{results['strategy']['replicas']} replica(s)).",
         "",
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
-        "generator trained to minimise the pixel MSE between its images and the teacher's for the same random z "
-        "(no real data); a *student (joint)* adds that MSE (weight "
+        f"generator trained to minimise {recipes.PIXEL_LOSS_WORDS[config.get('pixel_loss', recipes.PIXEL_MSE)]} "
+        "between its images and the teacher's for the same random z (no real data); a *student (joint)* adds that "
+        "term (weight "
         f"{_mse_weight_words(config)}) to its own GAN loss against a student-sized discriminator on real images; "
         + (
-            "a *student (adversarial)* adds that MSE to its GAN loss against a student-sized discriminator "
+            "a *student (adversarial)* adds that term to its GAN loss against a student-sized discriminator "
             "that learns to tell the teacher's images from the student's for the same z (no real data; "
             "*z-conditioned*: the discriminator is also given that z, a projection discriminator); "
             if {"adversarial", "adversarial_z"} & set(results["losses"]) else ""
         )
         + "a *scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
-        + recipes.PIXEL_LOSS_WORDS.get(config.get("pixel_loss", recipes.PIXEL_MSE), "")
         + "Compression is the teacher's parameter count over the model's.",
         "",
         "## Results",
