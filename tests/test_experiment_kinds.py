@@ -128,6 +128,8 @@ def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp
     # The pixel term is SSIM (two scales at 28x28) and L1 in place of the MSE, and the report says so.
     assert results["config"]["pixel_loss"] == "ssim_l1"
     assert {"ssim", "l1"} <= set(results["models"][1]["training"]["final_losses"]) and "mse" not in results["models"][1]["training"]["final_losses"]
-    assert "`--pixel_loss=ssim_l1`" in (output_dir / "report.md").read_text()
+    report = (output_dir / "report.md").read_text()
+    assert "`--pixel_loss=ssim_l1`" in report
+    assert "| FID |" in report and "n=None" not in report  # Nothing scored (eval_samples=0): no count to name.
     bad = run_cli(flags[:-1] + [f"--output_dir={tmp_path / 'bad'}", "--student_widths=4-x-2"])
     assert bad.returncode != 0 and "--student_widths takes width profiles such as 4-12-12-12" in bad.stderr

@@ -97,8 +97,9 @@ def results_table(results):
     rows = csv_rows(results)
     count = next((row["fid_samples"] for row in rows if row["fid_samples"]), None)
     reference = f" vs {real['num_samples']:,} real" if real else ""
+    fid = f"FID (n={count}{reference})" if count else "FID"  # No count: nothing was scored.
     lines = [
-        f"| model | d | parameters | compression | {name} | FID (n={count}{reference}) | KID x1000 | precision | recall "
+        f"| model | d | parameters | compression | {name} | {fid} | KID x1000 | precision | recall "
         "| VoL | MSE to teacher | PSNR dB | generator steps | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
