@@ -129,7 +129,7 @@ if __name__ == "__main__":
     options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
                    for argument in sys.argv[3:])
     switches = ("separable", "zmap", "mixer", "cosine")
-    unknown = set(options) - {"separable", "zmap", "mixer", "epochs", "teacher", "precision", "loss", "image_kernel", "cosine"}
+    unknown = set(options) - {"epochs", "teacher", "precision", "loss", "image_kernel", *switches}
     if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
             or options.get("loss", "mse") not in PIXEL_LOSSES or not str(options.get("epochs", 100)).isdigit()
             or not str(options.get("image_kernel", 5)).isdigit() or int(options.get("image_kernel", 5)) < 1

@@ -40,14 +40,13 @@ def kind_losses(config, spec, teacher_discriminator=None, steps=None):
     """`(distillation_losses, weights)` of a student (`plan.StageSpec`);
     `(None, None)` for the paper's pixel MSE.
 
-    Each kind adds its terms to the pixel term (`config.pixel_loss`, the
-    paper's MSE by default, weighted as in the paper's presets). The perceptual term reads `teacher_discriminator`, frozen; with
-    none (a given teacher), the student's own discriminator, which trains
-    beside it (joint and adversarial losses only). `steps`: the student's
+    Each kind adds its terms to the pixel term (`config.pixel_loss`, checked
+    by `ExperimentConfig`; the paper's MSE by default, weighted as in the
+    paper's presets). The perceptual term reads `teacher_discriminator`,
+    frozen; with none (a given teacher), the student's own discriminator,
+    which trains beside it (joint and adversarial losses only). `steps`: the student's
     (the pixel weight's schedule, `pixel_weight`).
     """
-    if config.pixel_loss not in PIXEL_LOSSES:
-        raise InputError(f"Unknown pixel_loss {config.pixel_loss!r}; choose one of {tuple(PIXEL_LOSSES)}.")
     if not spec.terms and config.pixel_loss == PIXEL_MSE:
         return None, None
     pixel_terms = PIXEL_LOSSES[config.pixel_loss]()

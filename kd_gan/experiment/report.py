@@ -323,7 +323,7 @@ def markdown(results):
             if {"adversarial", "adversarial_z"} & set(results["losses"]) else ""
         )
         + "a *scratch GAN* is the student's architecture trained as an ordinary GAN, the baseline distillation must beat. "
-        + "Compression is the teacher's parameter count over the model's.",
+        "Compression is the teacher's parameter count over the model's.",
         "",
         "## Results",
         "",
