@@ -17,7 +17,7 @@ from kd_gan import Generator, count_parameters, experiment, load_generator
 from kd_gan.experiment import evaluator as evaluation
 from kd_gan.models import any_generator as generators
 from kd_gan.data import pixels as images
-from kd_gan.experiment import report
+from kd_gan.experiment import report, summary
 from kd_gan.experiment import stage as stages
 from kd_gan.export import converters as export
 from kd_gan.export.converters import export_saved_model
@@ -113,7 +113,7 @@ def test_cli_sweep_end_to_end_writes_report(tiny_mnist, tmp_path):
     assert {row["fid_samples"] for row in rows} == {"8"}
 
     markdown = (output_dir / "report.md").read_text()
-    assert markdown.split("\n")[2] == f"**{report.headline(results)}**"  # The finding in words, under the title.
+    assert markdown.split("\n")[2] == f"**{summary.headline(results)}**"  # The finding in words, under the title.
     assert "FID (n=8 vs 12 real)" in markdown and "KID x1000" in markdown and "| student (joint) | 1 |" in markdown and "## Teacher candidates" in markdown
     for picture in ("samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png"):
         assert f"({picture})" in markdown
@@ -324,6 +324,8 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
         (dict(loss="mse,kl"), "'mse,kl'.*each once"),
         (dict(loss="mse,mse"), "'mse,mse'.*each once"),
         (dict(loss="both,adversarial"), "'both,adversarial'"),
+        (dict(loss="none,mse"), "'none,mse'"),
+        (dict(loss="none", scratch=False, teacher_path="teacher.keras"), "loss='none' trains no students.*nothing to train"),
         (dict(strategy="tpu"), "'tpu'"),
         (dict(preset="huge"), "'huge'"),
         (dict(student_depths=(0,)), "student_depths with 0"),
@@ -426,15 +428,15 @@ def test_report_table_and_findings_from_results():
     assert "FID (n=10 vs 10,000 real)" in table
     assert "| student (MSE) | 1 | 10 | 100:1 | 6.00 | 20.0 | 12.3 ± 0.4 | 0.750 | 0.500 | 100 | 0.0100 | 26.0 | - |" in table
     assert "| scratch GAN | 1 | 10 | 100:1 | 2.00 | 50.0 | - | 0.750 | 0.500 |" in table
-    (line,) = report.findings(results)
+    (line,) = summary.findings(results)
     assert "keeps 75% of the teacher's mnist_score" in line and "FID 20.0 beats the scratch GAN's 50.0" in line
-    assert report.headline(results) == (
+    assert summary.headline(results) == (
         "The student (MSE), d=1, 100x smaller than the teacher, keeps 75% of its MNIST score (6.00 of 8.00); "
         "the scratch GAN of its size keeps 25% (2.00). Real images score 9.90."
     )
     for entry in results["models"]:  # Without a score (colour data): by FID against the teacher's.
         entry["quality"]["mnist_score"] = None
-    assert report.headline(results) == (
+    assert summary.headline(results) == (
         "The student (MSE), d=1, 100x smaller than the teacher, reaches FID 20.0, 2.0x the teacher's 10.0; "
         "the scratch GAN of its size 50.0 (5.0x) (lower is better)."
     )
@@ -532,6 +534,19 @@ def test_a_failed_export_verification_keeps_the_report(tiny_mnist, tmp_path, mon
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "does not reproduce" in results["export"]["student_mse_d1"]["error"]
     assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_a_run_without_students_trains_the_teacher_and_scratch_gans_only(tiny_mnist, tmp_path):
+    config = tiny_config(tiny_mnist, tmp_path / "run", loss="none", eval_samples=8)
+    results = experiment.run(config)
+    assert [entry["method"] for entry in results["models"]] == ["teacher", "scratch"]
+    assert not (tmp_path / "run" / "students").exists() and not (tmp_path / "run" / "teacher_cache").exists()
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "No students; scratch GANs of d=1 (1 epochs). Trained in float32." in text
+    (line,) = summary.findings(results)
+    scratch, teacher = (entry["quality"]["fid"] for entry in results["models"][::-1])
+    assert line.startswith(f"d=1 (") and f"scratch GAN: FID {scratch:.1f}, {scratch / teacher:.2f}x the teacher's {teacher:.1f}" in line
+    assert summary.headline(results) is None  # No student to state a finding about.
 
 
 def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_path):

@@ -27,7 +27,8 @@ from kd_gan.models.dcgan import BLOCKS, TRANSPOSED, check_widths, dcgan_widths
 from kd_gan.experiment.presets import PRESETS, default_preset, preset_values
 
 BOTH = "both"  # The paper's two students: mse and joint.
-LOSS_CHOICES = plan.STUDENT_LOSSES + (BOTH,)
+NONE = "none"  # No students: the teachers and the scratch GANs only.
+LOSS_CHOICES = plan.STUDENT_LOSSES + (BOTH, NONE)
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -40,8 +41,9 @@ class ExperimentConfig:
             GAN loss on real images), "adversarial" (plus a GAN loss against
             a discriminator of the teacher's images), "adversarial_z" (the
             same, the discriminator also given each image's z), several
-            joined by "," (a student of each, e.g. "mse,adversarial"), or
-            "both" (mse and joint).
+            joined by "," (a student of each, e.g. "mse,adversarial"),
+            "both" (mse and joint), or "none" (no students: the teacher
+            candidates and the scratch GANs only).
         output_dir: folder for models, samples and the report.
         data_dir: local data (tfds data dir or original files); None uses
             `$KD_GAN_DATA_DIR`, then tfds' download.
@@ -221,7 +223,11 @@ class ExperimentConfig:
             )
         if self.dataset == data.IMAGES and not self.data_dir:
             raise InputError("dataset='images' trains on your folder or tar of images: pass it as data_dir (--data_dir).")
-        self.losses  # Refuses an unknown loss.
+        if not self.losses and not self.scratch and self.teacher_path:
+            raise InputError(
+                f"loss={self.loss!r} trains no students, scratch=False no scratch GANs, and teacher_path="
+                f"{self.teacher_path!r} no teacher: nothing to train. Name a student loss or keep the scratch GANs."
+            )
         _check_choice("objective", self.objective, objectives.OBJECTIVES)
         # Unset optimizer settings take the objective's; config.json records the values used.
         settings = objectives.OBJECTIVE_DEFAULTS[self.objective]
@@ -343,6 +349,8 @@ class ExperimentConfig:
         """The student losses this run trains, in the order given."""
         if self.loss == BOTH:
             return (plan.MSE, plan.JOINT)
+        if self.loss == NONE:
+            return ()
         losses = tuple(str(self.loss).split(","))
         if not set(losses) <= set(plan.STUDENT_LOSSES) or len(set(losses)) != len(losses):
             raise InputError(

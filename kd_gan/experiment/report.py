@@ -11,14 +11,10 @@ from kd_gan.evaluation import classifiers
 from kd_gan.experiment import evaluator
 from kd_gan.data import pixels
 from kd_gan.experiment import plots, recipes
+from kd_gan.experiment.summary import csv_rows, findings, headline, number as _number, ratio
 from kd_gan.models import precision
 from kd_gan.models.any_generator import generate
 from kd_gan._io import write_json
-
-def student_methods(rows):
-    """The student methods of a run's rows, in order of appearance."""
-    return list(dict.fromkeys(row["method"] for row in rows if row["role"] == "student"))
-
 
 CSV_COLUMNS = (
     "name", "method", "depth", "parameters", "compression_ratio", "score_name", "score", "fid", "fid_samples",
@@ -54,40 +50,6 @@ def write(output_dir, results, generators, heldout_z, columns):
         writer.writerows(csv_rows(results))
     with open(os.path.join(output_dir, "report.md"), "w") as file:
         file.write(markdown(results))
-
-
-def csv_rows(results):
-    """One flat row per model (the columns of `CSV_COLUMNS`)."""
-    name = classifiers.score_name(results["dataset"])
-    rows = []
-    for entry in results["models"]:
-        quality = entry.get("quality") or {}
-        fidelity = entry.get("fidelity") or {}
-        training = entry.get("training") or {}
-        rows.append({
-            "name": entry["name"], "method": entry["method"], "role": entry["role"], "label": entry["label"],
-            "depth": entry["depth"], "architecture": entry.get("architecture"), "size_label": entry.get("size_label"),
-            "parameters": entry["parameters"], "compression_ratio": round(entry["compression_ratio"], 3),
-            "score_name": name, "score": quality.get(name), "fid": quality.get("fid"),
-            "fid_samples": quality.get("num_samples"), "reference_count": quality.get("reference_count"),
-            "kid": quality.get("kid"), "kid_std": quality.get("kid_std"),
-            "precision": quality.get("precision"), "recall": quality.get("recall"), "vol": quality.get("vol"),
-            "mse_to_teacher": fidelity.get("mse"), "psnr_db": fidelity.get("psnr_db"),
-            "interpolation_psnr_db": (fidelity.get("interpolation") or {}).get("psnr_db"),
-            "epochs": training.get("epochs"), "train_wall_time_s": training.get("wall_time_s"),
-            # Generator (student) steps: equal for a student and its scratch GAN, so the comparison is fair.
-            "generator_steps": training["epochs"] * training["steps_per_epoch"] if "steps_per_epoch" in training else None,
-        })
-    return rows
-
-
-def ratio(value):
-    """A compression ratio as text: 2.5:1, 29:1, 1,696:1."""
-    return f"{value:,.1f}:1" if value < 10 else f"{value:,.0f}:1"
-
-
-def _number(value, digits):
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def results_table(results):
@@ -184,73 +146,6 @@ def shipped_table(results):
     return "\n".join(lines)
 
 
-def findings(results):
-    """Sentences read off the numbers: score kept, student vs scratch, sharpness."""
-    name = classifiers.score_name(results["dataset"])
-    rows = csv_rows(results)
-    teacher = rows[0]
-    if teacher["fid"] is None:
-        return ["No evaluation was run (eval_samples=0): see the training losses and the grids."]
-    lines = []
-    for architecture in dict.fromkeys(row["architecture"] for row in rows[1:]):  # In plan order.
-        at_depth = {row["method"]: row for row in rows[1:] if row["architecture"] == architecture}
-        scratch = at_depth.get("scratch")
-        for method in student_methods(rows):
-            student = at_depth.get(method)
-            if student is None:
-                continue
-            kept = ""
-            if student["score"] is not None and teacher["score"]:
-                kept = (
-                    f"keeps {100 * student['score'] / teacher['score']:.0f}% of the teacher's {name} "
-                    f"({_number(student['score'], 2)} vs {_number(teacher['score'], 2)}); "
-                )
-            if scratch is None:  # Students only (scratch=False).
-                lines.append(
-                    f"{student['size_label']} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
-                    f"{student['fid']:.1f} (teacher {teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher "
-                    f"{teacher['vol']:,.0f})."
-                )
-                continue
-            verdict = "beats" if student["fid"] < scratch["fid"] else "does not beat"
-            lines.append(
-                f"{student['size_label']} ({ratio(student['compression_ratio'])}), {student['label']}: {kept}FID "
-                f"{student['fid']:.1f} {verdict} the scratch GAN's {scratch['fid']:.1f} (teacher "
-                f"{teacher['fid']:.1f}); VoL {student['vol']:,.0f} (teacher {teacher['vol']:,.0f}, scratch "
-                f"{scratch['vol']:,.0f})."
-            )
-    return lines
-
-
-def headline(results):
-    """The run's finding in one sentence, for the top of the report: the best
-    student at the largest compression against the teacher and against the
-    scratch GAN of its size (None before any evaluation or without students)."""
-    name = {"mnist_score": "MNIST score", "inception_score": "Inception Score"}.get(classifiers.score_name(results["dataset"]))
-    rows = csv_rows(results)
-    teacher, students = rows[0], [row for row in rows[1:] if row["role"] == "student" and row["fid"] is not None]
-    if teacher["fid"] is None or not students:
-        return None
-    largest = max(row["compression_ratio"] for row in students)
-    at_largest = [row for row in students if row["compression_ratio"] == largest]
-    by_score = teacher["score"] is not None and all(row["score"] is not None for row in at_largest)
-    best = max(at_largest, key=lambda row: row["score"]) if by_score else min(at_largest, key=lambda row: row["fid"])
-    scratch = next((row for row in rows[1:] if row["method"] == "scratch" and row["architecture"] == best["architecture"]
-                    and row["fid"] is not None), None)
-    smaller = f"{best['compression_ratio']:,.0f}x" if best["compression_ratio"] >= 10 else f"{best['compression_ratio']:.1f}x"
-    student = f"The {best['label']}, {best['size_label']}, {smaller} smaller than the teacher,"
-    if by_score:
-        text = f"{student} keeps {100 * best['score'] / teacher['score']:.0f}% of its {name} ({best['score']:.2f} of {teacher['score']:.2f})"
-        if scratch is not None and scratch["score"] is not None:
-            text += f"; the scratch GAN of its size keeps {100 * scratch['score'] / teacher['score']:.0f}% ({scratch['score']:.2f})"
-        real = (results.get("real") or {}).get(classifiers.score_name(results["dataset"]))
-        return text + "." + (f" Real images score {real:.2f}." if real is not None else "")
-    text = f"{student} reaches FID {best['fid']:.1f}, {best['fid'] / teacher['fid']:.1f}x the teacher's {teacher['fid']:.1f}"
-    if scratch is not None:
-        text += f"; the scratch GAN of its size {scratch['fid']:.1f} ({scratch['fid'] / teacher['fid']:.1f}x)"
-    return text + " (lower is better)."
-
-
 def _mse_weight_words(config):
     """The MSE weight beside an adversarial term, constant or decaying (`mse_weight_end`)."""
     end = config.get("mse_weight_end")
@@ -274,6 +169,26 @@ def _objective_sentence(config):
     return text + (f"; every generator is the moving average of its weights (decay {decay})." if decay else ".")
 
 
+def _trained_sentence(config, results, sizes):
+    """What the run trained beside its teacher, in what precision, on what data."""
+    epochs = config["student_epochs"]
+    if results["losses"]:
+        trained = f"Students of {', '.join(sizes)} distilled with the {' and '.join(results['losses'])} loss" + (
+            f"; each size also trained from scratch as an ordinary GAN with the same {epochs} epochs."
+            if config.get("scratch", True) else f" ({epochs} epochs; no scratch baselines)."
+        )
+    else:
+        trained = f"No students; scratch GANs of {', '.join(sizes)} ({epochs} epochs)." if sizes else "No students."
+    data = ""
+    if results["losses"]:
+        data = "; students saw fresh z every step"
+        if config.get("teacher_cache"):
+            data = f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool" + (
+                f", a fresh pool every {config['cache_refresh_epochs']} epochs" if config.get("cache_refresh_epochs") else ""
+            )
+    return f"{trained} Trained in {_precision_sentence(config, results)}{data}."
+
+
 def markdown(results):
     """report.md: what ran, the table, findings, candidates, grids, plots, settings."""
     config = results["config"]
@@ -292,20 +207,7 @@ def markdown(results):
             if not config.get("teacher_path")
             else f", loaded from `{config['teacher_path']}`)."
         ),
-        f"Students of {', '.join(sizes)} distilled with the "
-        f"{' and '.join(results['losses'])} loss"
-        + (
-            f"; each size also trained from scratch as an ordinary GAN with the same {config['student_epochs']} epochs."
-            if config.get("scratch", True)
-            else f" ({config['student_epochs']} epochs; no scratch baselines)."
-        )
-        + f" Trained in {_precision_sentence(config, results)}"
-        + (
-            f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool"
-            + (f", a fresh pool every {config['cache_refresh_epochs']} epochs." if config.get("cache_refresh_epochs") else ".")
-            if config.get("teacher_cache")
-            else "; students saw fresh z every step."
-        )
+        _trained_sentence(config, results, sizes)
         + f" {_objective_sentence(config)}"
         + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "

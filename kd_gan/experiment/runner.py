@@ -40,6 +40,7 @@ from kd_gan.distillation.distiller import Distiller
 from kd_gan.errors import InputError
 from kd_gan.experiment import evaluator as evaluator_lib
 from kd_gan.experiment import progress, report
+from kd_gan.experiment import summary as summary_lib
 from kd_gan.experiment.distribute import make_strategy, worker_output_dir
 from kd_gan.experiment.recipes import kind_losses, pixel_weight
 from kd_gan.experiment.results import ModelResult, log_evaluation
@@ -328,7 +329,7 @@ class Experiment:
             sum((r.training or {}).get("wall_time_s", 0.0) for r in {r.name: r for r in candidates + results}.values()), 2
         )
         report.write(self.root, summary, generators, self.heldout_z, config.grid_columns)
-        finding = report.headline(summary)
+        finding = summary_lib.headline(summary)
         if finding:
             logging.info("%s", finding)
         logging.info("Done in %.0f s. Report: %s", summary["wall_time_s"], os.path.join(self.root, "report.md"))
