@@ -129,7 +129,7 @@ def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp
     assert results["config"]["pixel_loss"] == "ssim_l1"
     assert {"ssim", "l1"} <= set(results["models"][1]["training"]["final_losses"]) and "mse" not in results["models"][1]["training"]["final_losses"]
     report = (output_dir / "report.md").read_text()
-    assert "`--pixel_loss=ssim_l1`" in report
+    assert "`--pixel_loss=ssim_l1`" in report and "a *student (SSIM + L1)* is a small generator" in report
     assert "| FID |" in report and "n=None" not in report  # Nothing scored (eval_samples=0): no count to name.
     bad = run_cli(flags[:-1] + [f"--output_dir={tmp_path / 'bad'}", "--student_widths=4-x-2"])
     assert bad.returncode != 0 and "--student_widths takes width profiles such as 4-12-12-12" in bad.stderr

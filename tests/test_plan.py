@@ -202,3 +202,15 @@ def test_the_pixel_loss_choice_replaces_the_mse_and_shares_its_weight():
     assert [float(weights[0](50)), float(weights[1](50)), weights[2]] == pytest.approx([4.2, 0.8, decaying.feature_weight])
     with pytest.raises(InputError, match="Unknown pixel_loss 'l2'; choose one of \\('mse', 'l1', 'ssim_l1'\\)"):
         config(pixel_loss="l2")
+
+
+def test_a_pixel_only_student_is_labelled_by_its_pixel_term_and_keeps_its_folder():
+    stages = plan_stages(config(pixel_loss="l1", distillation=("pixel",), qat_epochs=0, loss="mse,joint"))
+    students = {stage.folder: stage.label for stage in of_role(stages, "student")}
+    assert students == {
+        "students/mse_d1": "student (L1)", "students/joint_d1": "student (joint)",
+        "students/mse_d2": "student (L1)", "students/joint_d2": "student (joint)",
+    }
+    assert StageSpec("student", 1, 5, "mse", kind="features", pixel_loss="ssim_l1").label == "student (SSIM + L1 + features)"
+    with pytest.raises(ValueError, match="pixel_loss 'l2'"):
+        StageSpec("student", 1, 5, "mse", pixel_loss="l2")

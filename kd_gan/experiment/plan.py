@@ -29,6 +29,8 @@ REFIT_SAMPLES = 1024  # Latent vectors whose teacher maps the refit reproduces (
 _INIT_SUFFIXES = {RANDOM: "", PRUNED: "_pruned", REFIT: "_refit"}
 _INIT_LABELS = {RANDOM: "", PRUNED: ", pruned start", REFIT: ", pruned and refit start"}
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
+# A pixel-only student's label names its pixel term (`ExperimentConfig.pixel_loss`).
+PIXEL_LABELS = {"mse": "MSE", "l1": "L1", "ssim_l1": "SSIM + L1"}
 _LOSS_LABELS = {MSE: "MSE", JOINT: "joint", ADVERSARIAL: "adversarial", ADVERSARIAL_Z: "adversarial, z-conditioned"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
 
@@ -56,6 +58,9 @@ class StageSpec:
         block: how its generator's hidden stages upsample (`Generator(block=...)`):
             "transposed" (the paper's) or "separable" (students from random
             weights, without quantization-aware fine-tuning).
+        pixel_loss: the students' pixel term ("mse", "l1", "ssim_l1"); it
+            names a pixel-only student's label ("student (L1)"), not its
+            name or folder ("students/mse_d2" whatever the term).
     """
 
     role: str
@@ -68,6 +73,7 @@ class StageSpec:
     init: str = RANDOM
     discriminator_depth: Optional[int] = None
     block: str = TRANSPOSED
+    pixel_loss: str = "mse"
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -83,6 +89,8 @@ class StageSpec:
                 f"block {self.block!r} with init={self.init!r}, fine_tune_epochs={self.fine_tune_epochs}: "
                 f"one of {BLOCKS}; only 'transposed' is pruned or fine-tuned."
             )
+        if self.pixel_loss not in PIXEL_LABELS:
+            raise ValueError(f"pixel_loss {self.pixel_loss!r}: one of {tuple(PIXEL_LABELS)}.")
         if self.discriminator_depth is None:
             object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 
@@ -199,7 +207,8 @@ class StageSpec:
         """A student's recipe in words ("MSE + features"); None for other roles."""
         if self.role != STUDENT:
             return None
-        return " + ".join((_LOSS_LABELS.get(self.loss, self.loss),) + self.terms) + _INIT_LABELS[self.init]
+        loss = PIXEL_LABELS[self.pixel_loss] if self.loss == MSE else _LOSS_LABELS.get(self.loss, self.loss)
+        return " + ".join((loss,) + self.terms) + _INIT_LABELS[self.init]
 
     @property
     def label(self):
@@ -236,7 +245,7 @@ def plan_stages(config):
                 for init in config.student_inits:
                     student = StageSpec(
                         STUDENT, epochs=config.student_epochs, loss=loss, kind=kind, init=init,
-                        discriminator_depth=config.discriminator_depth, **architecture,
+                        discriminator_depth=config.discriminator_depth, pixel_loss=config.pixel_loss, **architecture,
                     )
                     stages.append(student)
                     if config.qat_epochs:

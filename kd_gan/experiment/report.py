@@ -10,7 +10,7 @@ import numpy as np
 from kd_gan.evaluation import classifiers
 from kd_gan.experiment import evaluator
 from kd_gan.data import pixels
-from kd_gan.experiment import plots, recipes
+from kd_gan.experiment import plan, plots, recipes
 from kd_gan.experiment.summary import csv_rows, findings, headline, number as _number, ratio
 from kd_gan.models import precision
 from kd_gan.models.any_generator import generate
@@ -213,7 +213,8 @@ def markdown(results):
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",
         "",
-        "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student (MSE)* is a small "
+        "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student "
+        f"({plan.PIXEL_LABELS[config.get('pixel_loss', recipes.PIXEL_MSE)]})* is a small "
         f"generator trained to minimise {recipes.PIXEL_LOSS_WORDS[config.get('pixel_loss', recipes.PIXEL_MSE)]} "
         "between its images and the teacher's for the same random z (no real data); a *student (joint)* adds that "
         "term (weight "
