@@ -37,7 +37,7 @@ import time
 import keras
 
 from kd_gan import Distiller, count_parameters
-from kd_gan.experiment.recipes import PIXEL_LOSSES
+from kd_gan.experiment.recipes import PIXEL_LOSSES, pixel_terms
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.models import precision
@@ -100,8 +100,7 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     keras.mixed_precision.set_global_policy("float32")
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
-    terms = PIXEL_LOSSES[loss]()  # The experiment's --pixel_loss terms and their weights.
-    losses, weights = [term for term, _ in terms], [weight for _, weight in terms]
+    losses, weights = pixel_terms(loss)  # The experiment's --pixel_loss terms and their weights.
     distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0,
                           distillation_losses=losses, distillation_loss_weights=weights)
     rate = keras.optimizers.schedules.CosineDecay(1e-3, epochs * STEPS_PER_EPOCH) if cosine else 1e-3

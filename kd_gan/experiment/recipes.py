@@ -20,6 +20,13 @@ PIXEL_LOSS_WORDS = {  # What the report calls each pixel term.
 }
 
 
+def pixel_terms(pixel_loss):
+    """`(losses, shares)`: fresh losses of the pixel term `pixel_loss` (a key of
+    `PIXEL_LOSSES`) and each one's share of the pixel weight."""
+    pairs = PIXEL_LOSSES[pixel_loss]()
+    return [loss for loss, _ in pairs], [share for _, share in pairs]
+
+
 def pixel_weight(config, spec, steps, share=1.0):
     """The pixel term's weight of a student (`plan.StageSpec`) of `steps`
     steps, times `share`: 1 alone; beside an adversarial term
@@ -49,9 +56,8 @@ def kind_losses(config, spec, teacher_discriminator=None, steps=None):
     """
     if not spec.terms and config.pixel_loss == PIXEL_MSE:
         return None, None
-    pixel_terms = PIXEL_LOSSES[config.pixel_loss]()
-    distillation_losses = [loss for loss, _ in pixel_terms]
-    weights = [pixel_weight(config, spec, steps, share) for _, share in pixel_terms]
+    distillation_losses, shares = pixel_terms(config.pixel_loss)
+    weights = [pixel_weight(config, spec, steps, share) for share in shares]
     if spec.distils_features:
         distillation_losses.append(losses.FeatureLoss())
         weights.append(config.feature_weight)
