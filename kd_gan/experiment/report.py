@@ -172,20 +172,18 @@ def _objective_sentence(config):
 def _trained_sentence(config, results, sizes):
     """What the run trained beside its teacher, in what precision, on what data."""
     epochs = config["student_epochs"]
-    if results["losses"]:
-        trained = f"Students of {', '.join(sizes)} distilled with the {' and '.join(results['losses'])} loss" + (
-            f"; each size also trained from scratch as an ordinary GAN with the same {epochs} epochs."
-            if config.get("scratch", True) else f" ({epochs} epochs; no scratch baselines)."
-        )
-    else:
+    if not results["losses"]:
         trained = f"No students; scratch GANs of {', '.join(sizes)} ({epochs} epochs)." if sizes else "No students."
-    data = ""
-    if results["losses"]:
-        data = "; students saw fresh z every step"
-        if config.get("teacher_cache"):
-            data = f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool" + (
-                f", a fresh pool every {config['cache_refresh_epochs']} epochs" if config.get("cache_refresh_epochs") else ""
-            )
+        return f"{trained} Trained in {_precision_sentence(config, results)}."
+    trained = f"Students of {', '.join(sizes)} distilled with the {' and '.join(results['losses'])} loss" + (
+        f"; each size also trained from scratch as an ordinary GAN with the same {epochs} epochs."
+        if config.get("scratch", True) else f" ({epochs} epochs; no scratch baselines)."
+    )
+    data = "; students saw fresh z every step"
+    if config.get("teacher_cache"):
+        data = f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool" + (
+            f", a fresh pool every {config['cache_refresh_epochs']} epochs" if config.get("cache_refresh_epochs") else ""
+        )
     return f"{trained} Trained in {_precision_sentence(config, results)}{data}."
 
 
@@ -197,6 +195,7 @@ def markdown(results):
     real = results.get("real") or {}
     sizes = list(dict.fromkeys(entry.get("size_label") or "" for entry in results["models"][1:]))
     finding = headline(results)
+    pixel = config.get("pixel_loss", recipes.PIXEL_MSE)  # Runs before the setting existed used the MSE.
     out = [
         f"# Compressing a {results['dataset']} GAN by knowledge distillation",
         "",
@@ -214,8 +213,8 @@ def markdown(results):
         f"{results['strategy']['replicas']} replica(s)).",
         "",
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student "
-        f"({plan.PIXEL_LABELS[config.get('pixel_loss', recipes.PIXEL_MSE)]})* is a small "
-        f"generator trained to minimise {recipes.PIXEL_LOSS_WORDS[config.get('pixel_loss', recipes.PIXEL_MSE)]} "
+        f"({plan.PIXEL_LABELS[pixel]})* is a small "
+        f"generator trained to minimise {recipes.PIXEL_LOSS_WORDS[pixel]} "
         "between its images and the teacher's for the same random z (no real data); a *student (joint)* adds that "
         "term (weight "
         f"{_mse_weight_words(config)}) to its own GAN loss against a student-sized discriminator on real images; "
