@@ -57,7 +57,11 @@ flags.DEFINE_float("ema_decay", _DEFAULTS.ema_decay, "Moving average of every ge
 flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled students.")
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the pixel term (--pixel_loss) in the joint and adversarial losses.")
 flags.DEFINE_float("mse_weight_end", None, "With --loss=joint/adversarial: the pixel weight decays linearly from --mse_weight to this over each student's steps (TinyGAN); default: constant.")
-flags.DEFINE_enum("pixel_loss", _DEFAULTS.pixel_loss, list(experiment.recipes.PIXEL_LOSSES), "The students' pixel term: mse (the paper's), l1, or ssim_l1 (0.84 (1 - SSIM) averaged over up to 3 scales + 0.16 L1); weighted as the MSE would be.")
+flags.DEFINE_enum(
+    "pixel_loss", _DEFAULTS.pixel_loss, list(experiment.recipes.PIXEL_TERMS),
+    "The students' pixel term, weighted as the MSE would be: "
+    + "; ".join(f"{name}: {term.words}" for name, term in experiment.recipes.PIXEL_TERMS.items()) + ".",
+)
 flags.DEFINE_list("distillation", list(_DEFAULTS.distillation), "Student kinds, each a student of every size and loss: pixel (the paper's MSE), features (plus feature maps through adapters), perceptual (plus a frozen discriminator's features), features+perceptual.")
 flags.DEFINE_float("feature_weight", _DEFAULTS.feature_weight, "Weight of the feature term of 'features' students.")
 flags.DEFINE_float("perceptual_weight", _DEFAULTS.perceptual_weight, "Weight of the perceptual term of 'perceptual' students.")

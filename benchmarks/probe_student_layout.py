@@ -37,7 +37,7 @@ import time
 import keras
 
 from kd_gan import Distiller, count_parameters
-from kd_gan.experiment.recipes import PIXEL_LOSSES, pixel_terms
+from kd_gan.experiment.recipes import PIXEL_TERMS, pixel_terms
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.models import precision
@@ -130,11 +130,11 @@ if __name__ == "__main__":
     switches = ("separable", "zmap", "mixer", "cosine")
     unknown = set(options) - {"epochs", "teacher", "precision", "loss", "image_kernel", *switches}
     if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
-            or options.get("loss", "mse") not in PIXEL_LOSSES or not str(options.get("epochs", 100)).isdigit()
+            or options.get("loss", "mse") not in PIXEL_TERMS or not str(options.get("epochs", 100)).isdigit()
             or not str(options.get("image_kernel", 5)).isdigit() or int(options.get("image_kernel", 5)) < 1
             or any(options.get(name, True) is not True for name in switches) or int(options.get("epochs", 100)) < 1):
         sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer (switches: no =value), --epochs=N (>= 1), --image_kernel=K (>= 1), --cosine, --teacher=PATH, "
-                 f"--loss={'|'.join(PIXEL_LOSSES)}, "
+                 f"--loss={'|'.join(PIXEL_TERMS)}, "
                  "--precision=bfloat16|float32")
     main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),
          zmap=bool(options.get("zmap")), mixer=bool(options.get("mixer")), epochs=int(options.get("epochs", 100)),

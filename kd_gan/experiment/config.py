@@ -100,10 +100,10 @@ class ExperimentConfig:
         mse_weight_end: with a joint or adversarial loss, the MSE weight
             decays linearly from `mse_weight` to this over each student's
             steps (TinyGAN decays its pixel term); None: constant.
-        pixel_loss: the students' pixel term: "mse" (the paper's), "l1"
-            (`PixelL1`) or "ssim_l1" (`PixelSSIM` 0.84 and `PixelL1` 0.16,
-            Zhao et al.'s mix), weighted as the MSE would be (int8
-            quantization-aware fine-tuning keeps the MSE).
+        pixel_loss: the students' pixel term, a key of `recipes.PIXEL_TERMS`:
+            "mse" (the paper's), "l1" or "ssim_l1" (Zhao et al.'s mix),
+            weighted as the MSE would be (int8 quantization-aware fine-tuning
+            keeps the MSE).
         distillation: the student kinds to train for every loss and size:
             "pixel" (the paper's MSE alone), "features" (plus intermediate
             feature maps through learned adapters), "perceptual" (plus a
@@ -248,7 +248,7 @@ class ExperimentConfig:
                     "teacher_cache to its size (pairs per pool)."
                 )
         _check_choice("cache_storage", self.cache_storage, teacher_cache_lib.STORAGES)
-        _check_choice("pixel_loss", self.pixel_loss, recipes.PIXEL_LOSSES)
+        _check_choice("pixel_loss", self.pixel_loss, recipes.PIXEL_TERMS)
         _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
         _check_choice("inception_engine", self.inception_engine, INCEPTION_ENGINES)
         if self.dataset == "mnist" and self.inception_precision not in ("auto", "float32"):

@@ -11,6 +11,7 @@ folders are found and resumed).
 import dataclasses
 from typing import Optional, Tuple
 
+from kd_gan.experiment.recipes import PIXEL_TERMS
 from kd_gan.models.dcgan import BLOCKS, TRANSPOSED
 
 TEACHER, STUDENT, SCRATCH = "teacher", "student", "scratch"
@@ -29,8 +30,6 @@ REFIT_SAMPLES = 1024  # Latent vectors whose teacher maps the refit reproduces (
 _INIT_SUFFIXES = {RANDOM: "", PRUNED: "_pruned", REFIT: "_refit"}
 _INIT_LABELS = {RANDOM: "", PRUNED: ", pruned start", REFIT: ", pruned and refit start"}
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
-# A pixel-only student's label names its pixel term (`ExperimentConfig.pixel_loss`).
-PIXEL_LABELS = {"mse": "MSE", "l1": "L1", "ssim_l1": "SSIM + L1"}
 _LOSS_LABELS = {MSE: "MSE", JOINT: "joint", ADVERSARIAL: "adversarial", ADVERSARIAL_Z: "adversarial, z-conditioned"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
 
@@ -89,8 +88,8 @@ class StageSpec:
                 f"block {self.block!r} with init={self.init!r}, fine_tune_epochs={self.fine_tune_epochs}: "
                 f"one of {BLOCKS}; only 'transposed' is pruned or fine-tuned."
             )
-        if self.pixel_loss not in PIXEL_LABELS:
-            raise ValueError(f"pixel_loss {self.pixel_loss!r}: one of {tuple(PIXEL_LABELS)}.")
+        if self.pixel_loss not in PIXEL_TERMS:
+            raise ValueError(f"pixel_loss {self.pixel_loss!r}: one of {tuple(PIXEL_TERMS)}.")
         if self.discriminator_depth is None:
             object.__setattr__(self, "discriminator_depth", self.depth or self.widths[-1])
 
@@ -207,7 +206,7 @@ class StageSpec:
         """A student's recipe in words ("MSE + features"); None for other roles."""
         if self.role != STUDENT:
             return None
-        loss = PIXEL_LABELS[self.pixel_loss] if self.loss == MSE else _LOSS_LABELS.get(self.loss, self.loss)
+        loss = PIXEL_TERMS[self.pixel_loss].label if self.loss == MSE else _LOSS_LABELS.get(self.loss, self.loss)
         return " + ".join((loss,) + self.terms) + _INIT_LABELS[self.init]
 
     @property

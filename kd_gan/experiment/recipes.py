@@ -1,5 +1,8 @@
 """What each student distils: the losses and weights of its kind."""
 
+import dataclasses
+from typing import Callable, List, Tuple
+
 import keras
 
 from kd_gan.distillation import losses
@@ -7,23 +10,36 @@ from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.errors import InputError
 
 PIXEL_MSE = "mse"
-# The students' pixel term (`ExperimentConfig.pixel_loss`): its losses and their shares of the pixel weight.
-PIXEL_LOSSES = {
-    PIXEL_MSE: lambda: [(losses.PixelMSE(), 1.0)],  # The paper's.
-    "l1": lambda: [(losses.PixelL1(), 1.0)],
-    "ssim_l1": lambda: [(PixelSSIM(scales=None), 0.84), (losses.PixelL1(), 0.16)],  # Zhao et al., 2017.
-}
-PIXEL_LOSS_WORDS = {  # What the report calls each pixel term.
-    PIXEL_MSE: "the pixel MSE",
-    "l1": "the mean absolute pixel error (`--pixel_loss=l1`)",
-    "ssim_l1": "0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean absolute pixel error (`--pixel_loss=ssim_l1`)",
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelTerm:
+    """A students' pixel term (`ExperimentConfig.pixel_loss`): `make()` returns
+    fresh `(loss, share)` pairs (each loss's share of the pixel weight);
+    `label` names its students in tables and figures ("student (L1)"); `words`
+    describe it in the report's methods and the flag's help."""
+
+    make: Callable[[], List[Tuple[losses.DistillationLoss, float]]]
+    label: str
+    words: str
+
+
+# Every pixel term, in one table: the config checks names against it, the plan
+# labels stages by it, the report and the --pixel_loss flag describe it.
+PIXEL_TERMS = {
+    PIXEL_MSE: PixelTerm(lambda: [(losses.PixelMSE(), 1.0)], "MSE", "the pixel MSE (the paper's)"),
+    "l1": PixelTerm(lambda: [(losses.PixelL1(), 1.0)], "L1", "the mean absolute pixel error"),
+    "ssim_l1": PixelTerm(  # Zhao et al., 2017.
+        lambda: [(PixelSSIM(scales=None), 0.84), (losses.PixelL1(), 0.16)], "SSIM + L1",
+        "0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean absolute pixel error",
+    ),
 }
 
 
 def pixel_terms(pixel_loss):
     """`(losses, shares)`: fresh losses of the pixel term `pixel_loss` (a key of
-    `PIXEL_LOSSES`) and each one's share of the pixel weight."""
-    pairs = PIXEL_LOSSES[pixel_loss]()
+    `PIXEL_TERMS`) and each one's share of the pixel weight."""
+    pairs = PIXEL_TERMS[pixel_loss].make()
     return [loss for loss, _ in pairs], [share for _, share in pairs]
 
 

@@ -213,8 +213,10 @@ def markdown(results):
         f"{results['strategy']['replicas']} replica(s)).",
         "",
         "Methods: the *teacher* is a large DCGAN generator trained as a GAN; a *student "
-        f"({plan.PIXEL_LABELS[pixel]})* is a small "
-        f"generator trained to minimise {recipes.PIXEL_LOSS_WORDS[pixel]} "
+        f"({recipes.PIXEL_TERMS[pixel].label})* is a small "
+        f"generator trained to minimise {recipes.PIXEL_TERMS[pixel].words}"
+        + ("" if pixel == recipes.PIXEL_MSE else f" (`--pixel_loss={pixel}`)")
+        + " "
         "between its images and the teacher's for the same random z (no real data); a *student (joint)* adds that "
         "term (weight "
         f"{_mse_weight_words(config)}) to its own GAN loss against a student-sized discriminator on real images; "
