@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -338,6 +339,7 @@ def test_two_worker_distillation_agrees(tiny_mnist, tmp_path):
         (dict(mse_weight=float("nan")), "mse_weight=nan"),
         (dict(mse_weight_end=-1.0), "mse_weight_end must be a finite number >= 0 or None. Received: mse_weight_end=-1.0"),
         (dict(loss="mse", mse_weight_end=10.0), "mse_weight_end=10.0 decays the MSE weight beside an adversarial term; loss='mse' has none"),
+        (dict(student_lr_schedule="step"), "Unknown student_lr_schedule 'step'; choose one of \\('constant', 'cosine'\\)"),
         (dict(export=("onnx",)), "export=\\('onnx',\\)"),
         (dict(quantization="int8"), "quantization='int8'"),
     ],
@@ -578,6 +580,27 @@ def test_a_decaying_pixel_weight_reaches_the_adversarial_student_over_its_steps(
     assert "weight 8.0, decaying linearly to 2.0 over each student's steps" in (tmp_path / "run" / "report.md").read_text()
 
 
+def test_a_cosine_schedule_takes_the_students_learning_rate_to_zero_over_their_steps(tiny_mnist, tmp_path, monkeypatch):
+    from kd_gan.experiment import runner
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(runner_distiller(*args, **kwargs))
+        return built[-1]
+
+    runner_distiller = runner.Distiller
+    monkeypatch.setattr(runner, "Distiller", recording)
+    config = tiny_config(tiny_mnist, tmp_path / "run", scratch=False, student_learning_rate=0.01, student_lr_schedule="cosine")
+    experiment.run(config)
+    optimizer = built[-1].student_optimizer  # 1 epoch of 3 steps: 0.01 -> 0 along a cosine.
+    assert int(optimizer.iterations) == 3
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    assert [float(schedule(step)) for step in (0, 1, 3)] == pytest.approx([0.01, 0.0075, 0.0], abs=1e-9)
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # Where the run left it.
+    assert "Students learn at 0.01, decaying to 0 along a cosine over their steps." in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_bfloat16_inception_is_refused_for_mnist_and_accepted_for_colour_data(tiny_mnist, tmp_path):
     with pytest.raises(ValueError, match="inception_precision='bfloat16'.*MNIST"):
         tiny_config(tiny_mnist, tmp_path / "run", inception_precision="bfloat16")
@@ -593,6 +616,7 @@ def test_interrupted_cached_students_resume_on_the_same_pairs(tiny_mnist, tmp_pa
     losses = ("mse", "joint", "adversarial", "adversarial_z")
     settings = dict(
         teacher_epochs=1, student_epochs=3, loss=",".join(losses), teacher_cache=12, cache_refresh_epochs=2, scratch=False,
+        student_lr_schedule="cosine",  # A restarted schedule would not give the same weights.
     )
     experiment.run(tiny_config(tiny_mnist, tmp_path / "straight", **settings))
 

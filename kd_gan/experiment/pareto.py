@@ -33,7 +33,7 @@ _BOTH, _STUDENT = ("student", "scratch"), ("student",)
 TRAINING_SETTINGS = {
     "student_epochs": _BOTH, "steps_per_epoch": _BOTH, "batch_size": _BOTH, "objective": _BOTH,
     "critic_steps": _BOTH, "learning_rate": _BOTH, "d_learning_rate": _BOTH, "discriminator_depth": _BOTH,
-    "ema_decay": _BOTH, "seed": _BOTH, "precision": _BOTH, "student_learning_rate": _STUDENT,
+    "ema_decay": _BOTH, "seed": _BOTH, "precision": _BOTH, "student_learning_rate": _STUDENT, "student_lr_schedule": _STUDENT,
     "mse_weight": _STUDENT, "mse_weight_end": _STUDENT, "pixel_loss": _STUDENT, "feature_weight": _STUDENT, "perceptual_weight": _STUDENT,
     "teacher_cache": _STUDENT, "cache_refresh_epochs": _STUDENT, "cache_storage": _STUDENT,
 }

@@ -11,6 +11,7 @@ folders are found and resumed).
 import dataclasses
 from typing import Optional, Tuple
 
+from kd_gan.errors import InputError
 from kd_gan.experiment.recipes import PIXEL_TERMS
 from kd_gan.models.dcgan import BLOCKS, TRANSPOSED
 
@@ -257,3 +258,19 @@ def plan_stages(config):
 def of_role(stages, role, fine_tuning=False):
     """The stages of `role` (own stages, or with `fine_tuning` the fine-tuning ones), in plan order."""
     return tuple(stage for stage in stages if stage.role == role and stage.fine_tuning == fine_tuning)
+
+
+def check_distillation(kinds):
+    """The kinds in canonical form ("perceptual+features" -> "features+perceptual"), or InputError."""
+    allowed = f"{PIXEL!r}, or terms of {DISTILLATION_TERMS} joined by '+'"
+    if isinstance(kinds, str) or not kinds:
+        raise InputError(f"distillation must be a non-empty tuple of student kinds: {allowed}. Received: {kinds!r}")
+    canonical = []
+    for kind in kinds:
+        terms = str(kind).split("+")
+        if kind != PIXEL and (not set(terms) <= set(DISTILLATION_TERMS) or len(set(terms)) != len(terms)):
+            raise InputError(f"Unknown distillation kind {kind!r}; choose {allowed}, e.g. features+perceptual.")
+        canonical.append(kind if kind == PIXEL else "+".join(t for t in DISTILLATION_TERMS if t in terms))
+    if len(set(canonical)) != len(canonical):
+        raise InputError(f"distillation lists a kind twice: {kinds!r}.")
+    return tuple(canonical)

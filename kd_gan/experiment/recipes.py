@@ -43,6 +43,18 @@ def pixel_terms(pixel_loss):
     return [loss for loss, _ in pairs], [share for _, share in pairs]
 
 
+CONSTANT, COSINE = "constant", "cosine"
+LR_SCHEDULES = (CONSTANT, COSINE)  # `ExperimentConfig.student_lr_schedule`.
+
+
+def student_learning_rate(config, steps):
+    """A student's Adam learning rate over its `steps` steps: `config.student_learning_rate`,
+    constant, or decaying to 0 along a cosine (`config.student_lr_schedule`)."""
+    if config.student_lr_schedule == COSINE:
+        return keras.optimizers.schedules.CosineDecay(float(config.student_learning_rate), max(int(steps), 1))
+    return config.student_learning_rate
+
+
 def pixel_weight(config, spec, steps, share=1.0):
     """The pixel term's weight of a student (`plan.StageSpec`) of `steps`
     steps, times `share`: 1 alone; beside an adversarial term

@@ -166,7 +166,10 @@ def _objective_sentence(config):
         f"{config.get('d_learning_rate', config.get('learning_rate'))} (discriminators)"
     )
     decay = config.get("ema_decay") or 0
-    return text + (f"; every generator is the moving average of its weights (decay {decay})." if decay else ".")
+    text += f"; every generator is the moving average of its weights (decay {decay})." if decay else "."
+    if config.get("student_lr_schedule", "constant") != "constant":
+        text += f" Students learn at {config.get('student_learning_rate')}, decaying to 0 along a cosine over their steps."
+    return text
 
 
 def _trained_sentence(config, results, sizes):

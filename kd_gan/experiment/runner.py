@@ -42,7 +42,7 @@ from kd_gan.experiment import evaluator as evaluator_lib
 from kd_gan.experiment import progress, report
 from kd_gan.experiment import summary as summary_lib
 from kd_gan.experiment.distribute import make_strategy, worker_output_dir
-from kd_gan.experiment.recipes import kind_losses, pixel_weight
+from kd_gan.experiment.recipes import kind_losses, pixel_weight, student_learning_rate
 from kd_gan.experiment.results import ModelResult, log_evaluation
 from kd_gan.experiment.run_folder import check_data, prepare_output_dir, writer_lock
 from kd_gan.experiment import plan as plan_lib
@@ -157,7 +157,8 @@ class Experiment:
             trainer.compile(
                 # A joint or adversarial student is a GAN generator too: the objective's Adam betas.
                 student_optimizer=optimizers.objective_optimizer(
-                    config.objective if discriminated else objectives.NON_SATURATING, config.student_learning_rate,
+                    config.objective if discriminated else objectives.NON_SATURATING,
+                    student_learning_rate(config, steps),
                     config.ema_decay,
                 ),
                 d_optimizer=optimizers.objective_optimizer(config.objective, config.d_learning_rate) if discriminated else None,
