@@ -561,17 +561,23 @@ def test_students_only_run_trains_no_scratch_gan_and_reports(tiny_mnist, tmp_pat
     assert "Trained in float32; students saw fresh z every step." in text
 
 
-def test_a_decaying_pixel_weight_reaches_the_adversarial_student_over_its_steps(tiny_mnist, tmp_path, monkeypatch):
+@pytest.fixture
+def built_distillers(monkeypatch):
+    """Every Distiller the runner builds, in order."""
     from kd_gan.experiment import runner
 
-    built = []
+    built, runner_distiller = [], runner.Distiller
 
     def recording(*args, **kwargs):
         built.append(runner_distiller(*args, **kwargs))
         return built[-1]
 
-    runner_distiller = runner.Distiller
     monkeypatch.setattr(runner, "Distiller", recording)
+    return built
+
+
+def test_a_decaying_pixel_weight_reaches_the_adversarial_student_over_its_steps(tiny_mnist, tmp_path, built_distillers):
+    built = built_distillers
     config = tiny_config(tiny_mnist, tmp_path / "run", loss="adversarial", scratch=False, mse_weight=8.0, mse_weight_end=2.0)
     experiment.run(config)
     weight = built[-1].mse_weight  # 1 epoch of 3 steps: 8 -> 2 over 3 steps.
@@ -580,17 +586,8 @@ def test_a_decaying_pixel_weight_reaches_the_adversarial_student_over_its_steps(
     assert "weight 8.0, decaying linearly to 2.0 over each student's steps" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_a_cosine_schedule_takes_the_students_learning_rate_to_zero_over_their_steps(tiny_mnist, tmp_path, monkeypatch):
-    from kd_gan.experiment import runner
-
-    built = []
-
-    def recording(*args, **kwargs):
-        built.append(runner_distiller(*args, **kwargs))
-        return built[-1]
-
-    runner_distiller = runner.Distiller
-    monkeypatch.setattr(runner, "Distiller", recording)
+def test_a_cosine_schedule_takes_the_students_learning_rate_to_zero_over_their_steps(tiny_mnist, tmp_path, built_distillers):
+    built = built_distillers
     config = tiny_config(tiny_mnist, tmp_path / "run", scratch=False, student_learning_rate=0.01, student_lr_schedule="cosine")
     experiment.run(config)
     optimizer = built[-1].student_optimizer  # 1 epoch of 3 steps: 0.01 -> 0 along a cosine.
