@@ -54,8 +54,8 @@ flags.DEFINE_integer("critic_steps", None, "Discriminator steps per generator st
 flags.DEFINE_float("learning_rate", None, "Adam learning rate of the GAN generators (default: the objective's: 2e-4, 1e-4 for wgan-gp).")
 flags.DEFINE_float("d_learning_rate", None, "Adam learning rate of the discriminators (default: --learning_rate).")
 flags.DEFINE_float("ema_decay", _DEFAULTS.ema_decay, "Moving average of every generator's weights with this momentum (e.g. 0.999): what is saved, scored and distilled; 0: none.")
-flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled students.")
-flags.DEFINE_enum("student_lr_schedule", _DEFAULTS.student_lr_schedule, list(experiment.recipes.LR_SCHEDULES), "The students' learning rate over their steps: constant, or cosine (decays from --student_learning_rate to 0).")
+flags.DEFINE_float("student_learning_rate", _DEFAULTS.student_learning_rate, "Adam learning rate of the distilled students (the start of --student_lr_schedule=cosine).")
+flags.DEFINE_enum("student_lr_schedule", _DEFAULTS.student_lr_schedule, list(experiment.recipes.LR_SCHEDULES), "The students' learning rate over their steps: constant, or cosine (decays from --student_learning_rate to 0; int8 fine-tuning keeps a constant tenth).")
 flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "Weight of the pixel term (--pixel_loss) in the joint and adversarial losses.")
 flags.DEFINE_float("mse_weight_end", None, "With --loss=joint/adversarial: the pixel weight decays linearly from --mse_weight to this over each student's steps (TinyGAN); default: constant.")
 flags.DEFINE_enum(

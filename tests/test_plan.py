@@ -9,7 +9,7 @@ import pytest
 from kd_gan import experiment
 from kd_gan.errors import InputError
 from kd_gan.experiment.plan import StageSpec, of_role, plan_stages
-from kd_gan.experiment.recipes import kind_losses, pixel_weight
+from kd_gan.experiment.recipes import kind_losses, pixel_weight, student_learning_rate
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "kd_gan"
 
@@ -214,3 +214,10 @@ def test_a_pixel_only_student_is_labelled_by_its_pixel_term_and_keeps_its_folder
     assert StageSpec("student", 1, 5, "mse", kind="features", pixel_loss="ssim_l1").label == "student (SSIM + L1 + features)"
     with pytest.raises(ValueError, match="pixel_loss 'l2'"):
         StageSpec("student", 1, 5, "mse", pixel_loss="l2")
+
+
+def test_a_students_learning_rate_is_constant_or_a_cosine_over_its_steps():
+    assert student_learning_rate(config(student_learning_rate=3e-3), 500) == 3e-3
+    cosine = student_learning_rate(config(student_learning_rate=2e-3, student_lr_schedule="cosine"), 400)
+    assert [float(cosine(step)) for step in (0, 200, 400, 800)] == pytest.approx([2e-3, 1e-3, 0.0, 0.0], abs=1e-9)
+    assert float(student_learning_rate(config(student_lr_schedule="cosine"), 0)(1)) == pytest.approx(0.0, abs=1e-9)

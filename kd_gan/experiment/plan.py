@@ -12,7 +12,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 from kd_gan.errors import InputError
-from kd_gan.experiment.recipes import PIXEL_TERMS
+from kd_gan.experiment.recipes import PIXEL_MSE, PIXEL_TERMS
 from kd_gan.models.dcgan import BLOCKS, TRANSPOSED
 
 TEACHER, STUDENT, SCRATCH = "teacher", "student", "scratch"
@@ -58,7 +58,7 @@ class StageSpec:
         block: how its generator's hidden stages upsample (`Generator(block=...)`):
             "transposed" (the paper's) or "separable" (students from random
             weights, without quantization-aware fine-tuning).
-        pixel_loss: the students' pixel term ("mse", "l1", "ssim_l1"); it
+        pixel_loss: the students' pixel term (a key of `recipes.PIXEL_TERMS`); it
             names a pixel-only student's label ("student (L1)"), not its
             name or folder ("students/mse_d2" whatever the term).
     """
@@ -73,7 +73,7 @@ class StageSpec:
     init: str = RANDOM
     discriminator_depth: Optional[int] = None
     block: str = TRANSPOSED
-    pixel_loss: str = "mse"
+    pixel_loss: str = PIXEL_MSE
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -1,4 +1,4 @@
-"""What each student distils: the losses and weights of its kind."""
+"""What each student distils and how it learns: the losses and weights of its kind, its learning rate."""
 
 import dataclasses
 from typing import Callable, List, Tuple
@@ -14,7 +14,7 @@ PIXEL_MSE = "mse"
 
 @dataclasses.dataclass(frozen=True)
 class PixelTerm:
-    """A students' pixel term (`ExperimentConfig.pixel_loss`): `make()` returns
+    """A pixel term of the students (`ExperimentConfig.pixel_loss`): `make()` returns
     fresh `(loss, share)` pairs (each loss's share of the pixel weight);
     `label` names its students in tables and figures ("student (L1)"); `words`
     describe it in the report's methods and the flag's help."""
@@ -49,7 +49,8 @@ LR_SCHEDULES = (CONSTANT, COSINE)  # `ExperimentConfig.student_lr_schedule`.
 
 def student_learning_rate(config, steps):
     """A student's Adam learning rate over its `steps` steps: `config.student_learning_rate`,
-    constant, or decaying to 0 along a cosine (`config.student_lr_schedule`)."""
+    constant, or decaying to 0 along a cosine (`config.student_lr_schedule`). Quantization-aware
+    fine-tuning keeps a constant tenth of it (`shipping.quantization_aware_student`)."""
     if config.student_lr_schedule == COSINE:
         return keras.optimizers.schedules.CosineDecay(float(config.student_learning_rate), max(int(steps), 1))
     return config.student_learning_rate

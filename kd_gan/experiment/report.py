@@ -154,8 +154,9 @@ def _mse_weight_words(config):
     return f"{config['mse_weight']}, decaying linearly to {end} over each student's steps"
 
 
-def _objective_sentence(config):
-    """How the GANs trained: objective, critic steps, learning rates, weight average."""
+def _objective_sentence(config, students=True):
+    """How the GANs trained: objective, critic steps, learning rates, weight average; the
+    students' learning-rate schedule where it is not constant (`students`: the run has some)."""
     objective = config.get("objective", "ns")
     label = {"ns": "the non-saturating GAN loss", "hinge": "the hinge loss", "wgan-gp": "WGAN-GP (gradient penalty 10)"}
     critic = config.get("critic_steps") or 1
@@ -167,7 +168,7 @@ def _objective_sentence(config):
     )
     decay = config.get("ema_decay") or 0
     text += f"; every generator is the moving average of its weights (decay {decay})." if decay else "."
-    if config.get("student_lr_schedule", "constant") != "constant":
+    if students and config.get("student_lr_schedule", recipes.CONSTANT) != recipes.CONSTANT:
         text += f" Students learn at {config.get('student_learning_rate')}, decaying to 0 along a cosine over their steps."
     return text
 
@@ -210,7 +211,7 @@ def markdown(results):
             else f", loaded from `{config['teacher_path']}`)."
         ),
         _trained_sentence(config, results, sizes)
-        + f" {_objective_sentence(config)}"
+        + f" {_objective_sentence(config, bool(results['losses']))}"
         + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",
