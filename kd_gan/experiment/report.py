@@ -154,9 +154,8 @@ def _mse_weight_words(config):
     return f"{config['mse_weight']}, decaying linearly to {end} over each student's steps"
 
 
-def _objective_sentence(config, students=True):
-    """How the GANs trained: objective, critic steps, learning rates, weight average; the
-    students' learning-rate schedule where it is not constant (`students`: the run has some)."""
+def _objective_sentence(config):
+    """How the GANs trained: objective, critic steps, learning rates, weight average."""
     objective = config.get("objective", "ns")
     label = {"ns": "the non-saturating GAN loss", "hinge": "the hinge loss", "wgan-gp": "WGAN-GP (gradient penalty 10)"}
     critic = config.get("critic_steps") or 1
@@ -167,14 +166,12 @@ def _objective_sentence(config, students=True):
         f"{config.get('d_learning_rate', config.get('learning_rate'))} (discriminators)"
     )
     decay = config.get("ema_decay") or 0
-    text += f"; every generator is the moving average of its weights (decay {decay})." if decay else "."
-    if students and config.get("student_lr_schedule", recipes.CONSTANT) != recipes.CONSTANT:
-        text += f" Students learn at {config.get('student_learning_rate')}, decaying to 0 along a cosine over their steps."
-    return text
+    return text + (f"; every generator is the moving average of its weights (decay {decay})." if decay else ".")
 
 
 def _trained_sentence(config, results, sizes):
-    """What the run trained beside its teacher, in what precision, on what data."""
+    """What the run trained beside its teacher, in what precision, on what data; the students'
+    learning-rate schedule where it is not constant."""
     epochs = config["student_epochs"]
     if not results["losses"]:
         trained = f"No students; scratch GANs of {', '.join(sizes)} ({epochs} epochs)." if sizes else "No students."
@@ -188,7 +185,10 @@ def _trained_sentence(config, results, sizes):
         data = f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool" + (
             f", a fresh pool every {config['cache_refresh_epochs']} epochs" if config.get("cache_refresh_epochs") else ""
         )
-    return f"{trained} Trained in {_precision_sentence(config, results)}{data}."
+    schedule = ""
+    if config.get("student_lr_schedule", recipes.CONSTANT) != recipes.CONSTANT:
+        schedule = f" Students learn at {config.get('student_learning_rate')}, decaying to 0 along a cosine over their steps."
+    return f"{trained} Trained in {_precision_sentence(config, results)}{data}.{schedule}"
 
 
 def markdown(results):
@@ -211,7 +211,7 @@ def markdown(results):
             else f", loaded from `{config['teacher_path']}`)."
         ),
         _trained_sentence(config, results, sizes)
-        + f" {_objective_sentence(config, bool(results['losses']))}"
+        + f" {_objective_sentence(config)}"
         + f" Training took {results['training_time_s']:,.0f} s over all stages; "
         f"this invocation {results['wall_time_s']:,.0f} s ({results['strategy']['name']} strategy, "
         f"{results['strategy']['replicas']} replica(s)).",
