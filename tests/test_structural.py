@@ -1,4 +1,4 @@
-"""PixelSSIM: SSIM against a numpy reference, its scales, its refusal of images
+"""PixelSSIM: SSIM against a numpy reference and tf.image.ssim, its scales, its refusal of images
 too small for them, saving, and what it trains."""
 
 import numpy as np
@@ -6,9 +6,11 @@ import pytest
 import scipy.signal
 
 import keras
+import tensorflow as tf
 from conftest import changed, weights_of
 from kd_gan import Distiller, Generator, latent_dataset
 from kd_gan.distillation import PixelL1, PixelSSIM
+from kd_gan.distillation.structural import ssim
 from kd_gan.errors import InputError
 from test_distill import LATENT, SHAPE, fixed_teacher
 
@@ -43,6 +45,22 @@ def test_ssim_loss_is_one_minus_ssim_averaged_over_scales():
         expected.append(np.mean([1 - numpy_ssim(s, t), 1 - numpy_ssim(average_pool(s), average_pool(t))]))
     np.testing.assert_allclose(loss.compute_loss([teacher], [student]), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(loss.compute_loss([teacher], [teacher]), 0.0, atol=1e-5)
+
+
+def test_separable_ssim_gives_tf_image_ssims_values_and_gradients():
+    """The two matrix products per map filter as tf.image.ssim's 11x11 Gaussian does, on images that are not square."""
+    rng = np.random.default_rng(4)
+    target = tf.constant(rng.uniform(0, 1, (3, 23, 17, 2)), tf.float32)
+    images = tf.Variable(np.clip(target.numpy() + rng.normal(0, 0.2, target.shape), 0, 1).astype("float32"))
+    gradients = []
+    for function in (ssim, lambda x, y: tf.image.ssim(x, y, max_val=1.0)):
+        with tf.GradientTape() as tape:
+            values = function(images, target)
+            total = tf.reduce_sum(values)
+        gradients.append(tape.gradient(total, images).numpy())
+        np.testing.assert_allclose(values, [numpy_ssim(x, y) for x, y in zip(images.numpy(), target.numpy())], rtol=1e-5)
+    np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
+    assert np.abs(gradients[1]).max() > 1e-4  # The comparison is of gradients that are there.
 
 
 def test_ssim_loss_sees_blur_that_a_pixel_error_prices_alike():

