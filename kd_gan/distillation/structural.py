@@ -32,8 +32,9 @@ def ssim(images, target, max_val=1.0):
     the mean over the valid window positions and the channels, as `tf.image.ssim`.
 
     The 11x11 Gaussian is separable, so the filtering is two matrix products per map (rows,
-    then columns) on the channels-first images: about 15 times faster on a CPU than
-    `tf.image.ssim`'s 11x11 depthwise convolutions, forward and backward, for the same values.
+    then columns) on the channels-first images: 10-14 times faster on a CPU than
+    `tf.image.ssim`'s 11x11 depthwise convolutions, forward and backward, for the same values
+    (`benchmarks/bench_ssim.py`).
     """
     height, width = images.shape[1], images.shape[2]
     rows, columns = _window_matrix(height), _window_matrix(width)
