@@ -24,6 +24,10 @@ the 5x5 (a kernel the stride divides overlaps evenly: no checkerboard; 1,920 par
 instead of 3,003 at 40 channels); `--cosine` decays the learning rate from 1e-3 to 0
 over the run (cosine); `--loss=mse|l1|ssim_l1` picks the pixel term (`ssim_l1`: 0.84 of
 `PixelSSIM` and 0.16 of `PixelL1`, the experiment's `--pixel_loss`; default the paper's MSE);
+`--ssim_weight=W` adds `PixelSSIM` with weight W beside the `--loss` terms (e.g. `--loss=l1
+--ssim_weight=1`: L1 and 1 - SSIM in equal parts); `--learning_rate=R` trains at R instead of
+1e-3 (the peak of `--cosine`); `--cache_size=N` trains on N cached teacher outputs instead of
+10,000 (a cache of its own, `<run>/teacher_cache_N`; the steps stay 150 an epoch);
 `--epochs=N` trains N epochs instead of 100; `--precision=float32` trains in float32 (TF's
 depthwise kernels are slower in bfloat16 on CPU); `--teacher=PATH` reads the
 teacher from PATH instead of the run.
@@ -38,6 +42,7 @@ import keras
 
 from kd_gan import Distiller, count_parameters
 from kd_gan.experiment.recipes import PIXEL_TERMS, pixel_terms
+from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.training import objectives
 from kd_gan.training import optimizers
 from kd_gan.models import precision
@@ -92,7 +97,8 @@ STEPS_PER_EPOCH = 150
 
 
 def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zmap=False, mixer=False, epochs=100,
-         loss="mse", image_kernel=5, cosine=False):
+         loss="mse", image_kernel=5, cosine=False, ssim_weight=0.0, learning_rate=1e-3,
+         cache_size=10000):
     teacher = load_generator(teacher_path or os.path.join(run, "teachers", "d32", "generator.keras"))
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if compute == "bfloat16" else "float32")
@@ -101,11 +107,14 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     parameters = count_parameters(student)
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
     losses, weights = pixel_terms(loss)  # The experiment's --pixel_loss terms and their weights.
+    if ssim_weight:
+        losses, weights = losses + [PixelSSIM()], weights + [ssim_weight]
     distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0,
                           distillation_losses=losses, distillation_loss_weights=weights)
-    rate = keras.optimizers.schedules.CosineDecay(1e-3, epochs * STEPS_PER_EPOCH) if cosine else 1e-3
+    rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * STEPS_PER_EPOCH) if cosine else learning_rate
     distiller.compile(student_optimizer=optimizers.objective_optimizer(objectives.NON_SATURATING, rate, 0.999))
-    cache = TeacherCache(os.path.join(run, "teacher_cache"), teacher, size=10000)
+    cache_folder = "teacher_cache" + ("" if cache_size == 10000 else f"_{cache_size}")
+    cache = TeacherCache(os.path.join(run, cache_folder), teacher, size=cache_size)
     cache.fill()
     start = time.time()
     distiller.fit(cache.dataset(batch_size=64), epochs=epochs, steps_per_epoch=STEPS_PER_EPOCH, verbose=2)
@@ -114,30 +123,47 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     name = (("z" if zmap else "") + ("mix" if mixer else "") + ("sep" if separable else "w") + "-".join(map(str, widths))
             + ("" if image_kernel == 5 else f"_k{image_kernel}") + ("_cosine" if cosine else ""))
     path = os.path.join(folder, name + ("" if epochs == 100 else f"_e{epochs}") + ("" if loss == "mse" else f"_{loss}")
+                        + (f"_ssim{ssim_weight:g}" if ssim_weight else "") + ("" if learning_rate == 1e-3 else f"_lr{learning_rate:g}")
+                        + ("" if cache_size == 10000 else f"_cache{cache_size}")
                         + f"_{compute}.keras")
     precision.float32_copy(student).save(path)
     record = {"widths": widths, "separable": separable, "zmap": zmap, "mixer": mixer, "image_kernel": image_kernel, "cosine": cosine,
-              "epochs": epochs, "loss": loss,
+              "epochs": epochs, "loss": loss, "ssim_weight": ssim_weight, "learning_rate": learning_rate,
+              "cache_size": cache_size,
               "precision": compute, "parameters": parameters, "train_s": round(time.time() - start, 1), "path": path}
     with open(path + ".json", "w") as file:
         json.dump(record, file, indent=2)
     print(json.dumps(record), flush=True)
 
 
+def _positive(text, zero=False):
+    """Whether `text` reads as a number above 0 (or at least 0 with `zero`)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return False
+    return value >= 0 if zero else value > 0
+
+
 if __name__ == "__main__":
     options = dict(argument[2:].split("=", 1) if "=" in argument else (argument[2:], True)
                    for argument in sys.argv[3:])
     switches = ("separable", "zmap", "mixer", "cosine")
-    unknown = set(options) - {"epochs", "teacher", "precision", "loss", "image_kernel", *switches}
+    unknown = set(options) - {"epochs", "teacher", "precision", "loss", "image_kernel", "ssim_weight", "learning_rate", "cache_size",
+                              *switches}
     if (unknown or options.get("precision", "bfloat16") not in ("bfloat16", "float32")
             or options.get("loss", "mse") not in PIXEL_TERMS or not str(options.get("epochs", 100)).isdigit()
-            or not str(options.get("image_kernel", 5)).isdigit() or int(options.get("image_kernel", 5)) < 1
-            or any(options.get(name, True) is not True for name in switches) or int(options.get("epochs", 100)) < 1):
+            or not str(options.get("image_kernel", 5)).isdigit() or not str(options.get("cache_size", 1)).isdigit()
+            or int(options.get("cache_size", 1)) < 1 or int(options.get("image_kernel", 5)) < 1
+            or any(options.get(name, True) is not True for name in switches) or int(options.get("epochs", 100)) < 1
+            or not _positive(options.get("ssim_weight", 0), zero=True) or not _positive(options.get("learning_rate", 1e-3))):
         sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer (switches: no =value), --epochs=N (>= 1), --image_kernel=K (>= 1), --cosine, --teacher=PATH, "
+                 "--ssim_weight=W (>= 0), --learning_rate=R (> 0), --cache_size=N (>= 1), "
                  f"--loss={'|'.join(PIXEL_TERMS)}, "
                  "--precision=bfloat16|float32")
     main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),
          zmap=bool(options.get("zmap")), mixer=bool(options.get("mixer")), epochs=int(options.get("epochs", 100)),
          teacher_path=options.get("teacher"), compute=options.get("precision", "bfloat16"),
          loss=options.get("loss", "mse"), image_kernel=int(options.get("image_kernel", 5)),
-         cosine=bool(options.get("cosine")))
+         cosine=bool(options.get("cosine")), ssim_weight=float(options.get("ssim_weight", 0)),
+         learning_rate=float(options.get("learning_rate", 1e-3)), cache_size=int(options.get("cache_size", 10000)))
