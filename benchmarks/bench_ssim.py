@@ -1,12 +1,14 @@
 """The SSIM distillation term: the package's separable filtering against `tf.image.ssim`.
 
-`PixelSSIM` filters each local mean, variance and covariance map with the 11x11 Gaussian
-window; `tf.image.ssim` does it with 11x11 depthwise convolutions, the package with two
-matrix products per map (the Gaussian is separable). Rows: per image size, the seconds of
-one training step's SSIM term (forward and backward, all of `PixelSSIM`'s scales, one
-batch) for each implementation (median of interleaved rounds), the ratio to
-`tf.image.ssim`, and the largest difference of the losses and of their gradients. Random
-images. Prints a table, names the CPU, writes JSON; asserts nothing.
+`PixelSSIM` filters four maps per scale (the local means, the second moments) with the
+11x11 Gaussian window; `tf.image.ssim` does it with 11x11 depthwise convolutions, the
+package with two matrix products per map (the Gaussian is separable). Rows: per image
+size, the seconds of one training step's SSIM term (forward and backward, all of
+`PixelSSIM`'s scales, one batch) for each implementation (median of interleaved rounds,
+each first in turn), the ratio to `tf.image.ssim`, and the largest difference of the
+losses and of their gradients. Random
+images. Prints a table, names the CPU (with the cores this process may use and the load
+average, for runs pinned beside others), writes JSON; asserts nothing.
 
     python benchmarks/bench_ssim.py --batch_size=64 --sizes=64,32
 """
@@ -71,8 +73,9 @@ def main(argv):
                  "package": _step(PixelSSIM(scales=None), teacher_images, student_images)}
         results = {name: step() for name, step in steps.items()}  # Compiles both.
         times = {name: [] for name in steps}
-        for _ in range(FLAGS.rounds):
-            for name, step in steps.items():
+        for round_index in range(FLAGS.rounds):
+            order = list(steps.items())
+            for name, step in order[::-1] if round_index % 2 else order:  # Each goes first in turn.
                 start = time.perf_counter()
                 for _ in range(FLAGS.steps):
                     value, gradient = step()
@@ -92,7 +95,8 @@ def main(argv):
                 "gradient_max": float(tf.reduce_max(tf.abs(baseline_gradient))),
             })
             print(rows[-1], flush=True)
-    print(f"\nPixelSSIM, forward and backward, batch {FLAGS.batch_size}, on {precision.cpu_label(cpu)}; "
+    print(f"\nPixelSSIM, forward and backward, batch {FLAGS.batch_size}, on {precision.cpu_label(cpu)} "
+          f"({len(os.sched_getaffinity(0))} usable); "
           f"median of {FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps")
     print("| image | scales | implementation | s per step | x tf.image.ssim | loss difference | largest gradient difference (of largest) |")
     print("|---|---|---|---|---|---|---|")
@@ -101,7 +105,8 @@ def main(argv):
               f"{row['speedup_vs_tf_image_ssim']} | {row['loss_difference']:.1e} | "
               f"{row['gradient_max_difference']:.1e} ({row['gradient_max']:.1e}) |")
     settings = {name: FLAGS[name].value for name in ("batch_size", "sizes", "steps", "rounds")}
-    write_results(FLAGS.output, settings, rows, cpu=cpu)
+    write_results(FLAGS.output, settings, rows, cpu=cpu, cores_usable=len(os.sched_getaffinity(0)),
+                  load_average=os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ teacher from PATH instead of the run.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -108,7 +109,7 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
     print(f"parameters {parameters:,}, compression {count_parameters(teacher) / parameters:.1f}:1", flush=True)
     losses, weights = pixel_terms(loss)  # The experiment's --pixel_loss terms and their weights.
     if ssim_weight:
-        losses, weights = losses + [PixelSSIM()], weights + [ssim_weight]
+        losses, weights = losses + [PixelSSIM(scales=None)], weights + [ssim_weight]  # As many scales as fit.
     distiller = Distiller(precision.with_policy(teacher, precision.policy(compute)), student, loss="mse", seed=0,
                           distillation_losses=losses, distillation_loss_weights=weights)
     rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * STEPS_PER_EPOCH) if cosine else learning_rate
@@ -137,12 +138,14 @@ def main(run, widths, separable=False, teacher_path=None, compute="bfloat16", zm
 
 
 def _positive(text, zero=False):
-    """Whether `text` reads as a number above 0 (or at least 0 with `zero`)."""
+    """Whether `text` reads as a finite number above 0 (or at least 0 with `zero`); a bare switch does not."""
+    if isinstance(text, bool):
+        return False
     try:
         value = float(text)
     except (TypeError, ValueError):
         return False
-    return value >= 0 if zero else value > 0
+    return math.isfinite(value) and (value >= 0 if zero else value > 0)
 
 
 if __name__ == "__main__":
@@ -156,9 +159,10 @@ if __name__ == "__main__":
             or not str(options.get("image_kernel", 5)).isdigit() or not str(options.get("cache_size", 1)).isdigit()
             or int(options.get("cache_size", 1)) < 1 or int(options.get("image_kernel", 5)) < 1
             or any(options.get(name, True) is not True for name in switches) or int(options.get("epochs", 100)) < 1
-            or not _positive(options.get("ssim_weight", 0), zero=True) or not _positive(options.get("learning_rate", 1e-3))):
+            or not _positive(options.get("ssim_weight", 0), zero=True) or not _positive(options.get("learning_rate", 1e-3))
+            or ("ssim_weight" in options and options.get("loss") == "ssim_l1")):
         sys.exit(f"options {sys.argv[3:]}: allowed --separable, --zmap, --mixer (switches: no =value), --epochs=N (>= 1), --image_kernel=K (>= 1), --cosine, --teacher=PATH, "
-                 "--ssim_weight=W (>= 0), --learning_rate=R (> 0), --cache_size=N (>= 1), "
+                 "--ssim_weight=W (>= 0; not with --loss=ssim_l1, which has its SSIM term), --learning_rate=R (> 0), --cache_size=N (>= 1), "
                  f"--loss={'|'.join(PIXEL_TERMS)}, "
                  "--precision=bfloat16|float32")
     main(sys.argv[1], [int(width) for width in sys.argv[2].split(",")], separable=bool(options.get("separable")),

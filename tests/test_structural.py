@@ -47,20 +47,38 @@ def test_ssim_loss_is_one_minus_ssim_averaged_over_scales():
     np.testing.assert_allclose(loss.compute_loss([teacher], [teacher]), 0.0, atol=1e-5)
 
 
-def test_separable_ssim_gives_tf_image_ssims_values_and_gradients():
-    """The two matrix products per map filter as tf.image.ssim's 11x11 Gaussian does, on images that are not square."""
+def numpy_ssim_scaled(x, y, max_val):
+    return numpy_ssim(x / max_val, y / max_val)  # SSIM's constants scale with max_val**2: the same value.
+
+
+@pytest.mark.parametrize("max_val, shift, level", [(1.0, 0.0, 1.0), (1.0, 0.2, 1.0), (1.0, 0.2, 0.05), (255.0, 0.0, 1.0)])
+def test_separable_ssim_gives_tf_image_ssims_values_and_gradients(max_val, shift, level):
+    """The two matrix products per map filter as tf.image.ssim's 11x11 Gaussian does, on images that are
+    not square, with the local means apart, on dark images (where the constants weigh) and on a 0-255
+    scale; in a traced function of unknown batch size."""
     rng = np.random.default_rng(4)
-    target = tf.constant(rng.uniform(0, 1, (3, 23, 17, 2)), tf.float32)
-    images = tf.Variable(np.clip(target.numpy() + rng.normal(0, 0.2, target.shape), 0, 1).astype("float32"))
+    target = rng.uniform(0, 1, (3, 23, 17, 2))
+    images = np.clip((1 - shift) * target + shift + rng.normal(0, 0.2, target.shape), 0, 1)
+    scale = level * max_val
+    target, images = tf.constant(target * scale, tf.float32), tf.Variable((images * scale).astype("float32"))
     gradients = []
-    for function in (ssim, lambda x, y: tf.image.ssim(x, y, max_val=1.0)):
+    for function in (ssim, lambda x, y: tf.image.ssim(x, y, max_val=max_val)):
+        traced = tf.function(lambda x, y: function(x, y, max_val) if function is ssim else function(x, y),
+                             input_signature=[tf.TensorSpec((None, 23, 17, 2), tf.float32)] * 2)
         with tf.GradientTape() as tape:
-            values = function(images, target)
+            values = traced(images, target)
             total = tf.reduce_sum(values)
         gradients.append(tape.gradient(total, images).numpy())
-        np.testing.assert_allclose(values, [numpy_ssim(x, y) for x, y in zip(images.numpy(), target.numpy())], rtol=1e-5)
-    np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
-    assert np.abs(gradients[1]).max() > 1e-4  # The comparison is of gradients that are there.
+        expected = [numpy_ssim_scaled(x, y, max_val) for x, y in zip(images.numpy(), target.numpy())]
+        np.testing.assert_allclose(values, expected, rtol=1e-5)
+    np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7 / scale)
+    assert np.abs(gradients[1]).max() > 1e-4 / scale  # The comparison is of gradients that are there.
+
+
+def test_separable_ssim_refuses_what_its_window_cannot_filter():
+    for shape in [(2, 10, 16, 3), (16, 16, 3), (2, 16, 16, 3, 1)]:
+        with pytest.raises(InputError, match=rf"known height and width of at least 11.*got shape \({shape[0]}, "):
+            ssim(tf.zeros(shape), tf.zeros(shape))
 
 
 def test_ssim_loss_sees_blur_that_a_pixel_error_prices_alike():

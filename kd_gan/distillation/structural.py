@@ -28,27 +28,35 @@ def _window_matrix(size):
 
 
 def ssim(images, target, max_val=1.0):
-    """Per-image SSIM `(batch,)` of `images` against `target` (NHWC, float32, values in [0, max_val]):
-    the mean over the valid window positions and the channels, as `tf.image.ssim`.
+    """Per-image SSIM `(batch,)` of `images` against `target` (NHWC with static height and
+    width of at least 11, values in [0, max_val]; computed in float32): the mean over the
+    valid window positions and the channels, as `tf.image.ssim` of float images.
 
     The 11x11 Gaussian is separable, so the filtering is two matrix products per map (rows,
-    then columns) on the channels-first images: 10-14 times faster on a CPU than
-    `tf.image.ssim`'s 11x11 depthwise convolutions, forward and backward, for the same values
-    (`benchmarks/bench_ssim.py`).
+    then columns) on the channels-first images, four maps as `tf.image.ssim` filters: on an
+    AVX2 CPU 10.5-14.5 times faster than its 11x11 depthwise convolutions, forward and
+    backward, for 32x32 and 64x64 images, equal to float32 rounding
+    (docs/RESULTS.md, "Speed: the SSIM term").
     """
+    if images.shape.rank != 4 or None in images.shape[1:3] or min(images.shape[1:3]) < GAUSSIAN_WINDOW:
+        raise InputError(
+            f"ssim needs batches of images (batch, height, width, channels) with a known height and width of at "
+            f"least {GAUSSIAN_WINDOW} (its window); got shape {tuple(images.shape)}."
+        )
     height, width = images.shape[1], images.shape[2]
     rows, columns = _window_matrix(height), _window_matrix(width)
 
     def blur(x):  # (batch, channels, height, width) -> the valid Gaussian filtering of each map.
         return tf.matmul(rows, tf.matmul(x, columns), transpose_a=True)
 
-    x, y = (tf.transpose(tensor, [0, 3, 1, 2]) for tensor in (images, target))
+    x, y = (tf.transpose(tf.cast(tensor, tf.float32), [0, 3, 1, 2]) for tensor in (images, target))
     c1, c2 = (K1 * max_val) ** 2, (K2 * max_val) ** 2
     mean_x, mean_y = blur(x), blur(y)
-    variance_x, variance_y = blur(x * x) - mean_x * mean_x, blur(y * y) - mean_y * mean_y
+    squared_means = mean_x * mean_x + mean_y * mean_y
+    luminance = (2 * mean_x * mean_y + c1) / (squared_means + c1)
     covariance = blur(x * y) - mean_x * mean_y
-    luminance = (2 * mean_x * mean_y + c1) / (mean_x * mean_x + mean_y * mean_y + c1)
-    structure = (2 * covariance + c2) / (variance_x + variance_y + c2)
+    variances = blur(x * x + y * y) - squared_means  # The two variances' sum is all the term needs.
+    structure = (2 * covariance + c2) / (variances + c2)
     return tf.reduce_mean(luminance * structure, axis=[1, 2, 3])
 
 
