@@ -34,7 +34,7 @@ def ssim(images, target, max_val=1.0):
 
     The 11x11 Gaussian is separable, so the filtering is two matrix products per map (rows,
     then columns) on the channels-first images, four maps as `tf.image.ssim` filters: on an
-    AVX2 CPU 10.5-14.5 times faster than its 11x11 depthwise convolutions, forward and
+    AVX2 CPU about ten times faster than its 11x11 depthwise convolutions, forward and
     backward, for 32x32 and 64x64 images, equal to float32 rounding
     (docs/RESULTS.md, "Speed: the SSIM term").
     """
