@@ -38,7 +38,10 @@ RUN_FLAGS = [
     "--teacher_cache=24",
 ]
 # Fields of results.json that differ between any two runs: times and where the run was.
-VARYING = {"wall_time_s", "training_time_s", "seconds_per_step", "seconds", "output_dir", "data_dir"}
+VARYING = {
+    "wall_time_s", "invocation_wall_s", "earlier_invocations_s", "resumed_after_epoch", "training_time_s", "seconds_per_step",
+    "seconds", "output_dir", "data_dir",
+}
 
 
 def write_tiny_mnist(folder):

@@ -235,6 +235,15 @@ def test_interrupted_stage_resumes_to_the_same_files(tiny_mnist, tmp_path, monke
         for key in straight:
             np.testing.assert_allclose(straight[key], again[key], rtol=1e-5, err_msg=f"{name} {key}")
     assert not (resumed / "teachers" / "d2" / "checkpoint").exists()  # removed once finished
+    # A resumed stage's time counts its earlier invocations' epochs as well as this one's.
+    for name in ("teachers/d2", "students/joint_d1"):
+        record = json.loads((resumed / name / "training.json").read_text())
+        assert record["resumed_after_epoch"] == 1, name
+        assert record["earlier_invocations_s"] > 0, name
+        assert record["wall_time_s"] == pytest.approx(record["earlier_invocations_s"] + record["invocation_wall_s"], abs=0.02)
+    straight = json.loads((tmp_path / "straight" / "students" / "mse_d1" / "training.json").read_text())
+    assert straight["resumed_after_epoch"] == 0 and straight["earlier_invocations_s"] == 0.0
+    assert straight["wall_time_s"] == straight["invocation_wall_s"]
 
 
 def test_nan_loss_stops_the_stage_naming_it(tiny_mnist, tmp_path, monkeypatch):

@@ -57,6 +57,8 @@ class Stage:
             `(generator as saved, record)`.
         """
         first_epoch = self.resume_epoch() if epochs > 0 else 0
+        # A resumed stage's earlier invocations trained for this long (None: a checkpoint that did not say).
+        earlier = TrainingCheckpoint.trained_seconds(self.checkpoint_dir, f"stage {self.name}") if first_epoch else 0.0
         logging.info(
             "Stage %s: %d epochs of %d steps%s; files in %s", self.name, epochs, steps_per_epoch,
             f", resuming after epoch {first_epoch}" if first_epoch else "", self.dir,
@@ -83,13 +85,19 @@ class Stage:
                 ],
             )
             history = read_epoch_log(self.log_path)
+        invocation = time.time() - start
         record = {
-            "wall_time_s": round(time.time() - start, 2),
+            # Training time over every invocation of the stage; this one's alone when an
+            # earlier one's is unknown (`earlier_invocations_s` None).
+            "wall_time_s": round(invocation + (earlier or 0.0), 2),
+            "invocation_wall_s": round(invocation, 2),
+            "resumed_after_epoch": first_epoch,
+            "earlier_invocations_s": None if earlier is None else round(earlier, 2),
             "epochs": epochs,
             "steps_per_epoch": steps_per_epoch,
             # What the step ran in (`Experiment.stage_policy`) and how fast, this invocation's epochs.
             "dtype_policy": generator.dtype_policy.name,
-            "seconds_per_step": round((time.time() - start) / ((epochs - first_epoch) * steps_per_epoch), 5)
+            "seconds_per_step": round(invocation / ((epochs - first_epoch) * steps_per_epoch), 5)
             if epochs > first_epoch else None,
             "history": {key: [float(v) for v in values] for key, values in history.items()},
             "final_losses": {key: float(values[-1]) for key, values in history.items() if values},

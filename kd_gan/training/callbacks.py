@@ -6,6 +6,7 @@ import glob
 import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -79,7 +80,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     After each epoch the model's and its optimizers' variables go to a file of
     their own, `epoch-<n>.weights.h5`; then `training_metadata.json`, written
     atomically, names that file with its sha256, the epoch and the optimizer's
-    step count. The metadata is the commit point: a kill before it leaves the
+    step count, and the seconds the fit has trained up to that epoch over
+    every invocation (`trained_seconds`), so a resumed stage's time is whole.
+    The metadata is the commit point: a kill before it leaves the
     previous epoch's checkpoint in force, a kill after it the new one. A
     checkpoint that cannot be read or whose file does not match its record is
     discarded with a warning (`resume_epoch`), so the stage starts again; one
@@ -110,6 +113,13 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return state["epoch"] if state else 0
 
     @classmethod
+    def trained_seconds(cls, backup_dir, name="the model"):
+        """Seconds of training before the checkpoint in `backup_dir`: 0.0
+        without one, None for one written before it recorded them."""
+        state = cls._state(backup_dir, name)
+        return float(state.get("train_seconds", 0.0)) if state and "train_seconds" in state else (None if state else 0.0)
+
+    @classmethod
     def _state(cls, backup_dir, name):
         path = os.path.join(backup_dir, cls.METADATA)
         if not os.path.isfile(path):
@@ -138,7 +148,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return {**state, "weights_path": weights}
 
     def on_train_begin(self, logs=None):
+        self._started = time.time()
         state = self._state(self.backup_dir, self.name)
+        self._carried = float(state.get("train_seconds") or 0.0) if state else 0.0
         if not state:
             return
         optimizer = self.model.optimizer
@@ -170,6 +182,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "weights": name,
             "sha256": file_digest(os.path.join(self.backup_dir, name)),
             "iterations": _iterations(optimizer),
+            "train_seconds": round(self._carried + time.time() - self._started, 2),
         })
         # The record now names the new file: the older ones (and Keras' legacy file) can go.
         for path in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
