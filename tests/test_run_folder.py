@@ -259,3 +259,40 @@ def test_the_cli_answers_an_unusable_output_folder_in_one_line(tiny_mnist, tmp_p
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
     assert "Error: Cannot write the run folder" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_checkpoint_carries_the_seconds_trained_and_an_unrecorded_time_stays_unknown(tmp_path):
+    from kd_gan._io import read_json, write_json
+    from kd_gan.training.callbacks import TrainingCheckpoint
+
+    backup = str(tmp_path / "checkpoint")
+    metadata = os.path.join(backup, TrainingCheckpoint.METADATA)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt  # After the epoch's checkpoint.
+
+    def one_epoch(seconds_before_fit):
+        callbacks = [TrainingCheckpoint(backup, 1, started=time.time() - seconds_before_fit), Interrupt()]
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=callbacks)
+        return TrainingCheckpoint.resume_state(backup)
+
+    assert TrainingCheckpoint.resume_state(backup) == (0, 0.0)
+    epoch, first = one_epoch(100.0)
+    assert epoch == 1 and 100.0 <= first < 160.0
+    epoch, second = one_epoch(50.0)  # Resumed: the earlier invocation's seconds carry over.
+    assert epoch == 2 and second >= first + 50.0
+    assert TrainingCheckpoint.resume_epoch(backup) == 2
+    # A checkpoint written before it recorded the seconds: unknown, and still unknown a checkpoint later.
+    state = read_json(metadata)
+    del state["train_seconds"]
+    write_json(metadata, state)
+    assert TrainingCheckpoint.resume_state(backup) == (2, None)
+    assert one_epoch(10.0) == (3, None)
+    for bad in ("soon", -1.0, True):
+        write_json(metadata, {**read_json(metadata), "train_seconds": bad})
+        assert TrainingCheckpoint.resume_state(backup) == (3, None), bad

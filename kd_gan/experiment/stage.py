@@ -44,11 +44,6 @@ class Stage:
         logging.info("Stage %s already finished: loading %s", self.name, self.model_path)
         return any_generator.load_generator(self.model_path), read_json(self.record_path)
 
-    def resume_epoch(self):
-        """Epochs finished by an interrupted run (0 when starting afresh, or
-        when its checkpoint cannot be resumed: discarded with a warning)."""
-        return TrainingCheckpoint.resume_epoch(self.checkpoint_dir, f"stage {self.name}")
-
     def train(self, trainer, generator, stream, epochs, steps_per_epoch, config, sample_z, discriminator=None, callbacks=()):
         """Fits `trainer` on `stream(first_epoch)`, saves `generator` (and
         `discriminator`, when given) in float32 and the record.
@@ -56,9 +51,10 @@ class Stage:
         Returns:
             `(generator as saved, record)`.
         """
-        first_epoch = self.resume_epoch() if epochs > 0 else 0
-        # A resumed stage's earlier invocations trained for this long (None: a checkpoint that did not say).
-        earlier = TrainingCheckpoint.trained_seconds(self.checkpoint_dir, f"stage {self.name}") if first_epoch else 0.0
+        # Epochs done and seconds trained by earlier invocations (None: a checkpoint that did not say).
+        first_epoch, earlier = (0, 0.0)
+        if epochs > 0:
+            first_epoch, earlier = TrainingCheckpoint.resume_state(self.checkpoint_dir, f"stage {self.name}")
         logging.info(
             "Stage %s: %d epochs of %d steps%s; files in %s", self.name, epochs, steps_per_epoch,
             f", resuming after epoch {first_epoch}" if first_epoch else "", self.dir,
@@ -80,7 +76,7 @@ class Stage:
                     keras.callbacks.TensorBoard(self.tensorboard_dir, write_graph=False),
                     SampleImages(generator, sample_z, os.path.join(self.tensorboard_dir, "samples")),
                     *callbacks,
-                    TrainingCheckpoint(self.checkpoint_dir, steps_per_epoch, f"stage {self.name}"),
+                    TrainingCheckpoint(self.checkpoint_dir, steps_per_epoch, f"stage {self.name}", started=start),
                     StopOnNonFinite(self.name),
                 ],
             )

@@ -25,6 +25,13 @@ def _iterations(optimizer):
     return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations.value))
 
 
+def _seconds(value):
+    """A recorded count of seconds as a float; None when absent or not a finite count."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stops a stage at the first NaN or infinite loss, naming stage and step.
 
@@ -81,7 +88,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     their own, `epoch-<n>.weights.h5`; then `training_metadata.json`, written
     atomically, names that file with its sha256, the epoch and the optimizer's
     step count, and the seconds the fit has trained up to that epoch over
-    every invocation (`trained_seconds`), so a resumed stage's time is whole.
+    every invocation (`resume_state`), so a resumed stage's time is whole.
     The metadata is the commit point: a kill before it leaves the
     previous epoch's checkpoint in force, a kill after it the new one. A
     checkpoint that cannot be read or whose file does not match its record is
@@ -98,26 +105,28 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     METADATA = "training_metadata.json"
     LEGACY_WEIGHTS = "latest.weights.h5"  # Keras' BackupAndRestore file, of folders written before.
 
-    def __init__(self, backup_dir, steps_per_epoch, name="the model"):
+    def __init__(self, backup_dir, steps_per_epoch, name="the model", started=None):
         super().__init__()
         self.backup_dir = backup_dir
         self.steps_per_epoch = int(steps_per_epoch)
         self.name = name
+        self.started = started  # `time.time()` this invocation's time counts from (default: the fit's start).
 
     @classmethod
     def resume_epoch(cls, backup_dir, name="the model"):
         """Epochs finished in `backup_dir`'s checkpoint: 0 without one, and
         0 (the checkpoint discarded, with a warning) when it is unreadable or
         its weights do not match their record."""
-        state = cls._state(backup_dir, name)
-        return state["epoch"] if state else 0
+        return cls.resume_state(backup_dir, name)[0]
 
     @classmethod
-    def trained_seconds(cls, backup_dir, name="the model"):
-        """Seconds of training before the checkpoint in `backup_dir`: 0.0
-        without one, None for one written before it recorded them."""
+    def resume_state(cls, backup_dir, name="the model"):
+        """`(epochs, seconds)` of `backup_dir`'s checkpoint, read once: the
+        epochs finished (as `resume_epoch`) and the seconds trained up to
+        them over every invocation; `(0, 0.0)` without a checkpoint, seconds
+        None where it did not record them (written before it did)."""
         state = cls._state(backup_dir, name)
-        return float(state.get("train_seconds", 0.0)) if state and "train_seconds" in state else (None if state else 0.0)
+        return (state["epoch"], _seconds(state.get("train_seconds"))) if state else (0, 0.0)
 
     @classmethod
     def _state(cls, backup_dir, name):
@@ -148,9 +157,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return {**state, "weights_path": weights}
 
     def on_train_begin(self, logs=None):
-        self._started = time.time()
+        self._started = time.time() if self.started is None else self.started
         state = self._state(self.backup_dir, self.name)
-        self._carried = float(state.get("train_seconds") or 0.0) if state else 0.0
+        # Unknown (None) stays unknown through later checkpoints of the stage.
+        self._carried = _seconds(state.get("train_seconds")) if state else 0.0
         if not state:
             return
         optimizer = self.model.optimizer
@@ -182,7 +192,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "weights": name,
             "sha256": file_digest(os.path.join(self.backup_dir, name)),
             "iterations": _iterations(optimizer),
-            "train_seconds": round(self._carried + time.time() - self._started, 2),
+            "train_seconds": None if self._carried is None else round(self._carried + time.time() - self._started, 2),
         })
         # The record now names the new file: the older ones (and Keras' legacy file) can go.
         for path in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
