@@ -541,3 +541,79 @@ def test_prefetched_batches_keep_order_and_raise_where_production_failed():
     # A consumer that stops early does not hang the producer.
     first = next(iter(statistics.prefetched(iter(range(1000)))))
     assert first == 0
+
+
+def test_a_stopped_statistics_pass_resumes_from_its_saved_progress(tmp_path, monkeypatch, caplog):
+    from kd_gan.evaluation import statistics as statistics_lib
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (60, 4, 4, 3)).astype(np.float32)
+    batches = lambda: iter(np.array_split(images, 6))  # noqa: E731 - ten images a batch, the same each time.
+    straight = scoring.run_classifier(_CountingClassifier(), batches(), 60, keep=25, seed=3)
+    progress = str(tmp_path / "stats.npz.progress.npz")
+    monkeypatch.setattr(statistics_lib, "PROGRESS_EVERY_S", 0.0)  # Saved after every batch.
+
+    class StopsAtCall(_CountingClassifier):
+        def __init__(self, stop):
+            super().__init__()
+            self.stop = stop
+
+        def __call__(self, images):
+            if self.calls + 1 == self.stop:
+                raise KeyboardInterrupt
+            return super().__call__(images)
+
+    with pytest.raises(KeyboardInterrupt):
+        scoring.run_classifier(StopsAtCall(4), batches(), 60, keep=25, seed=3, progress_path=progress)
+    assert os.path.isfile(progress)  # Three batches' state.
+    resumed_classifier = _CountingClassifier()
+    caplog.set_level("INFO", logger="absl")  # Whatever verbosity an earlier test left.
+    resumed = scoring.run_classifier(resumed_classifier, batches(), 60, keep=25, seed=3, progress_path=progress)
+    assert resumed_classifier.calls == 3 and "after 30 of 60" in caplog.text  # Only the batches not covered.
+    for key in ("mean", "covariance", "activations"):
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    assert resumed["count"] == 60 and resumed["score"] == pytest.approx(straight["score"]) and resumed["vol"] == pytest.approx(straight["vol"])
+    assert resumed["seconds"] > 0
+    os.remove(progress)  # The caller's part, once the statistics are stored.
+    # Progress of another pass (another seed) is discarded with a warning, not mixed in.
+    with pytest.raises(KeyboardInterrupt):
+        scoring.run_classifier(StopsAtCall(3), batches(), 60, keep=25, seed=3, progress_path=progress)
+    other = scoring.run_classifier(_CountingClassifier(), batches(), 60, keep=25, seed=4, progress_path=progress)
+    assert "cannot be resumed" in caplog.text and other["count"] == 60
+    # Batches that no longer line up with the saved count are refused, naming the file.
+    with pytest.raises(KeyboardInterrupt):
+        scoring.run_classifier(StopsAtCall(3), batches(), 60, keep=25, seed=3, progress_path=progress)
+    with pytest.raises(InputError, match="changed since .*progress"):
+        scoring.run_classifier(_CountingClassifier(), iter(np.array_split(images, 4)), 60, keep=25, seed=3, progress_path=progress)
+
+
+def test_a_cached_folder_pass_stopped_midway_resumes_and_leaves_no_progress_file(tmp_path, monkeypatch):
+    from kd_gan.data import image_folders
+    from kd_gan.evaluation import statistics as statistics_lib
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(25):
+        write_png(str(folder / f"{index:02d}.png"), rng.integers(0, 256, (8, 8, 3)).astype(np.uint8))
+    original = image_folders.ImageSource.batches
+    monkeypatch.setattr(image_folders.ImageSource, "batches", lambda self, n=None, seed=0, batch_size=100, image_size=None: original(self, n, seed, 10, image_size))
+    monkeypatch.setattr(statistics_lib, "PROGRESS_EVERY_S", 0.0)
+    straight = scoring.folder_statistics(_CountingClassifier(), str(folder), cache_dir=str(tmp_path / "straight"))
+
+    class StopsAtThirdCall(_CountingClassifier):
+        def __call__(self, images):
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return super().__call__(images)
+
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        scoring.folder_statistics(StopsAtThirdCall(), str(folder), cache_dir=str(cache))
+    assert len(list((cache / "stats").glob("*.progress.npz"))) == 1
+    classifier = _CountingClassifier()
+    resumed = scoring.folder_statistics(classifier, str(folder), cache_dir=str(cache))
+    assert classifier.calls == 1 and not list((cache / "stats").glob("*progress*"))
+    np.testing.assert_allclose(resumed.mean, straight.mean, atol=1e-12)
+    np.testing.assert_allclose(resumed.covariance, straight.covariance, atol=1e-12)
+    assert resumed.seconds > 0 and scoring.ImageStatistics.load(str(next((cache / "stats").glob("folder-*.npz")))).count == 25

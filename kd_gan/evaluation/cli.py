@@ -17,7 +17,8 @@ against a data set's reference split:
 
 The reference is all images of the reference split or folder (the standard
 protocol; `--reference_samples=N` takes a seeded random subset), its
-statistics cached under `$KD_GAN_CACHE_DIR/stats`. Folders are scored with
+statistics cached under `$KD_GAN_CACHE_DIR/stats` (a stopped pass resumes from
+the progress it saves there every 5 minutes). Folders are scored with
 the FID Inception (`--dataset=mnist`: the MNIST classifier, on grey 28x28
 images); images of any size go through its resize to 299x299; grey is tiled to
 RGB. Prints a table and writes JSON (`--output`).

@@ -53,10 +53,15 @@ def _cached(path, compute):
             return ImageStatistics.load(path)
         except InputError as error:
             logging.warning("%s Computing them again.", error)
+    # A pass stopped before its end resumes from its saved progress, removed once the statistics are stored.
+    progress = f"{path}.progress.npz"
     start = time.perf_counter()
-    statistics = compute()
-    statistics.seconds = time.perf_counter() - start  # Before `save`, which keeps it.
+    statistics = compute(progress)
+    if statistics.seconds is None:  # Before `save`, which keeps it.
+        statistics.seconds = time.perf_counter() - start
     statistics.save(path)
+    if os.path.isfile(progress):
+        os.remove(progress)
     logging.info("Statistics of %s cached at %s", statistics.source, path)
     return statistics
 
@@ -97,10 +102,10 @@ def dataset_statistics(classifier, dataset, split, reference_samples=None, data_
     path = os.path.join(data.cache_root(cache_dir), "stats", f"{dataset}-{split.replace('/', '_')}-{label}-{key}.npz")
     source = f"{dataset} {split} ({'all' if reference_samples is None else 'random'} {count:,} images)"
 
-    def compute():
+    def compute(progress_path=None):
         logging.info("Computing the statistics of %s with %s (once; cached at %s)", source, classifier.name, path)
         batches = real_batches(dataset, split, reference_samples, data_dir=data_dir, cache_dir=cache_dir, seed=seed, image_size=image_size)
-        fields = run_classifier(classifier, batches, count, "real images", seed=seed)
+        fields = run_classifier(classifier, batches, count, "real images", seed=seed, progress_path=progress_path)
         return ImageStatistics(**fields, network=classifier.name, source=source, fingerprint=identity, preprocessing=data.PREPROCESSING_VERSION)
 
     return _cached(path, compute)
@@ -119,12 +124,12 @@ def folder_statistics(classifier, path, num_samples=None, seed=0, cache_dir=None
     fingerprint = source_images.fingerprint() if cache else ""
     source = f"{os.path.abspath(path)} ({len(names):,} of {len(source_images):,} images)"
 
-    def compute():
+    def compute(progress_path=None):
         logging.info("Computing the statistics of %s with %s", source, classifier.name)
         batches = source_images.batches(num_samples, seed)
         if getattr(classifier, "name", "").startswith(classifiers.MNIST_CLASSIFIER_VERSION):
             batches = (np.mean(batch, axis=-1, keepdims=True) for batch in batches)  # The MNIST network reads grey.
-        fields = run_classifier(classifier, batches, len(names), "images", seed=seed)
+        fields = run_classifier(classifier, batches, len(names), "images", seed=seed, progress_path=progress_path)
         return ImageStatistics(**fields, network=classifier.name, source=source, fingerprint=fingerprint, preprocessing=data.PREPROCESSING_VERSION)
 
     if not cache:

@@ -6,6 +6,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import zipfile
 
 import keras
@@ -17,6 +18,8 @@ from kd_gan.evaluation import formulas
 
 STATISTICS_VERSION = 1
 KEPT_ACTIVATIONS = 10_000  # Rows kept per set for KID and precision/recall.
+PROGRESS_EVERY_S = 300.0  # A resumable pass saves its progress this often.
+PROGRESS_VERSION = 1
 PRECISION_RECALL_K = 3
 
 
@@ -38,7 +41,9 @@ class ImageStatistics:
 
     FIELDS = ("mean", "covariance", "count", "activations", "network", "source", "fingerprint", "preprocessing", "score", "vol")
 
-    def __init__(self, mean, covariance, count, activations, network, source, fingerprint="", preprocessing="", score=None, vol=None):
+    def __init__(
+        self, mean, covariance, count, activations, network, source, fingerprint="", preprocessing="", score=None, vol=None, seconds=None,
+    ):
         self.mean, self.covariance, self.count = mean, covariance, int(count)
         self.activations, self.network, self.source = activations, network, source
         self.fingerprint, self.preprocessing = fingerprint, preprocessing
@@ -46,7 +51,7 @@ class ImageStatistics:
         self.vol = None if vol is None or np.isnan(vol) else float(vol)
         # How long the classifier pass that computed them took (saved with them;
         # None when unknown): what the run's time estimate reads the classifier's speed from.
-        self.seconds = None
+        self.seconds = seconds
         self._radii = {}  # (rows, k) -> `formulas.manifold_radii` of the first `rows` kept activations.
 
     def manifold_radii(self, rows, k):
@@ -145,12 +150,56 @@ def prefetched(iterable, depth=2):
         finished.set()  # A consumer that stops early lets the producer go.
 
 
-def run_classifier(classifier, batches, num_samples, description="images", keep=KEPT_ACTIVATIONS, seed=0):
+def _save_progress(path, moments, kept, logits, sharpness, seconds, check):
+    """The pass's state so far, written atomically to `path` (`.npz`)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.partial.npz"
+    state = {} if moments is None else {"sum": moments._sum, "outer": moments._outer, "shift": moments._shift}
+    np.savez(
+        temporary, version=PROGRESS_VERSION, check=np.asarray(check, np.int64), count=moments.count if moments else 0,
+        kept=np.concatenate(kept) if kept else np.zeros((0, 0), np.float32),
+        logits=np.concatenate(logits) if logits else np.zeros((0, 0), np.float32),
+        sharpness=sharpness, seconds=seconds, **state,
+    )
+    os.replace(temporary, path)
+
+
+def _load_progress(path, check):
+    """`(moments, kept, logits, sharpness, seconds)` saved by `_save_progress`; None
+    when there is none, or (with a warning, the file removed) one of another pass or unreadable."""
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            state = {name: stored[name] for name in stored.files}
+        if int(state["version"]) != PROGRESS_VERSION or state["check"].tolist() != list(check):
+            raise ValueError("it belongs to another pass (count, kept rows or seed differ)")
+        moments = None
+        if int(state["count"]):
+            moments = formulas.Moments(state["sum"].shape[0])
+            moments.count, moments._sum, moments._outer, moments._shift = int(state["count"]), state["sum"], state["outer"], state["shift"]
+        kept = [state["kept"]] if state["kept"].size else []
+        logits = [state["logits"]] if state["logits"].size else []
+        return moments, kept, logits, float(state["sharpness"]), float(state["seconds"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        logging.warning("The saved progress %s cannot be resumed (%s): discarded; the pass starts again.", path, error)
+        os.remove(path)
+        return None
+
+
+def run_classifier(classifier, batches, num_samples, description="images", keep=KEPT_ACTIVATIONS, seed=0, progress_path=None):
     """Runs every batch through `classifier` with a progress bar; returns `ImageStatistics` fields.
+
+    With `progress_path`, the pass saves its state there every
+    `PROGRESS_EVERY_S` seconds and a pass stopped before its end resumes from
+    it: the batches it covered are read again and skipped, not classified (the
+    batches must come in the same order and sizes, as a split or folder's do).
+    The caller removes the file once the statistics are stored.
 
     Returns:
         Dict with `mean`, `covariance`, `count`, `activations` (a seeded random
-        sample of `keep` rows, all when fewer), `score` and `vol`.
+        sample of `keep` rows, all when fewer), `score`, `vol` and `seconds`
+        (the pass's, over every invocation of a resumed one).
     """
     interactive = sys.stdout.isatty()
     progress = keras.utils.Progbar(num_samples, unit_name=description, verbose=1 if interactive else 2)
@@ -159,8 +208,21 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
     if num_samples > keep:
         kept_rows[:] = False
         kept_rows[np.random.default_rng([seed, num_samples]).choice(num_samples, keep, replace=False)] = True
-    moments, kept, logits, sharpness, count = None, [], [], 0.0, 0
+    check = (num_samples, keep, seed)
+    moments, kept, logits, sharpness, count, seconds = None, [], [], 0.0, 0, 0.0
+    resumed = _load_progress(progress_path, check)
+    if resumed:
+        moments, kept, logits, sharpness, seconds = resumed
+        count = moments.count if moments else 0
+        logging.info("Resuming the pass over %s after %d of %d (saved in %s)", description, count, num_samples, progress_path)
+        progress.update(count)
+    skip, started, saved = count, time.perf_counter(), time.perf_counter()
     for batch in prefetched(batches):
+        if skip:  # Covered by the saved progress.
+            if len(batch) > skip:
+                raise InputError(f"The batches of {description} changed since {progress_path} was saved; delete it to start again.")
+            skip -= len(batch)
+            continue
         batch_activations, batch_logits = classifier(batch)
         if moments is None:
             moments = formulas.Moments(batch_activations.shape[-1])
@@ -176,6 +238,9 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
         if not interactive and count >= next_report and count < num_samples:
             logging.info("%s: %d of %d", description, count, num_samples)
             next_report += max(1, num_samples // 10)
+        if progress_path and count < num_samples and time.perf_counter() - saved >= PROGRESS_EVERY_S:
+            _save_progress(progress_path, moments, kept, logits, sharpness, seconds + time.perf_counter() - started, check)
+            saved = time.perf_counter()
     if count != num_samples:
         raise InputError(f"Expected {num_samples} {description}; the batches held {count}.")
     # Kept rows in a seeded random order: images often come sorted (folders by
@@ -190,4 +255,5 @@ def run_classifier(classifier, batches, num_samples, description="images", keep=
         "activations": kept,
         "score": formulas.inception_score(np.concatenate(logits)) if logits else None,
         "vol": sharpness / count,
+        "seconds": seconds + time.perf_counter() - started,
     }
