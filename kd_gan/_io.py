@@ -14,6 +14,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import time
 
 import numpy as np
@@ -46,6 +47,18 @@ def write_json(path, value):
     with open(temporary, "w") as file:
         json.dump(json_safe(value), file, indent=2, allow_nan=False)
     os.replace(temporary, path)  # Never leave a half-written file behind.
+
+
+def write_npz(path, **arrays):
+    """Writes `arrays` to `path` (`.npz`) atomically: a unique temporary file
+    (`*.tmp.npz`) beside it, renamed into place once whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
+    with os.fdopen(descriptor, "wb") as file:
+        np.savez(file, **arrays)
+    os.replace(temporary, path)  # On disk whole, or not at all.
+    return path
 
 
 def read_json(path):

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 
 import keras
@@ -46,7 +45,7 @@ from kd_gan.data.pixels import from_uint8, to_uint8
 from kd_gan.models import any_generator
 from kd_gan.errors import InputError, check_integer
 from kd_gan._io import file_digest
-from kd_gan._io import folder_lock, read_json, write_json
+from kd_gan._io import folder_lock, read_json, write_json, write_npz
 
 CACHE_VERSION = 1
 STORAGES = ("uint8", "float16")
@@ -243,11 +242,7 @@ class TeacherCache:
             z = self.shard_latents(pool, shard)
             images = np.concatenate([np.asarray(teacher(z[i : i + batch_size])) for i in range(0, len(z), batch_size)])
             path = self.shard_path(pool, shard)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
-            with os.fdopen(descriptor, "wb") as file:
-                np.savez(file, z=z.astype(np.float32), images=encode_images(images, self.storage))
-            os.replace(temporary, path)  # A shard is on disk whole, or not at all.
+            write_npz(path, z=z.astype(np.float32), images=encode_images(images, self.storage))  # Whole, or not at all.
             # Counted shard by shard: a fill that is killed keeps what it wrote in the log.
             now = time.time()
             log = {"shards": log["shards"] + 1, "pairs": log["pairs"] + len(z), "seconds": round(log["seconds"] + now - start, 2)}

@@ -82,6 +82,16 @@ class Moments:
         self._sum += rows.sum(axis=0)
         self._outer += rows.T @ rows
 
+    def state(self):
+        """The accumulators as arrays (`from_state` rebuilds the same moments): what a stopped pass saves."""
+        return {"count": np.int64(self.count), "sum": self._sum, "outer": self._outer, "shift": self._shift}
+
+    @classmethod
+    def from_state(cls, count, sum, outer, shift):
+        moments = cls(sum.shape[0])
+        moments.count, moments._sum, moments._outer, moments._shift = int(count), sum, outer, shift
+        return moments
+
     @property
     def mean(self):
         return self._shift + self._sum / self.count

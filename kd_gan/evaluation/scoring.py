@@ -19,7 +19,6 @@ The protocol (the standard one for FID):
 import hashlib
 import json
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -55,10 +54,7 @@ def _cached(path, compute):
             logging.warning("%s Computing them again.", error)
     # A pass stopped before its end resumes from its saved progress, removed once the statistics are stored.
     progress = f"{path}.progress.npz"
-    start = time.perf_counter()
-    statistics = compute(progress)
-    if statistics.seconds is None:  # Before `save`, which keeps it.
-        statistics.seconds = time.perf_counter() - start
+    statistics = compute(progress)  # Timed by its classifier pass (`run_classifier`), kept by `save`.
     statistics.save(path)
     if os.path.isfile(progress):
         os.remove(progress)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from kd_gan._io import write_npz
 from kd_gan.errors import InputError
 from kd_gan.evaluation import formulas
 
@@ -66,18 +67,14 @@ class ImageStatistics:
         """Writes the statistics to `path` (`.npz`) atomically."""
         if not path.endswith(".npz"):
             raise InputError(f"Statistics are saved as .npz (reused as --reference_images=PATH.npz); got {path!r}.")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        temporary = f"{path}.partial.npz"
-        np.savez(
-            temporary,
+        return write_npz(
+            path,
             version=STATISTICS_VERSION,
             **{name: getattr(self, name) for name in self.FIELDS if name not in ("score", "vol")},
             score=np.nan if self.score is None else self.score,
             vol=np.nan if self.vol is None else self.vol,
             seconds=np.nan if self.seconds is None else self.seconds,
         )
-        os.replace(temporary, path)
-        return path
 
     @classmethod
     def load(cls, path):
@@ -152,16 +149,12 @@ def prefetched(iterable, depth=2):
 
 def _save_progress(path, moments, kept, logits, sharpness, seconds, check):
     """The pass's state so far, written atomically to `path` (`.npz`)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.partial.npz"
-    state = {} if moments is None else {"sum": moments._sum, "outer": moments._outer, "shift": moments._shift}
-    np.savez(
-        temporary, version=PROGRESS_VERSION, check=np.asarray(check, np.int64), count=moments.count if moments else 0,
+    write_npz(
+        path, version=PROGRESS_VERSION, check=np.asarray(check, np.int64),
         kept=np.concatenate(kept) if kept else np.zeros((0, 0), np.float32),
         logits=np.concatenate(logits) if logits else np.zeros((0, 0), np.float32),
-        sharpness=sharpness, seconds=seconds, **state,
+        sharpness=sharpness, seconds=seconds, **(moments.state() if moments else {"count": np.int64(0)}),
     )
-    os.replace(temporary, path)
 
 
 def _load_progress(path, check):
@@ -176,8 +169,7 @@ def _load_progress(path, check):
             raise ValueError("it belongs to another pass (count, kept rows or seed differ)")
         moments = None
         if int(state["count"]):
-            moments = formulas.Moments(state["sum"].shape[0])
-            moments.count, moments._sum, moments._outer, moments._shift = int(state["count"]), state["sum"], state["outer"], state["shift"]
+            moments = formulas.Moments.from_state(*(state[name] for name in ("count", "sum", "outer", "shift")))
         kept = [state["kept"]] if state["kept"].size else []
         logits = [state["logits"]] if state["logits"].size else []
         return moments, kept, logits, float(state["sharpness"]), float(state["seconds"])
