@@ -35,7 +35,7 @@ PUBLIC = {
     ],
     "kd_gan.distillation": [
         "DistillationLoss", "Distiller", "FeatureLoss", "KerasDistillationLoss", "PerceptualLoss", "PixelL1",
-        "PixelMSE", "PixelSSIM", "TeacherCache",
+        "PixelLaplacianL1", "PixelMSE", "PixelSSIM", "TeacherCache",
     ],
     "kd_gan.data": [
         "DATASETS", "IMAGES", "IMAGE_SHAPES", "IMAGE_SIZES", "center_crop_resize", "from_uint8", "image_grid",

@@ -196,11 +196,14 @@ def test_the_pixel_loss_choice_replaces_the_mse_and_shares_its_weight():
     assert kind_losses(config(), pixel) == (None, None)  # The paper's MSE: the Distiller's preset.
     l1_losses, l1_weights = kind_losses(config(pixel_loss="l1"), pixel)
     assert [type(loss).__name__ for loss in l1_losses] == ["PixelL1"] and l1_weights == [1.0]
+    lap1_losses, lap1_weights = kind_losses(config(pixel_loss="lap1"), pixel)
+    assert [type(loss).__name__ for loss in lap1_losses] == ["PixelLaplacianL1"] and lap1_weights == [1.0]
+    assert lap1_losses[0].levels is None  # As many levels as the data set's images allow.
     decaying = config(pixel_loss="ssim_l1", mse_weight=10.0, mse_weight_end=0.0)
     mixed, weights = kind_losses(decaying, adversarial, steps=100)
     assert [type(loss).__name__ for loss in mixed] == ["PixelSSIM", "PixelL1", "FeatureLoss"]
     assert [float(weights[0](50)), float(weights[1](50)), weights[2]] == pytest.approx([4.2, 0.8, decaying.feature_weight])
-    with pytest.raises(InputError, match="Unknown pixel_loss 'l2'; choose one of \\('mse', 'l1', 'ssim_l1'\\)"):
+    with pytest.raises(InputError, match="Unknown pixel_loss 'l2'; choose one of \\('mse', 'l1', 'ssim_l1', 'lap1'\\)"):
         config(pixel_loss="l2")
 
 

@@ -9,6 +9,7 @@ from kd_gan.distillation.losses import (
     PixelL1,
     PixelMSE,
 )
+from kd_gan.distillation.pyramid import PixelLaplacianL1
 from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.distillation.distiller import Distiller
 from kd_gan.distillation.teacher_cache import TeacherCache
@@ -20,6 +21,7 @@ __all__ = [
     "KerasDistillationLoss",
     "PerceptualLoss",
     "PixelL1",
+    "PixelLaplacianL1",
     "PixelMSE",
     "PixelSSIM",
     "TeacherCache",

@@ -66,7 +66,7 @@ def quality_vs_compression(results, path):
     return os.path.basename(path)
 
 
-_PIXEL_CURVES = ("mse", "l1", "ssim")  # The pixel terms a student may log (`--pixel_loss`).
+_PIXEL_CURVES = ("mse", "l1", "ssim", "lap1")  # The pixel terms a student may log (`--pixel_loss`).
 
 
 def training_curves(results, path):

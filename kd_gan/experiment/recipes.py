@@ -6,6 +6,7 @@ from typing import Callable, List, Tuple
 import keras
 
 from kd_gan.distillation import losses
+from kd_gan.distillation.pyramid import PixelLaplacianL1
 from kd_gan.distillation.structural import PixelSSIM
 from kd_gan.errors import InputError
 
@@ -32,6 +33,10 @@ PIXEL_TERMS = {
     "ssim_l1": PixelTerm(  # Zhao et al., 2017.
         lambda: [(PixelSSIM(scales=None), 0.84), (losses.PixelL1(), 0.16)], "SSIM + L1",
         "0.84 (1 - SSIM, averaged over up to 3 scales) + 0.16 the mean absolute pixel error",
+    ),
+    "lap1": PixelTerm(  # Bojanowski et al., 2018.
+        lambda: [(PixelLaplacianL1(levels=None), 1.0)], "Lap1",
+        "the mean absolute error of the Laplacian pyramids, each of up to 3 bands and the residual weighed alike",
     ),
 }
 
