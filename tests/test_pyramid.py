@@ -30,7 +30,7 @@ def numpy_pyramid(image, levels):
 
 def test_the_pyramid_and_the_loss_match_numpy():
     rng = np.random.default_rng(0)
-    teacher = rng.uniform(-1, 1, (2, 30, 26, 3)).astype("float32")  # Odd halves (13): the pooling drops the last row.
+    teacher = rng.uniform(-1, 1, (2, 30, 26, 3)).astype("float32")  # Odd halves (15x13): the halving drops a row and a column.
     student = np.clip(teacher + rng.normal(0, 0.3, teacher.shape), -1, 1).astype("float32")
     for got, expected in zip(laplacian_pyramid(teacher, 2), numpy_pyramid(teacher[1], 2)):
         np.testing.assert_allclose(got[1], expected, atol=1e-5)
@@ -60,8 +60,20 @@ def test_levels_default_to_what_the_images_allow_and_impossible_ones_are_refused
     with pytest.raises(InputError, match=r"levels=6\) needs images of at least 96 pixels.*28x28: they allow levels <= 4"):
         Distiller(fixed_teacher(1), Generator(LATENT, SHAPE, 1), distillation_losses=[PixelLaplacianL1(levels=6)])
     for bad in (-1, 1.5, True, "3"):
-        with pytest.raises(InputError, match="levels must be an integer >= 0 or None"):
+        with pytest.raises(InputError, match=r"levels \(or None\) must be an integer >= 0. Received: levels="):
             PixelLaplacianL1(levels=bad)
+
+
+def test_the_smallest_bands_match_numpy_and_the_pyramid_refuses_smaller_ones():
+    rng = np.random.default_rng(2)
+    for side, levels in ((3, 1), (6, 2), (7, 2)):  # Each last band 3 pixels a side.
+        image = rng.uniform(-1, 1, (1, side, side, 2)).astype("float32")
+        for got, expected in zip(laplacian_pyramid(image, levels), numpy_pyramid(image[0], levels)):
+            np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    with pytest.raises(InputError, match="Level 3 of the pyramid is 1x3: .* at least 3 pixels.* images 7x13 allow fewer than 3 levels"):
+        laplacian_pyramid(np.zeros((1, 7, 13, 1), "float32"), 3)
+    with pytest.raises(InputError, match="known height and width; got shape \\(None, None, 8, 3\\)"):
+        PixelLaplacianL1().levels_for((None, None, 8, 3))
 
 
 def test_lap1_trains_the_student_only_and_round_trips(tmp_path):
@@ -76,6 +88,8 @@ def test_lap1_trains_the_student_only_and_round_trips(tmp_path):
     distiller.save(tmp_path / "distiller.keras")
     restored = keras.saving.load_model(tmp_path / "distiller.keras")
     assert [type(loss).__name__ for loss in restored.distillation_losses] == ["PixelLaplacianL1"]
+    two = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(PixelLaplacianL1(levels=2, name="p")))
+    assert isinstance(two, PixelLaplacianL1) and (two.levels, two.name) == (2, "p")
     assert restored.distillation_losses[0].levels is None and restored.distillation_losses[0].name == "lap1"
     z = np.random.default_rng(3).normal(size=(2, LATENT)).astype("float32")
     np.testing.assert_allclose(restored.student(z), distiller.student(z), atol=1e-6)

@@ -1,13 +1,15 @@
-"""The Laplacian pyramid's L1 as a distillation loss: the pixel error scale by scale.
+"""A Laplacian pyramid's L1 as a distillation loss: the pixel error scale by scale.
 
-A Laplacian pyramid (Burt & Adelson, 1983) splits an image into its details at
-each scale (band-pass images) and what is left at the coarsest (the low-pass
-residual). The loss takes the absolute error of each level and weighs the
-levels' means alike: after Bojanowski et al.'s Lap1 ("Optimizing the Latent
-Space of Generative Networks", 2018), the reconstruction loss of a generator
-fitted to fixed latent-image pairs, which is what a student on cached teacher
-outputs is. Against the plain L1, the absolute value is taken of each scale's
-detail rather than of the pixel, so an error is priced in the band it sits in.
+The pyramid here is the common loss-function variant of Burt & Adelson's (1983): each
+band is a level less its own low-pass (a 5-tap binomial filter, at the level's size), and
+the next level is that low-pass halved by 2x2 averaging; the last low-pass is the residual.
+(Burt & Adelson subtract the next level enlarged again, so their bands and residual rebuild
+the image; these need not.) The loss takes the absolute error of each level and weighs the
+levels' means alike. It follows the Lap1 loss of Bojanowski et al. ("Optimizing the Latent
+Space of Generative Networks", 2018), the reconstruction loss of a generator fitted to fixed
+latent-image pairs, which is what a student on cached teacher outputs is; it is not their
+exact pyramid or level weights. Against the plain L1, the absolute value is taken of each
+scale's detail rather than of the pixel.
 """
 
 import keras
@@ -15,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kd_gan.distillation.losses import DistillationLoss
-from kd_gan.errors import InputError
+from kd_gan.errors import InputError, check_integer
 
 # Burt & Adelson's 5-tap binomial low-pass (a Gaussian of sigma ~1), applied along rows, then columns.
 BINOMIAL_TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -38,8 +40,14 @@ def _filter_matrix(size):
 def _channels_first_pyramid(maps, levels):
     """`laplacian_pyramid` of channels-first float32 `maps` (batch, channels, height, width)."""
     current, pyramid = maps, []
-    for _ in range(levels):
+    for level in range(levels):
         height, width = current.shape[2], current.shape[3]
+        if height is None or width is None or min(height, width) < PAD + 1:
+            raise InputError(
+                f"Level {level + 1} of the pyramid is {height}x{width}: each band needs a known height and width of at "
+                f"least {PAD + 1} pixels (the low-pass's mirrored border); the images "
+                f"{maps.shape[2]}x{maps.shape[3]} allow fewer than {levels} levels."
+            )
         rows, columns = (tf.constant(_filter_matrix(size), tf.float32) for size in (height, width))
         smooth = tf.matmul(rows, tf.matmul(current, columns), transpose_a=True)
         pyramid.append(current - smooth)
@@ -50,13 +58,25 @@ def _channels_first_pyramid(maps, levels):
 
 
 def laplacian_pyramid(images, levels):
-    """`levels` band-pass images and the low-pass residual (`levels + 1` NHWC tensors, finest
-    first): each band is an image less its low-pass, the next level that low-pass halved by
-    2x2 averaging (an odd last row or column dropped). Float32 whatever `images` come in.
+    """The bands and the low-pass residual of `images` (module docstring), finest first.
 
     Each low-pass is two matrix products per map (rows, then columns) on channels-first
-    images: on a CPU several times faster than depthwise convolutions for these 5-tap filters,
-    forward and backward (docs/RESULTS.md, "Speed: the Lap1 term").
+    images, the mirrored border folded into the matrices.
+
+    Args:
+        images: NHWC images of a known height and width; any float dtype (the levels are
+            float32).
+        levels: how many bands precede the residual; each band must be at least 3 pixels a
+            side (an odd last row or column is dropped by the halving).
+
+    Returns:
+        `levels + 1` NHWC float32 tensors: the bands, then the residual.
+
+    Example:
+
+    ```python
+    bands_and_residual = laplacian_pyramid(images, 3)  # 64x64 images: 64, 32 and 16 pixels, then 8.
+    ```
     """
     maps = tf.transpose(tf.cast(images, tf.float32), [0, 3, 1, 2])
     return [tf.transpose(level, [0, 2, 3, 1]) for level in _channels_first_pyramid(maps, levels)]
@@ -66,7 +86,7 @@ def laplacian_pyramid(images, levels):
 class PixelLaplacianL1(DistillationLoss):
     """The mean absolute difference of the student's and teacher's Laplacian pyramids,
     averaged over the `levels` bands and the low-pass residual (each level's mean, the levels
-    weighed alike; after Bojanowski et al.'s Lap1).
+    weighed alike; after Bojanowski et al.'s Lap1, see the module docstring).
 
     Per example, with `L_j` the j-th level of `laplacian_pyramid`:
     `mean_j mean_pixels |L_j(S(z)) - L_j(T(z))|`. One level (`levels=0`) is the plain L1.
@@ -88,12 +108,12 @@ class PixelLaplacianL1(DistillationLoss):
 
     def __init__(self, levels=None, name="lap1", **kwargs):
         super().__init__(name=name, **kwargs)
-        if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 0):
-            raise InputError(f"levels must be an integer >= 0 or None. Received: levels={levels!r}")
-        self.levels = None if levels is None else int(levels)
+        self.levels = None if levels is None else check_integer("levels", levels, 0, label="levels (or None)")
 
     def levels_for(self, shape):
         """How many band-pass levels images of `shape` (batch first) get, or InputError."""
+        if None in tuple(shape[1:3]):
+            raise InputError(f"PixelLaplacianL1 needs images of a known height and width; got shape {tuple(shape)}.")
         smallest_side = min(shape[1:3])
         fitting = [n for n in range(max(self.levels or 0, self.MOST_LEVELS) + 1)
                    if n == 0 or smallest_side // 2 ** (n - 1) >= self.SMALLEST]

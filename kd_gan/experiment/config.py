@@ -105,7 +105,7 @@ class ExperimentConfig:
             steps (TinyGAN decays its pixel term); None: constant.
         pixel_loss: the students' pixel term, a key of `recipes.PIXEL_TERMS`:
             "mse" (the paper's), "l1", "ssim_l1" (Zhao et al.'s mix) or "lap1"
-            (the Laplacian pyramid's L1, Bojanowski et al.),
+            (a Laplacian pyramid's L1, after Bojanowski et al.),
             weighted as the MSE would be (int8 quantization-aware fine-tuning
             keeps the MSE).
         distillation: the student kinds to train for every loss and size:
