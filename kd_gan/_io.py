@@ -83,7 +83,7 @@ def file_digest(*paths):
 
 
 @contextlib.contextmanager
-def folder_lock(folder, kind="folder", advice="wait for it to finish or stop it", holder="process"):
+def folder_lock(folder, kind="folder", advice="wait for it to finish or stop it", holder="process", wait=False):
     """Holds `folder`'s exclusive writer lock while the block runs.
 
     The lock is an advisory `flock` on `<folder>/.lock`, released by the
@@ -93,10 +93,12 @@ def folder_lock(folder, kind="folder", advice="wait for it to finish or stop it"
     a holder still named when the lock is taken was killed, and is reported.
 
     `kind` names the folder, `holder` what writes it, `advice` what to do in the refusal.
+    With `wait`, a lock held by another process is waited for (logged) instead
+    of refused: for work the second process would otherwise repeat.
 
     Raises:
-        InputError: another process holds the lock (named), or the folder
-            cannot be created or written.
+        InputError: another process holds the lock (named) and `wait` is
+            False, or the folder cannot be created or written.
     """
     try:
         os.makedirs(folder, exist_ok=True)
@@ -109,7 +111,10 @@ def folder_lock(folder, kind="folder", advice="wait for it to finish or stop it"
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise InputError(f"The {kind} {folder!r} is being written by another {holder} ({_holder(handle)}); {advice}.") from None
+            if not wait:
+                raise InputError(f"The {kind} {folder!r} is being written by another {holder} ({_holder(handle)}); {advice}.") from None
+            logging.info("The %s %s is being written by another %s (%s); waiting for it.", kind, folder, holder, _holder(handle))
+            fcntl.flock(handle, fcntl.LOCK_EX)
         previous = _holder(handle)
         if previous != "unknown":  # Its process ended without releasing it: killed, or its machine stopped.
             logging.warning("The %s %s: taking over the writer lock of a %s that did not finish (%s).", kind, folder, holder, previous)

@@ -207,3 +207,28 @@ def test_a_conversion_prints_nothing_and_warns_of_nothing_but_logs_its_time(tiny
     assert "Downloading and preparing" not in printed.out + printed.err and "downloaded and prepared" not in printed.out
     assert not [record for record in caplog.records if record.levelname == "WARNING"]  # tfds' dataset_info.json warning.
     assert "Converted mnist in" in caplog.text
+
+
+def test_a_conversion_under_way_in_another_process_is_waited_for_not_repeated(tiny_mnist, tmp_path, caplog):
+    # Two runs started at once on the same files: the second waits for the first's
+    # conversion and reads it (tfds refuses to prepare a dataset prepared meanwhile).
+    import threading
+
+    from kd_gan._io import folder_lock
+    from kd_gan.data import local_files
+
+    caplog.set_level("INFO", logger="absl")
+    cache = str(tmp_path / "cache")
+    tfds_dir = local_files.local_tfds_dir(tiny_mnist[0], "mnist", cache)
+    found = []
+    with folder_lock(tfds_dir, "data conversion"):  # What the first process holds while it converts.
+        waiting = threading.Thread(target=lambda: found.append(local_files.convert_local(tiny_mnist[0], "mnist", cache)))
+        waiting.start()
+        waiting.join(timeout=2.0)
+        assert waiting.is_alive() and not found
+        assert local_files.prepared_dir(tfds_dir, "mnist") is None  # It converted nothing meanwhile.
+        local_files._convert_local(tiny_mnist[0], "mnist", tfds_dir)
+    waiting.join(timeout=60.0)
+    assert found == [local_files.prepared_dir(tfds_dir, "mnist")]
+    assert caplog.text.count("Converted mnist in") == 1 and "waiting for it" in caplog.text
+    assert len(list(data.load_dataset("mnist", "test", 4, data_dir=tiny_mnist[0], cache_dir=cache))) > 0

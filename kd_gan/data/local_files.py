@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from kd_gan.errors import InputError
-from kd_gan._io import file_digest
+from kd_gan._io import file_digest, folder_lock
 from kd_gan.data.image_folders import ImageSource
 
 IMAGES = "images"  # The data set name of a user's folder or tar of images.
@@ -216,6 +216,12 @@ def _store(started, **arguments):
 
 def convert_local(data_dir, name, cache_dir):
     """Converts the original files once into a tfds data dir; returns its version dir."""
+    tfds_dir = local_tfds_dir(data_dir, name, cache_dir)
+    return _converted_once(tfds_dir, name, lambda: _convert_local(data_dir, name, tfds_dir))
+
+
+def local_tfds_dir(data_dir, name, cache_dir):
+    """The tfds data dir that `convert_local` writes for the files of `name` in `data_dir`."""
     sources = sorted(os.path.join(data_dir, p) for f in LOCAL_FILES[name].values() for p in f)
     # Keyed on the files' bytes, not their paths or times: the same data copied
     # elsewhere (or provisioned again) keeps its conversion and cached statistics.
@@ -223,10 +229,24 @@ def convert_local(data_dir, name, cache_dir):
     if stamp not in _SOURCE_DIGESTS:  # Read once per process while the files are unchanged.
         _SOURCE_DIGESTS[stamp] = file_digest(*sources)
     fingerprint = hashlib.sha256("\n".join([LOCAL_VERSION, str(CONVERSION_SEED), _SOURCE_DIGESTS[stamp]]).encode()).hexdigest()[:12]
-    tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
+    return os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
+
+
+def _converted_once(tfds_dir, name, convert):
+    """The prepared version dir of `name` in `tfds_dir`, `convert()` run first
+    where there is none. Processes that start at once take turns: the first
+    converts, the others wait for it and read its result (tfds refuses to
+    write a dataset that another process has just prepared)."""
     prepared = prepared_dir(tfds_dir, name)
     if prepared:
         return prepared
+    with folder_lock(tfds_dir, "data conversion", holder="process converting it", wait=True):
+        if not prepared_dir(tfds_dir, name):
+            convert()
+    return prepared_dir(tfds_dir, name)
+
+
+def _convert_local(data_dir, name, tfds_dir):
     logging.info("Converting the local %s files in %s into a tfds data dir at %s (once).", name, data_dir, tfds_dir)
     started = time.monotonic()
     split_datasets = {split: _shuffled_examples(name, data_dir, split) for split in LOCAL_FILES[name]}
@@ -244,7 +264,6 @@ def convert_local(data_dir, name, cache_dir):
         # The stored order is the seeded random one above, the same on every machine.
         disable_shuffling=True,
     )
-    return prepared_dir(tfds_dir, name)
 
 
 _PREPARED_IMAGES = {}  # (folder, size, cache) -> tfds dir, so one process fingerprints a folder once.
@@ -264,9 +283,10 @@ def _prepare_images(path, image_size, cache_dir):
         "\n".join([LOCAL_VERSION, str(CONVERSION_SEED), str(image_size), source.fingerprint()]).encode()
     ).hexdigest()[:12]
     tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{IMAGES}-{fingerprint}")
-    prepared = prepared_dir(tfds_dir, IMAGES)
-    if prepared:
-        return prepared
+    return _converted_once(tfds_dir, IMAGES, lambda: _convert_images(source, image_size, path, tfds_dir))
+
+
+def _convert_images(source, image_size, path, tfds_dir):
     logging.info("Converting %d images of %s at %dx%d into a tfds data dir at %s (once).", len(source), path, image_size, image_size, tfds_dir)
     started = time.monotonic()
     images = list(source.images(source.names, image_size))
@@ -281,4 +301,3 @@ def _prepare_images(path, image_size, cache_dir):
         description=f"{len(images)} images of {os.path.abspath(path)}, centre-cropped to {image_size}x{image_size}, shuffled once.",
         disable_shuffling=True,
     )
-    return prepared_dir(tfds_dir, IMAGES)
