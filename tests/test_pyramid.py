@@ -28,9 +28,10 @@ def numpy_pyramid(image, levels):
     return bands + [current]
 
 
-def test_the_pyramid_and_the_loss_match_numpy():
+@pytest.mark.parametrize("shape", [(2, 30, 26, 3), (4, 28, 28, 1)])  # Odd halves (15x13), and grayscale batches.
+def test_the_pyramid_and_the_loss_match_numpy(shape):
     rng = np.random.default_rng(0)
-    teacher = rng.uniform(-1, 1, (2, 30, 26, 3)).astype("float32")  # Odd halves (15x13): the halving drops a row and a column.
+    teacher = rng.uniform(-1, 1, shape).astype("float32")
     student = np.clip(teacher + rng.normal(0, 0.3, teacher.shape), -1, 1).astype("float32")
     for got, expected in zip(laplacian_pyramid(teacher, 2), numpy_pyramid(teacher[1], 2)):
         np.testing.assert_allclose(got[1], expected, atol=1e-5)

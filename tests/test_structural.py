@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import changed, weights_of
 from kd_gan import Distiller, Generator, latent_dataset
 from kd_gan.distillation import PixelL1, PixelSSIM
-from kd_gan.distillation.structural import ssim
+from kd_gan.distillation.structural import filter_maps, ssim
 from kd_gan.errors import InputError
 from test_distill import LATENT, SHAPE, fixed_teacher
 
@@ -73,6 +73,24 @@ def test_separable_ssim_gives_tf_image_ssims_values_and_gradients(max_val, shift
         np.testing.assert_allclose(values, expected, rtol=1e-5)
     np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7 / scale)
     assert np.abs(gradients[1]).max() > 1e-4 / scale  # The comparison is of gradients that are there.
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (2, 1, 16, 11), (8, 1, 32, 32), (1, 1, 28, 28), (3, 3, 23, 17)])
+def test_the_separable_filter_is_right_on_grayscale_batches_values_and_gradients(shape):
+    """rows^T @ map @ columns per map, against numpy, on single-channel batches (MNIST's): TensorFlow
+    2.21's batched product broadcast over (batch, 1, h, w) gives wrong values on AVX512 CPUs."""
+    rng = np.random.default_rng(5)
+    maps = tf.Variable(rng.uniform(-1, 1, shape).astype("float32"))
+    rows, columns = (rng.uniform(0, 1, (size, size - 4)).astype("float32") for size in shape[2:])
+    with tf.GradientTape() as tape:
+        filtered = filter_maps(maps, tf.constant(rows), tf.constant(columns))
+        total = tf.reduce_sum(filtered * filtered)
+    expected = np.swapaxes(rows, 0, 1) @ maps.numpy().astype("float64") @ columns
+    np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(total, maps).numpy(), rows @ (2 * expected) @ columns.T, rtol=1e-4, atol=1e-4)
+    grayscale = rng.uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    noisy = np.clip(grayscale + rng.normal(0, 0.2, grayscale.shape), 0, 1).astype("float32")
+    np.testing.assert_allclose(ssim(tf.constant(noisy), tf.constant(grayscale)), [numpy_ssim(x, y) for x, y in zip(noisy, grayscale)], rtol=1e-5)
 
 
 def test_separable_ssim_refuses_what_its_window_cannot_filter():

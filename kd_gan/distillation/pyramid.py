@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kd_gan.distillation.losses import DistillationLoss
+from kd_gan.distillation.structural import filter_maps
 from kd_gan.errors import InputError, check_integer
 
 # Burt & Adelson's 5-tap binomial low-pass (a Gaussian of sigma ~1), applied along rows, then columns.
@@ -49,7 +50,7 @@ def _channels_first_pyramid(maps, levels):
                 f"{maps.shape[2]}x{maps.shape[3]} allow fewer than {levels} levels."
             )
         rows, columns = (tf.constant(_filter_matrix(size), tf.float32) for size in (height, width))
-        smooth = tf.matmul(rows, tf.matmul(current, columns), transpose_a=True)
+        smooth = filter_maps(current, rows, columns)
         pyramid.append(current - smooth)
         half_height, half_width = height // 2, width // 2
         smooth = smooth[:, :, : 2 * half_height, : 2 * half_width]

@@ -27,6 +27,20 @@ def _window_matrix(size):
     return tf.constant(matrix)
 
 
+def filter_maps(maps, rows, columns):
+    """`rows^T @ map @ columns` for every map of channels-first `maps` (batch, channels,
+    height, width): a separable filter as two matrix products per map.
+
+    The maps are flattened to one batch axis first: TensorFlow 2.21's oneDNN batched
+    product broadcasts a matrix wrongly against (batch, 1, height, width) on AVX512 CPUs
+    (wrong values, then a corrupted heap), so no product here broadcasts over two batch axes.
+    """
+    batch, channels = tf.shape(maps)[0], maps.shape[1]
+    flat = tf.reshape(maps, [-1, maps.shape[2], maps.shape[3]])
+    filtered = tf.matmul(rows, tf.matmul(flat, columns), transpose_a=True)
+    return tf.reshape(filtered, [batch, channels, rows.shape[1], columns.shape[1]])
+
+
 def ssim(images, target, max_val=1.0):
     """Per-image SSIM `(batch,)` of `images` against `target` (NHWC with static height and
     width of at least 11, values in [0, max_val]; computed in float32): the mean over the
@@ -47,7 +61,7 @@ def ssim(images, target, max_val=1.0):
     rows, columns = _window_matrix(height), _window_matrix(width)
 
     def blur(x):  # (batch, channels, height, width) -> the valid Gaussian filtering of each map.
-        return tf.matmul(rows, tf.matmul(x, columns), transpose_a=True)
+        return filter_maps(x, rows, columns)
 
     x, y = (tf.transpose(tf.cast(tensor, tf.float32), [0, 3, 1, 2]) for tensor in (images, target))
     c1, c2 = (K1 * max_val) ** 2, (K2 * max_val) ** 2
