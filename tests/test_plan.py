@@ -207,6 +207,22 @@ def test_the_pixel_loss_choice_replaces_the_mse_and_shares_its_weight():
         config(pixel_loss="l2")
 
 
+def test_the_training_curves_draw_every_pixel_term_a_student_logged():
+    from kd_gan.experiment.plots import curve_panels
+
+    history = {"student_loss": [0.3, 0.2], "ssim": [0.5, 0.4], "l1": [0.2, 0.1], "lap1": [0.1, 0.05], "other": [1.0, 1.0]}
+    student = {"name": "student_mse_d1", "role": "student", "method": "student_mse", "recipe": "Lap1", "size_label": "d=1",
+               "training": {"history": history}}
+    teacher = {"name": "teacher_d4", "role": "teacher", "method": "teacher", "size_label": "d=4",
+               "training": {"history": {"g_loss": [1.0], "d_loss": [0.5]}}}
+    panels = dict(curve_panels({"teacher_candidates": [teacher], "models": [student]}))
+    drawn = panels["students: Lap1"]
+    assert [label for label, _, _ in drawn] == ["d=1 student_loss", "d=1 l1", "d=1 ssim", "d=1 lap1"]
+    assert drawn[-1][1] == [0.1, 0.05] and len({style for _, _, style in drawn}) == 4  # Styles of the logged keys only.
+    assert [label for label, _, _ in panels["teacher GANs"]] == ["d=4 g_loss", "d=4 d_loss"]
+    assert panels["scratch GANs"] == []
+
+
 def test_a_pixel_only_student_is_labelled_by_its_pixel_term_and_keeps_its_folder():
     stages = plan_stages(config(pixel_loss="l1", distillation=("pixel",), qat_epochs=0, loss="mse,joint"))
     students = {stage.folder: stage.label for stage in of_role(stages, "student")}

@@ -54,9 +54,15 @@ class DistillationLoss(keras.layers.Layer):
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
         """Builds learned parts from the shapes of the compared tensors (one
-        list per network, batch first) and binds `distiller`'s networks."""
+        list per network, batch first) and binds `distiller`'s networks.
+        Subclasses refuse shapes they cannot compare in `check_shapes`."""
+        self.check_shapes(teacher_shapes, student_shapes)
         self.bind(distiller)
         self.built = True
+
+    def check_shapes(self, teacher_shapes, student_shapes):
+        """Raises InputError before training where the compared tensors' shapes
+        (one list per network, batch first) do not suit this loss; accepts any by default."""
 
     def bind(self, distiller):
         """Ties the loss to `distiller`: its adapters and networks are that one's alone."""

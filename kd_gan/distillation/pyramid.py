@@ -128,9 +128,8 @@ class PixelLaplacianL1(DistillationLoss):
             f"{shape[1]}x{shape[2]}: they allow levels <= {fitting[-1]}."
         )
 
-    def build_for(self, teacher_shapes, student_shapes, distiller):
+    def check_shapes(self, teacher_shapes, student_shapes):
         self.levels_for(teacher_shapes[0])  # Refused before training, not at the first step.
-        super().build_for(teacher_shapes, student_shapes, distiller)
 
     def compute_loss(self, teacher_outputs, student_outputs):
         levels = self.levels_for(teacher_outputs[0].shape)

@@ -125,9 +125,8 @@ class PixelSSIM(DistillationLoss):
             f"side (its {self.WINDOW}-pixel window at the smallest scale); these are {height}x{width}: {allowed}."
         )
 
-    def build_for(self, teacher_shapes, student_shapes, distiller):
+    def check_shapes(self, teacher_shapes, student_shapes):
         self.scales_for(teacher_shapes[0])  # Refused before training, not at the first step.
-        super().build_for(teacher_shapes, student_shapes, distiller)
 
     def compute_loss(self, teacher_outputs, student_outputs):
         target = (tf.cast(teacher_outputs[0], tf.float32) + 1.0) / 2.0  # [-1, 1] -> [0, 1].

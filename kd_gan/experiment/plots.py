@@ -1,5 +1,6 @@
 """PNG plots of an experiment's results (matplotlib, no display needed)."""
 
+import itertools
 import os
 
 import matplotlib
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from kd_gan.evaluation.classifiers import score_name  # noqa: E402
+from kd_gan.experiment.recipes import pixel_loss_names  # noqa: E402
 
 METHOD_STYLES = {
     "student_mse": ("tab:blue", "o"),
@@ -66,28 +68,41 @@ def quality_vs_compression(results, path):
     return os.path.basename(path)
 
 
-_PIXEL_CURVES = ("mse", "l1", "ssim", "lap1")  # The pixel terms a student may log (`--pixel_loss`).
+_LINE_STYLES = ("-", ":", "--", "-.")
+
+
+def curve_panels(results):
+    """What `training_curves` draws: `(title, [(label, per-epoch values, line style)])`
+    per panel: the teacher GANs, each student method (its loss and every pixel
+    term it logged, `recipes.PIXEL_TERMS`' losses by name) and the scratch GANs."""
+    recipes = {entry["method"]: entry["recipe"] for entry in results["models"] if entry["role"] == "student"}
+    panels = (
+        [("teacher", ("g_loss", "d_loss"), "teacher GANs")]
+        + [(method, ("student_loss",) + pixel_loss_names(), f"students: {recipe}") for method, recipe in recipes.items()]
+        + [("scratch", ("g_loss", "d_loss"), "scratch GANs")]
+    )
+    entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
+    drawn = []
+    for method, keys, title in panels:
+        curves = []
+        for entry in entries.values():
+            history = (entry.get("training") or {}).get("history") or {}
+            if entry["method"] != method:
+                continue
+            logged = [key for key in keys if key in history]
+            for key, style in zip(logged, itertools.cycle(_LINE_STYLES)):
+                curves.append((f"{entry.get('size_label') or ''} {key}".strip(), history[key], style))
+        drawn.append((title, curves))
+    return drawn
 
 
 def training_curves(results, path):
     """Per-epoch losses of every trained stage: teachers, students, scratch GANs."""
-    recipes = {entry["method"]: entry["recipe"] for entry in results["models"] if entry["role"] == "student"}
-    panels = (
-        [("teacher", ("g_loss", "d_loss"), "teacher GANs")]
-        + [(method, ("student_loss",) + _PIXEL_CURVES, f"students: {recipe}") for method, recipe in recipes.items()]
-        + [("scratch", ("g_loss", "d_loss"), "scratch GANs")]
-    )
-    entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
+    panels = curve_panels(results)
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    for axis, (method, keys, title) in zip(axes, panels):
-        for entry in entries.values():
-            history = (entry.get("training") or {}).get("history") or {}
-            if entry["method"] != method or not history:
-                continue
-            for key, style in zip(keys, ("-", ":", "--", "-.")):
-                if key in history:
-                    epochs = range(1, len(history[key]) + 1)
-                    axis.plot(epochs, history[key], style, marker=".", label=f"{entry.get('size_label') or ''} {key}".strip())
+    for axis, (title, curves) in zip(axes, panels):
+        for label, values, style in curves:
+            axis.plot(range(1, len(values) + 1), values, style, marker=".", label=label)
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))

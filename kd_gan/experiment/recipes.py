@@ -41,6 +41,11 @@ PIXEL_TERMS = {
 }
 
 
+def pixel_loss_names():
+    """The names the pixel terms' losses log under (a student's history keys), each once."""
+    return tuple(dict.fromkeys(loss.name for term in PIXEL_TERMS.values() for loss, _ in term.make()))
+
+
 def pixel_terms(pixel_loss):
     """`(losses, shares)`: fresh losses of the pixel term `pixel_loss` (a key of
     `PIXEL_TERMS`) and each one's share of the pixel weight."""
