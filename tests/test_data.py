@@ -3,6 +3,7 @@
 import io
 import os
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -224,11 +225,27 @@ def test_a_conversion_under_way_in_another_process_is_waited_for_not_repeated(ti
     with folder_lock(tfds_dir, "data conversion"):  # What the first process holds while it converts.
         waiting = threading.Thread(target=lambda: found.append(local_files.convert_local(tiny_mnist[0], "mnist", cache)))
         waiting.start()
-        waiting.join(timeout=2.0)
-        assert waiting.is_alive() and not found
+        deadline = time.monotonic() + 60.0
+        while "waiting for it" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "waiting for it" in caplog.text and waiting.is_alive() and not found
         assert local_files.prepared_dir(tfds_dir, "mnist") is None  # It converted nothing meanwhile.
         local_files._convert_local(tiny_mnist[0], "mnist", tfds_dir)
     waiting.join(timeout=60.0)
     assert found == [local_files.prepared_dir(tfds_dir, "mnist")]
-    assert caplog.text.count("Converted mnist in") == 1 and "waiting for it" in caplog.text
+    assert caplog.text.count("Converted mnist in") == 1
     assert len(list(data.load_dataset("mnist", "test", 4, data_dir=tiny_mnist[0], cache_dir=cache))) > 0
+
+
+def test_a_conversion_killed_while_tfds_wrote_it_is_neither_read_nor_left_behind(tiny_mnist, tmp_path):
+    from kd_gan.data import local_files
+
+    cache = str(tmp_path / "cache")
+    tfds_dir = local_files.local_tfds_dir(tiny_mnist[0], "mnist", cache)
+    stale = os.path.join(tfds_dir, "mnist", "incomplete.ab12cd_1.1.0")
+    os.makedirs(stale)
+    with open(os.path.join(stale, "dataset_info.json"), "w") as file:  # tfds writes it before the rename.
+        file.write("{}")
+    assert local_files.prepared_dir(tfds_dir, "mnist") is None
+    prepared = local_files.convert_local(tiny_mnist[0], "mnist", cache)
+    assert os.listdir(os.path.join(tfds_dir, "mnist")) == [os.path.basename(prepared)]

@@ -88,6 +88,9 @@ def test_the_separable_filter_is_right_on_grayscale_batches_values_and_gradients
     expected = np.swapaxes(rows, 0, 1) @ maps.numpy().astype("float64") @ columns
     np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tape.gradient(total, maps).numpy(), rows @ (2 * expected) @ columns.T, rtol=1e-4, atol=1e-4)
+    traced = tf.function(lambda x: filter_maps(x, tf.constant(rows), tf.constant(columns)),
+                         input_signature=[tf.TensorSpec((None, None, *shape[2:]), tf.float32)])  # Batch and channels unknown.
+    np.testing.assert_allclose(traced(maps).numpy(), expected, rtol=1e-5, atol=1e-5)
     grayscale = rng.uniform(0, 1, (4, 28, 28, 1)).astype("float32")
     noisy = np.clip(grayscale + rng.normal(0, 0.2, grayscale.shape), 0, 1).astype("float32")
     np.testing.assert_allclose(ssim(tf.constant(noisy), tf.constant(grayscale)), [numpy_ssim(x, y) for x, y in zip(noisy, grayscale)], rtol=1e-5)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging as std_logging
 import os
+import shutil
 import tarfile
 import time
 import zlib
@@ -53,13 +54,17 @@ def cache_root(cache_dir=None):
     )
 
 
+_INCOMPLETE = "incomplete."  # The prefix of tfds' folder for a version being written.
+
+
 def prepared_dir(data_dir, name):
     """`<data_dir>/<name>/<version>` holding dataset_info.json (newest version), or None."""
     root = os.path.join(data_dir, name)
     if not os.path.isdir(root):
         return None
-    versions = [
-        v for v in os.listdir(root) if os.path.isfile(os.path.join(root, v, "dataset_info.json"))
+    versions = [  # tfds writes a version in an `incomplete.*` folder, then renames it.
+        v for v in os.listdir(root)
+        if not v.startswith(_INCOMPLETE) and os.path.isfile(os.path.join(root, v, "dataset_info.json"))
     ]
     if not versions:
         return None
@@ -242,6 +247,10 @@ def _converted_once(tfds_dir, name, convert):
         return prepared
     with folder_lock(tfds_dir, "data conversion", holder="process converting it", wait=True):
         if not prepared_dir(tfds_dir, name):
+            root = os.path.join(tfds_dir, name)
+            for stale in os.listdir(root) if os.path.isdir(root) else ():  # Left by a conversion that was killed.
+                if stale.startswith(_INCOMPLETE):
+                    shutil.rmtree(os.path.join(root, stale))
             convert()
     return prepared_dir(tfds_dir, name)
 

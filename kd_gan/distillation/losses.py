@@ -179,11 +179,7 @@ class FeatureLoss(DistillationLoss):
                 f"and student_layers={list(self.student_layers)}."
             )
 
-    def build_for(self, teacher_shapes, student_shapes, distiller):
-        self.bind(distiller)
-        if self.adapters:  # Already built for this Distiller.
-            return
-        dtype = distiller.student.dtype_policy
+    def check_shapes(self, teacher_shapes, student_shapes):
         for teacher_name, student_name, teacher_shape, student_shape in zip(
             self.teacher_layers, self.student_layers, teacher_shapes, student_shapes
         ):
@@ -192,6 +188,14 @@ class FeatureLoss(DistillationLoss):
                 raise InputError(f"FeatureLoss cannot match {pair}: both must be feature maps (batch, h, w, c) or vectors (batch, c).")
             if len(teacher_shape) == 4 and any(size is None for size in teacher_shape[1:3]):
                 raise InputError(f"FeatureLoss needs the teacher's spatial size; {pair} has an unknown one.")
+
+    def build_for(self, teacher_shapes, student_shapes, distiller):
+        self.check_shapes(teacher_shapes, student_shapes)
+        self.bind(distiller)
+        if self.adapters:  # Already built for this Distiller.
+            return
+        dtype = distiller.student.dtype_policy
+        for student_name, teacher_shape, student_shape in zip(self.student_layers, teacher_shapes, student_shapes):
             layer = keras.layers.Conv2D if len(teacher_shape) == 4 else keras.layers.Dense
             arguments = {"kernel_size": 1} if len(teacher_shape) == 4 else {}
             adapter = layer(teacher_shape[-1], name=f"adapter_{student_name}", dtype=dtype, **arguments)
@@ -289,6 +293,7 @@ class PerceptualLoss(DistillationLoss):
         self._extract = None
 
     def build_for(self, teacher_shapes, student_shapes, distiller):
+        self.check_shapes(teacher_shapes, student_shapes)
         self.bind(distiller)
         if self.network_name == "inception":
             from kd_gan.evaluation.classifiers import inception_network, preprocess_for_inception
@@ -356,15 +361,13 @@ class KerasDistillationLoss(DistillationLoss):
         self.teacher_layers = (teacher_name,) if teacher_name else ()
         self.student_layers = (student_name,) if student_name else ()
 
-    def build_for(self, teacher_shapes, student_shapes, distiller):
-        self.bind(distiller)
+    def check_shapes(self, teacher_shapes, student_shapes):
         if [tuple(s[1:]) for s in teacher_shapes] != [tuple(s[1:]) for s in student_shapes]:
             raise InputError(
                 f"{type(self.loss).__name__} compares tensors of equal shapes; teacher gives "
                 f"{[_shape_text(s) for s in teacher_shapes]}, student {[_shape_text(s) for s in student_shapes]}. "
                 "Use kd_gan.distillation.losses.FeatureLoss for maps of different widths."
             )
-        self.built = True
 
     def compute_loss(self, teacher_outputs, student_outputs):
         teacher = tf.cast(teacher_outputs[0], tf.float32)

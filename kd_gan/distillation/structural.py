@@ -32,10 +32,12 @@ def filter_maps(maps, rows, columns):
     height, width): a separable filter as two matrix products per map.
 
     The maps are flattened to one batch axis first: TensorFlow 2.21's oneDNN batched
-    product broadcasts a matrix wrongly against (batch, 1, height, width) on AVX512 CPUs
-    (wrong values, then a corrupted heap), so no product here broadcasts over two batch axes.
+    product reads past a matrix it broadcasts against (batch, 1, height, width)
+    (tensorflow/tensorflow#117700: wrong values, then a corrupted heap), so no product
+    here broadcasts over two batch axes.
     """
-    batch, channels = tf.shape(maps)[0], maps.shape[1]
+    batch = tf.shape(maps)[0]
+    channels = maps.shape[1] if maps.shape[1] is not None else tf.shape(maps)[1]
     flat = tf.reshape(maps, [-1, maps.shape[2], maps.shape[3]])
     filtered = tf.matmul(rows, tf.matmul(flat, columns), transpose_a=True)
     return tf.reshape(filtered, [batch, channels, rows.shape[1], columns.shape[1]])

@@ -76,9 +76,10 @@ def curve_panels(results):
     per panel: the teacher GANs, each student method (its loss and every pixel
     term it logged, `recipes.PIXEL_TERMS`' losses by name) and the scratch GANs."""
     recipes = {entry["method"]: entry["recipe"] for entry in results["models"] if entry["role"] == "student"}
+    student_keys = ("student_loss",) + pixel_loss_names()
     panels = (
         [("teacher", ("g_loss", "d_loss"), "teacher GANs")]
-        + [(method, ("student_loss",) + pixel_loss_names(), f"students: {recipe}") for method, recipe in recipes.items()]
+        + [(method, student_keys, f"students: {recipe}") for method, recipe in recipes.items()]
         + [("scratch", ("g_loss", "d_loss"), "scratch GANs")]
     )
     entries = {entry["name"]: entry for entry in results["teacher_candidates"] + results["models"]}
