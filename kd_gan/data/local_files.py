@@ -233,7 +233,13 @@ def local_tfds_dir(data_dir, name, cache_dir):
     stamp = tuple((os.path.realpath(p), os.path.getsize(p), os.path.getmtime(p)) for p in sources)
     if stamp not in _SOURCE_DIGESTS:  # Read once per process while the files are unchanged.
         _SOURCE_DIGESTS[stamp] = file_digest(*sources)
-    fingerprint = hashlib.sha256("\n".join([LOCAL_VERSION, str(CONVERSION_SEED), _SOURCE_DIGESTS[stamp]]).encode()).hexdigest()[:12]
+    return _tfds_dir(cache_dir, name, _SOURCE_DIGESTS[stamp])
+
+
+def _tfds_dir(cache_dir, name, *keys):
+    """`<cache>/tfds/<name>-<fingerprint>`: the fingerprint of the conversion's version, its
+    seed and `keys` (what the converted images depend on)."""
+    fingerprint = hashlib.sha256("\n".join([LOCAL_VERSION, str(CONVERSION_SEED), *keys]).encode()).hexdigest()[:12]
     return os.path.join(cache_root(cache_dir), "tfds", f"{name}-{fingerprint}")
 
 
@@ -288,10 +294,7 @@ def convert_images(path, image_size, cache_dir):
 
 def _prepare_images(path, image_size, cache_dir):
     source = ImageSource(path)
-    fingerprint = hashlib.sha256(
-        "\n".join([LOCAL_VERSION, str(CONVERSION_SEED), str(image_size), source.fingerprint()]).encode()
-    ).hexdigest()[:12]
-    tfds_dir = os.path.join(cache_root(cache_dir), "tfds", f"{IMAGES}-{fingerprint}")
+    tfds_dir = _tfds_dir(cache_dir, IMAGES, str(image_size), source.fingerprint())
     return _converted_once(tfds_dir, IMAGES, lambda: _convert_images(source, image_size, path, tfds_dir))
 
 
