@@ -113,6 +113,41 @@ def test_width_profiles_and_pruned_starts_train_their_own_students(tiny_mnist, t
     assert "| student (MSE, pruned start) | 4-4-2 |" in markdown and "| scratch GAN | 4-4-2 |" in markdown
 
 
+def test_students_start_from_a_given_generator_and_scratch_gans_do_not(tiny_mnist, tmp_path):
+    import numpy as np
+
+    first = tmp_path / "first"
+    experiment.run(tiny_config(tiny_mnist, first, student_depths=(), student_widths=((4, 4, 2),), student_blocks=("separable",)))
+    start_path = first / "students" / "mse_w4-4-2_separable" / "generator.keras"
+    start = load_generator(str(start_path))
+    second = tmp_path / "second"
+    architecture = dict(student_depths=(), student_widths=((4, 4, 2),), student_blocks=("separable",), discriminator_depth=1)
+    config = tiny_config(tiny_mnist, second, loss="mse,joint", student_start=str(start_path), student_epochs=0, **architecture)
+    results = experiment.run(config)
+    names = [entry["name"] for entry in results["models"]]
+    assert names == ["teacher_d2", "student_mse_w4-4-2_separable_started", "student_joint_w4-4-2_separable_started",
+                     "scratch_w4-4-2_separable"]
+    z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    expected = start(z, training=False).numpy()
+    # No training (student_epochs=0): each started student is the given generator, the scratch GAN is not.
+    for name in ("mse", "joint"):
+        started = load_generator(str(second / "students" / f"{name}_w4-4-2_separable_started" / "generator.keras"))
+        np.testing.assert_allclose(started(z, training=False).numpy(), expected, atol=1e-6)
+    scratch = load_generator(str(second / "scratch" / "w4-4-2_separable" / "generator.keras"))
+    assert not np.allclose(scratch(z, training=False).numpy(), expected, atol=1e-3)
+    assert "| student (joint, started from a given generator) | 4-4-2, separable |" in (second / "report.md").read_text()
+    # Trained, the started student moves away from its start.
+    trained = tmp_path / "trained"
+    experiment.run(tiny_config(tiny_mnist, trained, student_start=str(start_path), scratch=False, **architecture))
+    moved = load_generator(str(trained / "students" / "mse_w4-4-2_separable_started" / "generator.keras"))
+    assert not np.allclose(moved(z, training=False).numpy(), expected, atol=1e-4)
+    # A start of another architecture is refused before anything trains.
+    wider = dict(architecture, student_widths=((4, 4, 4),))
+    with pytest.raises(InputError, match=r"must be a \.keras generator of the student's architecture .*widths=\[4, 4, 4\].*it holds .*widths=\[4, 4, 2\]"):
+        experiment.run(tiny_config(tiny_mnist, tmp_path / "wider", student_start=str(start_path), **wider))
+    assert not (tmp_path / "wider" / "config.json").exists()
+
+
 def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp_path):
     from test_experiment import TINY, run_cli
 

@@ -140,6 +140,9 @@ def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
         (dict(student_blocks=()), r"student_blocks must be a non-empty tuple"),
         (dict(student_blocks=("separable",), student_inits=("random", "pruned")),
          r"separable students start from random weights .* student_inits 'pruned' needs transposed blocks"),
+        (dict(student_start="student.keras"), r"student_start='student.keras' starts .* Received: student_inits \('random',\), 2 architectures"),
+        (dict(student_start="student.keras", student_depths=(1,), student_inits=("pruned",)), r"Received: student_inits \('pruned',\), 1 arch"),
+        (dict(student_start="student.tflite", student_depths=(1,)), r"student_start='student.tflite' starts the students of one architecture from a \.keras"),
     ],
 )
 def test_bad_student_architectures_are_refused_before_anything_runs(changes, message):

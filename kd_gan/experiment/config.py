@@ -61,6 +61,10 @@ class ExperimentConfig:
             (pruned, then each layer refit by least squares to the teacher's
             maps: `prune_generator(refit_samples=1024)`); each is a student of
             its own.
+        student_start: a `.keras` generator of the run's one student
+            architecture whose weights every student starts from (e.g. a
+            pixel-distilled student, fine-tuned with another loss), in place of
+            `student_inits`; scratch GANs start from random weights.
         student_blocks: how the hidden stages of students and their scratch
             GANs upsample (`Generator(block=...)`): "transposed" (the
             paper's) and/or "separable" (about four times the channels at a
@@ -177,6 +181,7 @@ class ExperimentConfig:
     student_depths: Tuple[int, ...] = (2,)
     student_widths: Tuple[Tuple[int, ...], ...] = ()
     student_inits: Tuple[str, ...] = (RANDOM,)
+    student_start: Optional[str] = None
     student_blocks: Tuple[str, ...] = (TRANSPOSED,)
     discriminator_depth: Optional[int] = None
     teacher_discriminator_depth: Optional[int] = None
@@ -258,10 +263,7 @@ class ExperimentConfig:
         _check_choice("inception_precision", self.inception_precision, INCEPTION_PRECISIONS)
         _check_choice("inception_engine", self.inception_engine, INCEPTION_ENGINES)
         if self.dataset == "mnist" and self.inception_precision not in ("auto", "float32"):
-            raise InputError(
-                f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the "
-                "float32 MNIST network."
-            )
+            raise InputError(f"inception_precision={self.inception_precision!r} is for the Inception; MNIST is scored by the float32 MNIST network.")
         _check_choice("precision", self.precision, precision_lib.TRAINING_PRECISIONS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         if self.preset is not None and self.preset not in PRESETS:
@@ -285,10 +287,7 @@ class ExperimentConfig:
         if self.reference_samples is not None:
             _check_at_least("reference_samples", self.reference_samples, 2)
         if self.eval_samples == 0 and len(self.teacher_depths) > 1 and not self.teacher_path:
-            raise InputError(
-                f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must "
-                "be > 0 (or give a single teacher depth)."
-            )
+            raise InputError(f"Choosing among teacher_depths={self.teacher_depths} needs their FID: eval_samples must be > 0 (or give one teacher depth).")
         for name in ("learning_rate", "d_learning_rate", "student_learning_rate"):
             if not 0 < getattr(self, name) < math.inf:
                 raise InputError(f"{name} must be a finite number > 0. Received: {name}={getattr(self, name)}")
@@ -339,6 +338,12 @@ class ExperimentConfig:
             raise InputError(
                 f"student_blocks {blocks!r}: separable students start from random weights and have no "
                 f"quantization-aware fine-tuning; {setting} needs transposed blocks. Run them separately."
+            )
+        count = (len(self.student_depths) + len(widths)) * len(blocks)
+        if self.student_start is not None and (not str(self.student_start).endswith(".keras") or pruning or count != 1):
+            raise InputError(
+                f"student_start={self.student_start!r} starts the students of one architecture from a .keras generator: "
+                f"it takes student_inits ('random',) and one architecture. Received: student_inits {inits!r}, {count} architectures."
             )
         if pruning and not self.teacher_path:
             # A trained teacher's widths are known now; a given one's are checked when it is loaded.

@@ -24,12 +24,14 @@ MSE, JOINT, ADVERSARIAL = "mse", "joint", "adversarial"
 # Adversarial distillation with a discriminator conditioned on z (`Discriminator(latent_dim=...)`).
 ADVERSARIAL_Z = "adversarial_z"
 STUDENT_LOSSES = (MSE, JOINT, ADVERSARIAL, ADVERSARIAL_Z)
-RANDOM, PRUNED, REFIT = "random", "pruned", "refit"
-# How a student starts: random weights, the pruned teacher, or the pruned teacher refit layer by layer.
+RANDOM, PRUNED, REFIT, STARTED = "random", "pruned", "refit", "started"
+# How a student starts (the sweep's choices): random weights, the pruned teacher, or the pruned teacher refit layer by layer.
 STUDENT_INITS = (RANDOM, PRUNED, REFIT)
+# Or from the weights of a generator file (`student_start`), instead of the sweep.
+_INITS = STUDENT_INITS + (STARTED,)
 REFIT_SAMPLES = 1024  # Latent vectors whose teacher maps the refit reproduces (`prune_generator`).
-_INIT_SUFFIXES = {RANDOM: "", PRUNED: "_pruned", REFIT: "_refit"}
-_INIT_LABELS = {RANDOM: "", PRUNED: ", pruned start", REFIT: ", pruned and refit start"}
+_INIT_SUFFIXES = {RANDOM: "", PRUNED: "_pruned", REFIT: "_refit", STARTED: "_started"}
+_INIT_LABELS = {RANDOM: "", PRUNED: ", pruned start", REFIT: ", pruned and refit start", STARTED: ", started from a given generator"}
 _FOLDERS = {TEACHER: "teachers", STUDENT: "students", SCRATCH: "scratch"}
 _LOSS_LABELS = {MSE: "MSE", JOINT: "joint", ADVERSARIAL: "adversarial", ADVERSARIAL_Z: "adversarial, z-conditioned"}
 _ROLE_LABELS = {TEACHER: "teacher", SCRATCH: "scratch GAN"}
@@ -51,8 +53,9 @@ class StageSpec:
             fine-tuning under int8 rounding), its epochs; 0 for a stage of its own.
         widths: instead of `depth`, the generator's width profile.
         init: how a student starts: "random", "pruned" (the teacher pruned
-            to its widths) or "refit" (pruned, then each layer refit by least
-            squares to the teacher's maps).
+            to its widths), "refit" (pruned, then each layer refit by least
+            squares to the teacher's maps) or "started" (the weights of the
+            run's `student_start` generator).
         discriminator_depth: d of the discriminator beside it (adversarial
             stages); None: its own d, or the last width of its profile.
         block: how its generator's hidden stages upsample (`Generator(block=...)`):
@@ -82,9 +85,9 @@ class StageSpec:
             raise ValueError(f"A loss is given to students only; got role {self.role!r} with loss {self.loss!r}.")
         if (self.depth is None) == (self.widths is None):
             raise ValueError(f"A stage has a depth or widths; got depth={self.depth!r}, widths={self.widths!r}.")
-        if self.init not in STUDENT_INITS or (self.init != RANDOM and self.role != STUDENT):
-            raise ValueError(f"init {self.init!r}: one of {STUDENT_INITS}, other than 'random' for students only.")
-        if self.block not in BLOCKS or (self.block != TRANSPOSED and (self.init != RANDOM or self.fine_tuning)):
+        if self.init not in _INITS or (self.init != RANDOM and self.role != STUDENT):
+            raise ValueError(f"init {self.init!r}: one of {_INITS}, other than 'random' for students only.")
+        if self.block not in BLOCKS or (self.block != TRANSPOSED and (self.pruned or self.fine_tuning)):
             raise ValueError(
                 f"block {self.block!r} with init={self.init!r}, fine_tune_epochs={self.fine_tune_epochs}: "
                 f"one of {BLOCKS}; only 'transposed' is pruned or fine-tuned."
@@ -161,7 +164,7 @@ class StageSpec:
     @property
     def pruned(self):
         """Starts from the pruned teacher (refit or not)."""
-        return self.init != RANDOM
+        return self.init in (PRUNED, REFIT)
 
     # Names and labels ---------------------------------------------------
 
@@ -220,9 +223,10 @@ def plan_stages(config):
     """Every training stage of a run, in the order the plan lists them: the
     teacher candidates (none with a given teacher), then for each student
     architecture (`student_depths`, then `student_widths`, each in every one
-    of `student_blocks`) each loss x kind x
-    init student (each followed by its quantization-aware fine-tuning when
-    `config.qat_epochs`) and the scratch GAN of that architecture.
+    of `student_blocks`) each loss x kind x init student (with
+    `student_start`, one "started" student per loss and kind), each followed
+    by its quantization-aware fine-tuning when `config.qat_epochs`, and the
+    scratch GAN of that architecture.
 
     Args:
         config: an `ExperimentConfig`.
@@ -242,7 +246,7 @@ def plan_stages(config):
     for architecture in architectures:
         for loss in config.losses:
             for kind in config.distillation:
-                for init in config.student_inits:
+                for init in (STARTED,) if config.student_start else config.student_inits:
                     student = StageSpec(
                         STUDENT, epochs=config.student_epochs, loss=loss, kind=kind, init=init,
                         discriminator_depth=config.discriminator_depth, pixel_loss=config.pixel_loss, **architecture,

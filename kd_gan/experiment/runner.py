@@ -51,7 +51,7 @@ from kd_gan.experiment.stage import GIVEN_TEACHER_EVALUATION, Stage
 from kd_gan.experiment.streams import RunStreams
 from kd_gan.export.converters import VerificationError
 from kd_gan.models import precision
-from kd_gan.models.any_generator import check_generator, load_generator
+from kd_gan.models.any_generator import check_generator, load_generator, start_from
 from kd_gan.models.dcgan import Discriminator, Generator, dcgan_widths
 from kd_gan.models.pruning import prune_generator
 from kd_gan.training import objectives, optimizers
@@ -116,7 +116,8 @@ class Experiment:
         ))
 
     def _generator(self, stage, teacher=None, policy="float32"):
-        """The stage's generator: fresh, or (a pruned student) the teacher pruned to its widths."""
+        """The stage's generator: fresh, (a pruned student) the teacher pruned to its widths, or (a started
+        student) the `student_start` generator's weights."""
         # TensorFlow's name scopes take no "+" (student kinds such as "mse+features").
         name = f"{stage.name.replace('+', '-')}_generator"
         if stage.spec.pruned:
@@ -125,7 +126,8 @@ class Experiment:
             return prune_generator(
                 precision.float32_copy(teacher), widths, name=name, dtype=policy, refit_samples=refit, seed=self.config.seed
             )
-        return Generator(self.config.latent_dim, self.image_shape, name=name, dtype=policy, **stage.spec.generator_arguments)
+        generator = Generator(self.config.latent_dim, self.image_shape, name=name, dtype=policy, **stage.spec.generator_arguments)
+        return start_from(generator, self.config.student_start) if stage.spec.init == plan_lib.STARTED else generator
 
     def distil(self, stage, teacher):
         if stage.done():
@@ -213,6 +215,9 @@ class Experiment:
         # than the folder's models saw stop the run here, before anything is
         # written, trained or scored.
         given = self.load_teacher() if config.teacher_path else None
+        for spec in self.stages:
+            if spec.init == plan_lib.STARTED:  # A start file that does not fit is refused before anything trains.
+                start_from(Generator(config.latent_dim, self.image_shape, **spec.generator_arguments), config.student_start)
         eval_samples = evaluator_lib.eval_sample_count(config.dataset, config.eval_samples)
         steps_per_epoch = self.streams.steps_per_epoch()
         os.makedirs(self.root, exist_ok=True)

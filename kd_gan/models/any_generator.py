@@ -161,6 +161,36 @@ def check_generator(generator, latent_dim, image_shape, source="generator", samp
     check_image_range(images, source)
 
 
+def start_from(generator, path, source="student_start"):
+    """Copies into `generator` the weights of the `.keras` generator at `path`,
+    which must be the same architecture (its config but name and dtype).
+
+    Returns:
+        `generator`, its weights now the file's.
+
+    Raises:
+        InputError: naming `source`, when the file is not a `.keras` generator
+            of `generator`'s architecture.
+    """
+    start = load_generator(path) if str(path).endswith(".keras") else None
+    wanted, found = _architecture(generator), _architecture(start)
+    if found != wanted:
+        raise InputError(
+            f"{source}={os.fspath(path)!r} must be a .keras generator of the student's architecture {wanted}; "
+            f"it holds {found}."
+        )
+    generator.set_weights(start.get_weights())
+    return generator
+
+
+def _architecture(model):
+    """A Keras model's class and config, but for what does not shape its weights (name, dtype, trainable)."""
+    if not isinstance(model, keras.Model):
+        return "no Keras model"
+    config = {k: v for k, v in model.get_config().items() if k not in ("name", "dtype", "trainable")}
+    return f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(config.items()))})"
+
+
 def _input_shape(model):
     """A Keras model's input shape (None when it has no single known input)."""
     try:
