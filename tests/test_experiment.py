@@ -451,6 +451,12 @@ def test_report_table_and_findings_from_results():
         "The student (MSE), d=1, 100x smaller than the teacher, reaches FID 20.0, 2.0x the teacher's 10.0; "
         "the scratch GAN of its size 50.0 (5.0x) (lower is better)."
     )
+    # A pruned student shares the random one's method: each gets its finding.
+    pruned = dict(results["models"][1], name="student_mse_d1_pruned", label="student (MSE, pruned start)", quality=quality(None, 30.0))
+    results["models"].insert(2, pruned)
+    random_line, pruned_line = summary.findings(results)
+    assert random_line.startswith("d=1 (100:1), student (MSE): FID 20.0 beats the scratch GAN's 50.0")
+    assert pruned_line.startswith("d=1 (100:1), student (MSE, pruned start): FID 30.0 beats the scratch GAN's 50.0")
 
 
 def test_teacher_selection_lowest_fid_then_highest_score():

@@ -135,7 +135,9 @@ def test_students_start_from_a_given_generator_and_scratch_gans_do_not(tiny_mnis
         np.testing.assert_allclose(started(z, training=False).numpy(), expected, atol=1e-6)
     scratch = load_generator(str(second / "scratch" / "w4-4-2_separable" / "generator.keras"))
     assert not np.allclose(scratch(z, training=False).numpy(), expected, atol=1e-3)
-    assert "| student (joint, started from a given generator) | 4-4-2, separable |" in (second / "report.md").read_text()
+    report_text = (second / "report.md").read_text()
+    assert "| student (joint, started from a given generator) | 4-4-2, separable |" in report_text
+    assert f"Every student started from `{start_path}`, whose own training these epochs leave out." in report_text
     # Trained, the started student moves away from its start.
     trained = tmp_path / "trained"
     experiment.run(tiny_config(tiny_mnist, trained, student_start=str(start_path), scratch=False, **architecture))
@@ -143,9 +145,24 @@ def test_students_start_from_a_given_generator_and_scratch_gans_do_not(tiny_mnis
     assert not np.allclose(moved(z, training=False).numpy(), expected, atol=1e-4)
     # A start of another architecture is refused before anything trains.
     wider = dict(architecture, student_widths=((4, 4, 4),))
-    with pytest.raises(InputError, match=r"must be a \.keras generator of the student's architecture .*widths=\[4, 4, 4\].*it holds .*widths=\[4, 4, 2\]"):
+    with pytest.raises(InputError, match=r"must be a generator of the student's architecture, .*widths=\(4, 4, 4\).*; it holds .*widths=\(4, 4, 2\)"):
         experiment.run(tiny_config(tiny_mnist, tmp_path / "wider", student_start=str(start_path), **wider))
     assert not (tmp_path / "wider" / "config.json").exists()
+    with pytest.raises(InputError, match=r"student_start='.*missing.keras': no \.keras generator file there"):
+        experiment.run(tiny_config(tiny_mnist, tmp_path / "missing", student_start=str(tmp_path / "missing.keras"), **architecture))
+    # Finished started students need the file no more; one still to train refuses a file of other weights.
+    moved_start = tmp_path / "start.keras"
+    start_path.rename(moved_start)
+    experiment.run(config)
+    (second / "students" / "joint_w4-4-2_separable_started" / "generator.keras").unlink()
+    other = load_generator(str(second / "scratch" / "w4-4-2_separable" / "generator.keras"))
+    other.save(str(start_path))
+    with pytest.raises(InputError, match=r"holds students started from .*first.*sha256 .*holds other weights"):
+        experiment.run(config)
+    moved_start.rename(start_path)
+    experiment.run(config)  # The recorded file again, whatever its path: the joint student starts as before.
+    started = load_generator(str(second / "students" / "joint_w4-4-2_separable_started" / "generator.keras"))
+    np.testing.assert_allclose(started(z, training=False).numpy(), expected, atol=1e-6)
 
 
 def test_the_command_line_takes_width_profiles_and_pruned_starts(tiny_mnist, tmp_path):

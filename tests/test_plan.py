@@ -139,15 +139,32 @@ def test_width_profiles_and_pruned_starts_are_stages_of_their_own():
         (dict(student_blocks=("transposed", "dense")), r"student_blocks must be a non-empty tuple of distinct values from"),
         (dict(student_blocks=()), r"student_blocks must be a non-empty tuple"),
         (dict(student_blocks=("separable",), student_inits=("random", "pruned")),
-         r"separable students start from random weights .* student_inits 'pruned' needs transposed blocks"),
-        (dict(student_start="student.keras"), r"student_start='student.keras' starts .* Received: student_inits \('random',\), 2 architectures"),
-        (dict(student_start="student.keras", student_depths=(1,), student_inits=("pruned",)), r"Received: student_inits \('pruned',\), 1 arch"),
-        (dict(student_start="student.tflite", student_depths=(1,)), r"student_start='student.tflite' starts the students of one architecture from a \.keras"),
+         r"separable students are not pruned .* student_inits 'pruned' needs transposed blocks"),
+        (dict(student_start="student.keras"), r"student_start='student.keras' fits one student architecture, the file's; this run has 2 \(student_depths \(1, 2\)"),
+        (dict(student_start="student.keras", student_depths=(1,), student_inits=("pruned",)), r"takes no student_inits \('pruned',\) \(leave them random\)"),
+        (dict(student_start="student.keras", student_depths=(1,), loss="none"), r"needs a student loss \(loss='none'\)"),
+        (dict(student_start="student.tflite", student_depths=(1,)), r"student_start='student.tflite': students start from a \.keras generator file"),
     ],
 )
 def test_bad_student_architectures_are_refused_before_anything_runs(changes, message):
     with pytest.raises(InputError, match=message):
         config(qat_epochs=0, export=(), quantization=("none",), **changes)
+
+
+def test_a_student_start_makes_started_students_and_leaves_the_scratch_gans_random():
+    stages = plan_stages(config(student_depths=(1,), student_start="start.keras", loss="mse,joint", distillation=("pixel",)))
+    assert [stage.folder for stage in stages if stage.role != "teacher"] == [
+        "students/mse_d1_started", "students/mse_d1_started_qat2", "students/joint_d1_started",
+        "students/joint_d1_started_qat2", "scratch/d1",
+    ]
+    assert {stage.init for stage in stages if stage.role == "student"} == {"started"}
+    assert stages[-1].init == "random" and not stages[2].pruned
+    assert stages[4].label == "student (joint, started from a given generator)"
+    separable = plan_stages(config(
+        student_depths=(), student_widths=((4, 6, 6),), student_blocks=("separable",), student_start="start.keras",
+        loss="mse", distillation=("pixel",), qat_epochs=0, export=(), quantization=("none",),
+    ))
+    assert [stage.name for stage in separable[2:]] == ["student_mse_w4-6-6_separable_started", "scratch_w4-6-6_separable"]
 
 
 def test_separable_blocks_are_architectures_of_their_own_with_their_scratch_gans():

@@ -187,3 +187,21 @@ def test_refitting_brings_a_pruned_student_closer_to_the_teacher():
     # One latent vector: 49 positions of the 7x7 map for the 200 weights of each upsample_1 channel.
     with pytest.raises(InputError, match=r"refit_samples=1 gives 'upsample_1' 49 output positions for its 200 weights"):
         prune_generator(teacher, (8, 4, 2), refit_samples=1)
+
+
+def test_a_start_file_fits_the_same_network_given_by_depth_or_by_widths(tmp_path):
+    from kd_gan.models.any_generator import start_from
+
+    by_depth = Generator(8, (28, 28, 1), depth=2)
+    path = tmp_path / "d2.keras"
+    by_depth.save(str(path))
+    by_widths = start_from(Generator(8, (28, 28, 1), widths=dcgan_widths(2, 28)), path)
+    for mine, theirs in zip(by_widths.get_weights(), by_depth.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(InputError, match=r"must be a generator of the student's architecture, Generator\(latent_dim=8, image_shape=\(28, 28, 1\), widths=\(8, 4, 2\), block='separable'\); it holds Generator\(.*block='transposed'\)"):
+        start_from(Generator(8, (28, 28, 1), depth=2, block="separable"), path)
+    with pytest.raises(InputError, match=r"latent_dim=16"):
+        start_from(Generator(16, (28, 28, 1), depth=2), path)
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=r"student_start='.*broken.keras' could not be loaded as a Keras generator: .*not a \.keras file"):
+        start_from(by_widths, tmp_path / "broken.keras")

@@ -61,14 +61,15 @@ class ExperimentConfig:
             (pruned, then each layer refit by least squares to the teacher's
             maps: `prune_generator(refit_samples=1024)`); each is a student of
             its own.
-        student_start: a `.keras` generator of the run's one student
-            architecture whose weights every student starts from (e.g. a
-            pixel-distilled student, fine-tuned with another loss), in place of
-            `student_inits`; scratch GANs start from random weights.
+        student_start: a `.keras` generator whose weights every student
+            starts from, in place of `student_inits` (e.g. a pixel-distilled
+            student fine-tuned with another loss): the run's one student
+            architecture (`student_depths`, `student_widths`, `student_blocks`)
+            must be the file's; scratch GANs start from random weights.
         student_blocks: how the hidden stages of students and their scratch
             GANs upsample (`Generator(block=...)`): "transposed" (the
             paper's) and/or "separable" (about four times the channels at a
-            budget; started from random weights), each an architecture of its own.
+            budget; not pruned), each an architecture of its own.
         discriminator_depth: depth d of the discriminators of scratch GANs and
             joint students; None: the student's d, or the last width of its
             profile (the discriminator of the DCGAN whose last map is as wide).
@@ -336,15 +337,11 @@ class ExperimentConfig:
         if set(blocks) - {TRANSPOSED} and (pruning or self.qat_epochs):
             setting = f"student_inits {pruning[0]!r}" if pruning else f"qat_epochs={self.qat_epochs}"
             raise InputError(
-                f"student_blocks {blocks!r}: separable students start from random weights and have no "
+                f"student_blocks {blocks!r}: separable students are not pruned and have no "
                 f"quantization-aware fine-tuning; {setting} needs transposed blocks. Run them separately."
             )
-        count = (len(self.student_depths) + len(widths)) * len(blocks)
-        if self.student_start is not None and (not str(self.student_start).endswith(".keras") or pruning or count != 1):
-            raise InputError(
-                f"student_start={self.student_start!r} starts the students of one architecture from a .keras generator: "
-                f"it takes student_inits ('random',) and one architecture. Received: student_inits {inits!r}, {count} architectures."
-            )
+        if self.student_start is not None:
+            plan.check_student_start(self, widths, blocks)
         if pruning and not self.teacher_path:
             # A trained teacher's widths are known now; a given one's are checked when it is loaded.
             narrowest = min(self.teacher_depths)

@@ -59,8 +59,8 @@ class StageSpec:
         discriminator_depth: d of the discriminator beside it (adversarial
             stages); None: its own d, or the last width of its profile.
         block: how its generator's hidden stages upsample (`Generator(block=...)`):
-            "transposed" (the paper's) or "separable" (students from random
-            weights, without quantization-aware fine-tuning).
+            "transposed" (the paper's) or "separable" (students not pruned,
+            without quantization-aware fine-tuning).
         pixel_loss: the students' pixel term (a key of `recipes.PIXEL_TERMS`); it
             names a pixel-only student's label ("student (L1)"), not its
             name or folder ("students/mse_d2" whatever the term).
@@ -278,3 +278,22 @@ def check_distillation(kinds):
     if len(set(canonical)) != len(canonical):
         raise InputError(f"distillation lists a kind twice: {kinds!r}.")
     return tuple(canonical)
+
+
+def check_student_start(config, widths, blocks):
+    """Refuses a `student_start` that is no .keras file, comes with other inits
+    or no student, or faces more than one student architecture (InputError)."""
+    start, count = config.student_start, (len(config.student_depths) + len(widths)) * len(blocks)
+    if not str(start).endswith(".keras"):
+        raise InputError(f"student_start={start!r}: students start from a .keras generator file (written by model.save).")
+    if tuple(config.student_inits) != (RANDOM,) or not config.losses:
+        raise InputError(
+            f"student_start={start!r} starts every student from that file: it takes no student_inits "
+            f"{config.student_inits!r} (leave them random) and needs a student loss (loss={config.loss!r})."
+        )
+    if count != 1:
+        raise InputError(
+            f"student_start={start!r} fits one student architecture, the file's; this run has {count} (student_depths "
+            f"{config.student_depths}, student_widths {widths}, student_blocks {blocks}). Name the file's alone, "
+            "e.g. --student_depths= --student_widths=2-30-30 --student_block=separable."
+        )

@@ -180,6 +180,8 @@ def _trained_sentence(config, results, sizes):
         f"; each size also trained from scratch as an ordinary GAN with the same {epochs} epochs."
         if config.get("scratch", True) else f" ({epochs} epochs; no scratch baselines)."
     )
+    if config.get("student_start"):
+        trained += f" Every student started from `{config['student_start']}`, whose own training these epochs leave out."
     data = "; students saw fresh z every step"
     if config.get("teacher_cache"):
         data = f"; students learned from {config['teacher_cache']:,} cached teacher outputs per pool" + (

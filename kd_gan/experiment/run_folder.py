@@ -26,11 +26,12 @@ RERUNNABLE_FIELDS = frozenset(
 )
 LOCK_FILE = _io.LOCK_FILE  # Held (flock) by the process writing the folder.
 DATA_RECORD = "data.json"  # What data the folder's models were trained and scored on.
+START_RECORD = "student_start.json"  # The generator file the students start from (`student_start`).
 # What `overwrite` deletes: only what a run writes.
 OUTPUTS = (
     "teachers", "students", "scratch", "tensorboard", "export", "config.json", "results.json", "results.csv",
     "report.md", "samples.png", "samples_labelled.png", "interpolation.png", "quality_vs_compression.png", "training_curves.png",
-    "heldout_z.npy", "teacher_evaluation.json", "workers", "teacher_cache", DATA_RECORD,
+    "heldout_z.npy", "teacher_evaluation.json", "workers", "teacher_cache", DATA_RECORD, START_RECORD,
 )
 
 
@@ -118,14 +119,32 @@ def check_data(root, identity, data_dir):
         identity: `kd_gan.data.loading.dataset_identity` of the training split.
         data_dir: where the data were read from (recorded, never compared).
     """
-    path = os.path.join(root, DATA_RECORD)
+    _check_record(root, DATA_RECORD, "identity", {"identity": identity, "data_dir": data_dir}, lambda recorded: (
+        f"{root!r} holds models trained on other data: {recorded.get('identity')} (from "
+        f"{recorded.get('data_dir')!r}), not {identity} (from {data_dir!r}). Use the same data"
+    ))
+
+
+def check_student_start(root, path):
+    """Records the contents of the generator file the run's students start
+    from (`student_start`), or refuses a file of other contents than the
+    recorded while some started student is still to train (the same file at
+    another path passes)."""
+    digest = _io.file_digest(path)
+    _check_record(root, START_RECORD, "sha256", {"sha256": digest, "path": os.path.abspath(path)}, lambda recorded: (
+        f"{root!r} holds students started from {recorded.get('path')!r} (sha256 {str(recorded.get('sha256'))[:12]}...); "
+        f"student_start={path!r} holds other weights (sha256 {digest[:12]}...). Start from the same file"
+    ))
+
+
+def _check_record(root, name, key, record, refusal):
+    """Writes `record` as the run folder's file `name`, or, when the folder
+    has one, refuses (InputError: `refusal(recorded)` and the ways out) a
+    `record` whose `key` differs from the recorded one."""
+    path = os.path.join(root, name)
     if os.path.isfile(path):
         recorded = _io.read_json(path)
-        if recorded.get("identity") != identity:
-            raise InputError(
-                f"{root!r} holds models trained on other data: {recorded.get('identity')} (from "
-                f"{recorded.get('data_dir')!r}), not {identity} (from {data_dir!r}). Use the same data, another "
-                "--output_dir, or --overwrite to delete the run and start again."
-            )
+        if recorded.get(key) != record[key]:
+            raise InputError(refusal(recorded) + ", another --output_dir, or --overwrite to delete the run and start again.")
         return
-    _io.write_json(path, {"identity": identity, "data_dir": data_dir})
+    _io.write_json(path, record)

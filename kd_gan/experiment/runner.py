@@ -44,7 +44,7 @@ from kd_gan.experiment import summary as summary_lib
 from kd_gan.experiment.distribute import make_strategy, worker_output_dir
 from kd_gan.experiment.recipes import kind_losses, pixel_weight, student_learning_rate
 from kd_gan.experiment.results import ModelResult, log_evaluation
-from kd_gan.experiment.run_folder import check_data, prepare_output_dir, writer_lock
+from kd_gan.experiment.run_folder import check_data, check_student_start, prepare_output_dir, writer_lock
 from kd_gan.experiment import plan as plan_lib
 from kd_gan.experiment.shipping import export_students, quantization_aware_student
 from kd_gan.experiment.stage import GIVEN_TEACHER_EVALUATION, Stage
@@ -215,13 +215,16 @@ class Experiment:
         # than the folder's models saw stop the run here, before anything is
         # written, trained or scored.
         given = self.load_teacher() if config.teacher_path else None
-        for spec in self.stages:
-            if spec.init == plan_lib.STARTED:  # A start file that does not fit is refused before anything trains.
-                start_from(Generator(config.latent_dim, self.image_shape, **spec.generator_arguments), config.student_start)
+        # Students still to start from a file: one that does not fit is refused before anything trains.
+        starting = [spec for spec in self.stages if spec.init == plan_lib.STARTED and not self.stage(spec).done()]
+        if starting:
+            start_from(Generator(config.latent_dim, self.image_shape, **starting[0].generator_arguments), config.student_start)
         eval_samples = evaluator_lib.eval_sample_count(config.dataset, config.eval_samples)
         steps_per_epoch = self.streams.steps_per_epoch()
         os.makedirs(self.root, exist_ok=True)
         check_data(self.root, self.data_identity(), config.data_dir)
+        if starting:
+            check_student_start(self.root, config.student_start)
         _io.write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
         np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         self.clock = progress.run_clock(

@@ -60,12 +60,10 @@ def findings(results):
             for row in rows[1:]
         ]
     for architecture in dict.fromkeys(row["architecture"] for row in rows[1:]):  # In plan order.
-        at_depth = {row["method"]: row for row in rows[1:] if row["architecture"] == architecture}
-        scratch = at_depth.get("scratch")
-        for method in student_methods(rows):
-            student = at_depth.get(method)
-            if student is None:
-                continue
+        # Every student of the architecture: random, pruned and started ones share a method.
+        at_size = [row for row in rows[1:] if row["architecture"] == architecture]
+        scratch = next((row for row in at_size if row["method"] == "scratch"), None)
+        for student in (row for row in at_size if row["role"] == "student"):
             kept = ""
             if student["score"] is not None and teacher["score"]:
                 kept = (

@@ -163,32 +163,42 @@ def check_generator(generator, latent_dim, image_shape, source="generator", samp
 
 def start_from(generator, path, source="student_start"):
     """Copies into `generator` the weights of the `.keras` generator at `path`,
-    which must be the same architecture (its config but name and dtype).
+    which must be the same network: a kd_gan `Generator` of the same latent
+    size, image shape, widths and block (given by depth or by widths alike), or
+    another Keras model with weights of the same shapes.
 
     Returns:
         `generator`, its weights now the file's.
 
     Raises:
-        InputError: naming `source`, when the file is not a `.keras` generator
-            of `generator`'s architecture.
+        InputError: naming `source`, when there is no `.keras` file at `path`
+            or it holds another network.
     """
-    start = load_generator(path) if str(path).endswith(".keras") else None
+    path = os.fspath(path)
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        raise InputError(f"{source}={path!r}: no .keras generator file there (a student starts from a file written by model.save).")
+    try:
+        start = load_generator(path)
+    except (InputError, OSError, ValueError, TypeError) as error:
+        raise InputError(f"{source}={path!r} could not be loaded as a Keras generator: {_short(error)}") from None
     wanted, found = _architecture(generator), _architecture(start)
     if found != wanted:
-        raise InputError(
-            f"{source}={os.fspath(path)!r} must be a .keras generator of the student's architecture {wanted}; "
-            f"it holds {found}."
-        )
+        raise InputError(f"{source}={path!r} must be a generator of the student's architecture, {wanted}; it holds {found}.")
     generator.set_weights(start.get_weights())
     return generator
 
 
 def _architecture(model):
-    """A Keras model's class and config, but for what does not shape its weights (name, dtype, trainable)."""
+    """What fixes a model's weights, in words: a `Generator`'s latent size,
+    image shape, widths and block, or another model's class and weight shapes."""
     if not isinstance(model, keras.Model):
-        return "no Keras model"
-    config = {k: v for k, v in model.get_config().items() if k not in ("name", "dtype", "trainable")}
-    return f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(config.items()))})"
+        return f"a {type(model).__name__}, no Keras model"
+    if all(hasattr(model, name) for name in ("latent_dim", "image_shape", "widths", "block")):
+        return (
+            f"{type(model).__name__}(latent_dim={model.latent_dim}, image_shape={tuple(model.image_shape)}, "
+            f"widths={tuple(model.widths)}, block={model.block!r})"
+        )
+    return f"{type(model).__name__} with weights of shapes {[tuple(w.shape) for w in model.weights]}"
 
 
 def _input_shape(model):
