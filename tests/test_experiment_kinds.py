@@ -150,7 +150,7 @@ def test_students_start_from_a_given_generator_and_scratch_gans_do_not(tiny_mnis
     assert not (tmp_path / "wider" / "config.json").exists()
     with pytest.raises(InputError, match=r"student_start='.*missing.keras': no \.keras generator file there"):
         experiment.run(tiny_config(tiny_mnist, tmp_path / "missing", student_start=str(tmp_path / "missing.keras"), **architecture))
-    # Finished started students need the file no more; one still to train refuses a file of other weights.
+    # Finished started students need the file no more; a file of other weights is refused.
     moved_start = tmp_path / "start.keras"
     start_path.rename(moved_start)
     experiment.run(config)
@@ -159,8 +159,10 @@ def test_students_start_from_a_given_generator_and_scratch_gans_do_not(tiny_mnis
     other.save(str(start_path))
     with pytest.raises(InputError, match=r"holds students started from .*first.*sha256 .*holds other weights"):
         experiment.run(config)
-    moved_start.rename(start_path)
-    experiment.run(config)  # The recorded file again, whatever its path: the joint student starts as before.
+    # The recorded file at another path: the joint student starts as before.
+    experiment.run(__import__("dataclasses").replace(config, student_start=str(moved_start)))
+    with pytest.raises(InputError, match=r"holds other weights"):  # Finished, and still not another file's students.
+        experiment.run(config)
     started = load_generator(str(second / "students" / "joint_w4-4-2_separable_started" / "generator.keras"))
     np.testing.assert_allclose(started(z, training=False).numpy(), expected, atol=1e-6)
 

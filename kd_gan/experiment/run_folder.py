@@ -22,6 +22,8 @@ RERUNNABLE_FIELDS = frozenset(
         "inception_precision", "inception_engine",
         # The scratch GANs are stages of their own: a finished run gains its baselines in place.
         "scratch",
+        # Compared by content (student_start.json), not by path.
+        "student_start",
     }
 )
 LOCK_FILE = _io.LOCK_FILE  # Held (flock) by the process writing the folder.
@@ -128,8 +130,7 @@ def check_data(root, identity, data_dir):
 def check_student_start(root, path):
     """Records the contents of the generator file the run's students start
     from (`student_start`), or refuses a file of other contents than the
-    recorded while some started student is still to train (the same file at
-    another path passes)."""
+    recorded (the same file at another path passes)."""
     digest = _io.file_digest(path)
     _check_record(root, START_RECORD, "sha256", {"sha256": digest, "path": os.path.abspath(path)}, lambda recorded: (
         f"{root!r} holds students started from {recorded.get('path')!r} (sha256 {str(recorded.get('sha256'))[:12]}...); "

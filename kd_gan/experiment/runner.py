@@ -223,8 +223,8 @@ class Experiment:
         steps_per_epoch = self.streams.steps_per_epoch()
         os.makedirs(self.root, exist_ok=True)
         check_data(self.root, self.data_identity(), config.data_dir)
-        if starting:
-            check_student_start(self.root, config.student_start)
+        if starting or (config.student_start and os.path.isfile(config.student_start)):
+            check_student_start(self.root, config.student_start)  # Finished started students need the file no more.
         _io.write_json(os.path.join(self.root, "config.json"), dataclasses.asdict(config))
         np.save(os.path.join(self.root, "heldout_z.npy"), self.heldout_z)
         self.clock = progress.run_clock(
